@@ -1,0 +1,1 @@
+"""N2N: network-to-network compression as reinforcement learning."""

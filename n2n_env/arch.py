@@ -1,0 +1,504 @@
+"""Network architectures derived from a teacher, at the granularity of the N2N paper.
+
+An :class:`Architecture` is an immutable, pure-Python description of a convolutional
+network: a flat tuple of :class:`Layer` records (one per paper-level layer: conv,
+batchnorm, relu, maxpool, avgpool, dropout, flatten, linear) plus residual
+:class:`Block` spans over that tuple. It knows nothing about weights; ``build_model``
+turns it into a PyTorch module. The two transitions of the paper's MDP are
+:meth:`Architecture.remove` (stage 1, section 3.2.1) and :meth:`Architecture.shrink`
+(stage 2, section 3.2.2).
+
+Rules (each is tested):
+
+* Fixed layers (never removable): the classifier output layer (the last linear layer,
+  whose outputs are the classes) and ``flatten`` (a parameter-free reshape the
+  classifier needs; removing it would not change capacity, only break the network).
+* A residual block computes ``body(x) + shortcut(x)``. The ReLU after the addition is
+  an ordinary layer that follows the block, so it can be removed like any other.
+* Repairs applied by :meth:`~Architecture.remove` so that a block's shape contract holds:
+  the first convolution left in a body carries the block's stride (the others stride 1);
+  the last convolution left in the body of an identity block outputs the block's input
+  width; a projection shortcut outputs the body's output width. A block whose body is
+  removed entirely becomes its shortcut (an identity block disappears). Anything these
+  rules cannot fix (a projection block whose body lost all convolutions but must
+  downsample) is reported by :meth:`~Architecture.degenerate_reason`.
+* Widths tied through identity shortcuts form one shrink variable; the classifier output
+  width and widths tied to the network input are fixed.
+* A shrink factor ``a/10`` maps width ``w`` to ``ceil(w * a / 10)`` (never below 1);
+  kernel ``k`` to the largest odd number not above ``ceil(k * a / 10)``, with padding
+  reduced so the feature-map size stays the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from n2n_env.transitions import ShrinkVariable
+
+LAYER_KINDS = ("conv", "bn", "relu", "maxpool", "avgpool", "dropout", "flatten", "linear")
+MAX_CLASSIFIER_INPUTS = 32_768
+"""Default limit on the flattened features entering the first linear layer (appendix 11.2:
+a student that removed too many downsampling layers has an impractically large FC input)."""
+Shape = tuple[int, ...]
+Slot = tuple[str, int]
+"""A producer of feature channels: ("input", 0), ("layer", i) or ("projection", b)."""
+INPUT_SLOT: Slot = ("input", 0)
+Op = tuple[Literal["layer", "open", "close", "empty"], int]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One paper-level layer. ``out`` is the output channels (conv) or units (linear)."""
+
+    kind: str
+    out: int = 0
+    kernel: int = 0
+    stride: int = 1
+    padding: int = 0
+    bias: bool = True
+    p: float = 0.0
+    origin: int = -1
+    """Index of the layer in the root teacher; build_model inherits weights through it."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in LAYER_KINDS:
+            raise ValueError(f"unknown layer kind {self.kind!r}; allowed: {LAYER_KINDS}")
+        if self.kind in ("conv", "linear") and self.out < 1:
+            raise ValueError(f"{self.kind} layer needs out >= 1, got {self.out}")
+        if self.kind in ("conv", "maxpool", "avgpool") and (self.kernel < 1 or self.stride < 1):
+            raise ValueError(f"{self.kind} layer needs kernel >= 1 and stride >= 1")
+        if self.padding < 0 or not 0.0 <= self.p < 1.0:
+            raise ValueError("padding must be >= 0 and dropout p in [0, 1)")
+
+    @property
+    def has_params(self) -> bool:
+        return self.kind in ("conv", "bn", "linear")
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Projection shortcut of a residual block: 1x1 conv (no bias) then batch norm."""
+
+    out: int
+    stride: int = 1
+
+
+@dataclass(frozen=True)
+class Block:
+    """Residual block over ``layers[start:end]``: output = body(x) + shortcut(x)."""
+
+    start: int
+    end: int
+    stride: int = 1
+    projection: Projection | None = None
+    origin: int = -1
+
+
+@dataclass(frozen=True)
+class _Trace:
+    in_shapes: tuple[Shape | None, ...]
+    out_shapes: tuple[Shape | None, ...]
+    input_slots: dict[Slot, Slot]
+    producer_after: tuple[Slot, ...]
+    block_shapes: dict[int, tuple[Shape, Shape]]
+    reason: str | None
+
+
+def _layer_output(layer: Layer, shape: Shape) -> Shape | str:
+    """Output shape of ``layer`` for input ``shape``, or a string saying why it fails."""
+    if layer.kind in ("conv", "maxpool", "avgpool"):
+        if len(shape) != 3:
+            return f"{layer.kind} receives a flat vector of {shape[0]} features"
+        channels, height, width = shape
+        sizes = [
+            (s + 2 * layer.padding - layer.kernel) // layer.stride + 1 for s in (height, width)
+        ]
+        if min(sizes) < 1:
+            return f"{layer.kind} (kernel {layer.kernel}) shrinks a {height}x{width} map below 1x1"
+        return (layer.out if layer.kind == "conv" else channels, *sizes)
+    if layer.kind == "flatten":
+        return (math.prod(shape),)
+    if layer.kind == "linear":
+        if len(shape) != 1:
+            return f"linear layer receives a {len(shape)}-d feature map, not a vector"
+        return (layer.out,)
+    return shape
+
+
+def _projection_output(projection: Projection, shape: Shape) -> Shape:
+    return (projection.out, *((s - 1) // projection.stride + 1 for s in shape[1:]))
+
+
+def _execution_order(num_layers: int, blocks: Sequence[Block]) -> tuple[Op, ...]:
+    ops: list[Op] = []
+    for position in range(num_layers + 1):
+        for b, block in enumerate(blocks):
+            if block.end == position and block.start < block.end:
+                ops.append(("close", b))
+        for b, block in enumerate(blocks):
+            if block.start == position == block.end:
+                ops.append(("empty", b))
+        for b, block in enumerate(blocks):
+            if block.start == position < block.end:
+                ops.append(("open", b))
+        if position < num_layers:
+            ops.append(("layer", position))
+    return tuple(ops)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """An immutable network description: input shape, classes, layers and residual blocks."""
+
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    layers: tuple[Layer, ...]
+    blocks: tuple[Block, ...] = ()
+    name: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "blocks", tuple(self.blocks))
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+            raise ValueError(
+                f"input_shape must be (C, H, W) of positive ints, got {self.input_shape}"
+            )
+        if not self.layers or self.layers[-1].kind != "linear":
+            raise ValueError("the last layer must be the linear classifier output layer")
+        if self.layers[-1].out != self.num_classes:
+            raise ValueError(
+                f"classifier outputs {self.layers[-1].out} != {self.num_classes} classes"
+            )
+        previous_end = 0
+        for block in self.blocks:
+            if not previous_end <= block.start <= block.end <= len(self.layers) - 1:
+                raise ValueError(f"block {block} overlaps another or leaves the layer range")
+            previous_end = block.end
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    # ------------------------------------------------------------------ structure
+    def execution_order(self) -> tuple[Op, ...]:
+        """The forward pass as ops: run a layer, open/close a block, or run an empty block."""
+        return self._ops
+
+    @cached_property
+    def _ops(self) -> tuple[Op, ...]:
+        return _execution_order(len(self.layers), self.blocks)
+
+    @cached_property
+    def _trace(self) -> _Trace:
+        in_shapes: list[Shape | None] = [None] * len(self.layers)
+        out_shapes: list[Shape | None] = [None] * len(self.layers)
+        input_slots: dict[Slot, Slot] = {}
+        producer_after: list[Slot] = [INPUT_SLOT] * len(self.layers)
+        block_shapes: dict[int, tuple[Shape, Shape]] = {}
+
+        def stop(reason: str | None) -> _Trace:
+            return _Trace(
+                tuple(in_shapes),
+                tuple(out_shapes),
+                input_slots,
+                tuple(producer_after),
+                block_shapes,
+                reason,
+            )
+
+        shape: Shape = self.input_shape
+        producer = INPUT_SLOT
+        block_input: tuple[Shape, Slot] = (shape, producer)
+        for op, index in self._ops:
+            if op == "layer":
+                layer = self.layers[index]
+                in_shapes[index] = shape
+                input_slots[("layer", index)] = producer
+                result = _layer_output(layer, shape)
+                if isinstance(result, str):
+                    return stop(f"layer {index}: {result}")
+                shape = out_shapes[index] = result
+                if layer.kind in ("conv", "linear"):
+                    producer = ("layer", index)
+                producer_after[index] = producer
+                continue
+            block = self.blocks[index]
+            if op == "open":
+                block_input = (shape, producer)
+                continue
+            source_shape, source = (shape, producer) if op == "empty" else block_input
+            if block.projection is not None:
+                input_slots[("projection", index)] = source
+                shortcut = _projection_output(block.projection, source_shape)
+                if op == "empty":
+                    producer = ("projection", index)
+            else:
+                shortcut = source_shape
+            if shortcut != shape and op == "close":
+                return stop(f"block {index}: body output {shape} != shortcut output {shortcut}")
+            block_shapes[index] = (source_shape, shortcut)
+            shape = shortcut
+        return stop(None)
+
+    def input_shapes(self) -> tuple[Shape | None, ...]:
+        """Input shape of every layer (None after the point where the network breaks)."""
+        return self._trace.in_shapes
+
+    def output_shapes(self) -> tuple[Shape | None, ...]:
+        """Output shape of every layer (None after the point where the network breaks)."""
+        return self._trace.out_shapes
+
+    def input_slots(self) -> dict[Slot, Slot]:
+        """For every layer and projection, the producer whose channels it receives."""
+        return self._trace.input_slots
+
+    def block_of(self) -> tuple[int | None, ...]:
+        """Index of the block each layer's body belongs to, or None."""
+        owner: list[int | None] = [None] * len(self.layers)
+        for b, block in enumerate(self.blocks):
+            owner[block.start : block.end] = [b] * (block.end - block.start)
+        return tuple(owner)
+
+    def removable(self) -> tuple[bool, ...]:
+        """Which layers stage 1 may remove: all but flatten and the classifier output."""
+        last = len(self.layers) - 1
+        return tuple(layer.kind != "flatten" and i != last for i, layer in enumerate(self.layers))
+
+    # ------------------------------------------------------------------ measures
+    def degenerate_reason(self, max_classifier_inputs: int = MAX_CLASSIFIER_INPUTS) -> str | None:
+        """Why this architecture is degenerate (appendix 11.2), or None if it is usable."""
+        if not any(layer.has_params for layer in self.layers[:-1]) and not any(
+            block.projection for block in self.blocks
+        ):
+            return "empty architecture: nothing but the classifier output layer is left"
+        trace = self._trace
+        if trace.reason is not None:
+            return trace.reason
+        first_linear = next(i for i, layer in enumerate(self.layers) if layer.kind == "linear")
+        features = trace.in_shapes[first_linear][0]  # type: ignore[index]
+        if features > max_classifier_inputs:
+            return (
+                f"classifier input of {features} features exceeds the limit of "
+                f"{max_classifier_inputs} (too many downsampling layers removed)"
+            )
+        return None
+
+    def _require_valid(self) -> _Trace:
+        reason = self._trace.reason
+        if reason is not None:
+            raise ValueError(f"architecture is degenerate: {reason}")
+        return self._trace
+
+    def num_params(self) -> int:
+        """Trainable parameters; equals PyTorch's count for ``build_model(self)``."""
+        trace = self._require_valid()
+        total = 0
+        for layer, shape in zip(self.layers, trace.in_shapes):
+            assert shape is not None
+            if layer.kind == "conv":
+                total += shape[0] * layer.out * layer.kernel**2 + (layer.out if layer.bias else 0)
+            elif layer.kind == "linear":
+                total += shape[0] * layer.out + (layer.out if layer.bias else 0)
+            elif layer.kind == "bn":
+                total += 2 * shape[0]
+        for b, block in enumerate(self.blocks):
+            if block.projection is not None:
+                channels_in = trace.block_shapes[b][0][0]
+                total += channels_in * block.projection.out + 2 * block.projection.out
+        return total
+
+    def flops(self, batch: int = 1) -> int:
+        """Inference FLOPs: multiply and add counted separately; bn 2, relu/add 1 per element,
+        pooling k*k per output element, dropout and flatten free."""
+        trace = self._require_valid()
+        total = 0
+        for layer, shape_in, shape_out in zip(self.layers, trace.in_shapes, trace.out_shapes):
+            assert shape_in is not None and shape_out is not None
+            elements = math.prod(shape_out)
+            if layer.kind == "conv":
+                total += elements * (2 * shape_in[0] * layer.kernel**2 - 1 + int(layer.bias))
+            elif layer.kind == "linear":
+                total += layer.out * (2 * shape_in[0] - 1 + int(layer.bias))
+            elif layer.kind == "bn":
+                total += 2 * elements
+            elif layer.kind == "relu":
+                total += elements
+            elif layer.kind in ("maxpool", "avgpool"):
+                total += elements * layer.kernel**2
+        for b, block in enumerate(self.blocks):
+            in_shape, out_shape = trace.block_shapes[b]
+            elements = math.prod(out_shape)
+            if block.start < block.end:
+                total += elements
+            if block.projection is not None:
+                total += elements * (2 * in_shape[0] + 1)
+        return total * batch
+
+    def slot_width(self, slot: Slot) -> int:
+        """Channels (or units) produced by ``slot``."""
+        name, index = slot
+        if name == "input":
+            return self.input_shape[0]
+        if name == "layer":
+            return self.layers[index].out
+        projection = self.blocks[index].projection
+        assert projection is not None
+        return projection.out
+
+    def producer_after(self) -> tuple[Slot, ...]:
+        """For every layer, the producer whose channels leave it."""
+        return self._trace.producer_after
+
+    def slot_order(self) -> tuple[Slot, ...]:
+        """Every producer in the order the forward pass meets it, the input first."""
+        order: list[Slot] = [INPUT_SLOT]
+        for op, index in self._ops:
+            if op == "layer" and self.layers[index].kind in ("conv", "linear"):
+                order.append(("layer", index))
+            elif op in ("open", "empty") and self.blocks[index].projection is not None:
+                order.append(("projection", index))
+        return tuple(order)
+
+    # ------------------------------------------------------------------ transitions
+    def features(self, normalized: bool = False) -> np.ndarray:
+        """Per-layer observations x_t, shape (L, F); see :func:`n2n_env.features.layer_features`."""
+        from n2n_env.features import layer_features
+
+        return layer_features(self, normalized)
+
+    def remove(self, keep: Sequence[bool]) -> Architecture:
+        """Stage-1 transition; see :func:`n2n_env.transitions.remove`."""
+        from n2n_env.transitions import remove
+
+        return remove(self, keep)
+
+    def width_groups(self) -> tuple[tuple[Slot, ...], ...]:
+        """Producers whose widths are tied; see :func:`n2n_env.transitions.width_groups`."""
+        from n2n_env.transitions import width_groups
+
+        return width_groups(self)
+
+    def shrink_variables(self, include_kernels: bool = False) -> tuple[ShrinkVariable, ...]:
+        """Stage-2 decisions; see :func:`n2n_env.transitions.shrink_variables`."""
+        from n2n_env.transitions import shrink_variables
+
+        return shrink_variables(self, include_kernels)
+
+    def shrink(self, factors: Sequence[float], include_kernels: bool = False) -> Architecture:
+        """Stage-2 transition; see :func:`n2n_env.transitions.shrink`."""
+        from n2n_env.transitions import shrink
+
+        return shrink(self, factors, include_kernels)
+
+    # ------------------------------------------------------------------ identity
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; only non-default layer fields are written."""
+        defaults = Layer("relu")
+        layers = [
+            {
+                "kind": layer.kind,
+                **{
+                    f.name: getattr(layer, f.name)
+                    for f in dataclasses.fields(Layer)[1:]
+                    if getattr(layer, f.name) != getattr(defaults, f.name)
+                },
+            }
+            for layer in self.layers
+        ]
+        blocks = [
+            {
+                "start": b.start,
+                "end": b.end,
+                "stride": b.stride,
+                "origin": b.origin,
+                "projection": dataclasses.asdict(b.projection) if b.projection else None,
+            }
+            for b in self.blocks
+        ]
+        return {
+            "format": "n2n-architecture",
+            "version": 1,
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "layers": layers,
+            "blocks": blocks,
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Architecture:
+        if not isinstance(data, dict) or data.get("format") != "n2n-architecture":
+            raise ValueError("not an n2n architecture (expected format 'n2n-architecture')")
+        if data.get("version") != 1:
+            raise ValueError(
+                f"unsupported architecture version {data.get('version')!r}; this "
+                "n2n reads version 1"
+            )
+        try:
+            layers = tuple(Layer(**layer) for layer in data["layers"])
+            blocks = tuple(
+                Block(
+                    start=b["start"],
+                    end=b["end"],
+                    stride=b["stride"],
+                    origin=b["origin"],
+                    projection=Projection(**b["projection"]) if b["projection"] else None,
+                )
+                for b in data["blocks"]
+            )
+            return cls(
+                tuple(data["input_shape"]),
+                int(data["num_classes"]),
+                layers,
+                blocks,
+                name=str(data.get("name", "")),
+            )
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"malformed architecture JSON: {error}") from error
+
+    @classmethod
+    def from_json(cls, text: str) -> Architecture:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"architecture JSON does not parse: {error}") from error
+        return cls.from_dict(data)
+
+    def signature(self) -> str:
+        """Stable 16-hex-digit hash of everything but the name (origins included, since
+        they decide which teacher weights a student inherits)."""
+        data = self.to_dict()
+        data.pop("name")
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def summary(self) -> str:
+        """A plain-text table of the layers with their output shapes."""
+        owner = self.block_of()
+        lines = [
+            f"{self.name or 'architecture'}: input {self.input_shape}, {self.num_classes} classes"
+        ]
+        for i, (layer, shape) in enumerate(zip(self.layers, self.output_shapes())):
+            detail = f"k{layer.kernel} s{layer.stride} p{layer.padding}" if layer.kernel else ""
+            block = f"block {owner[i]}" if owner[i] is not None else ""
+            lines.append(f"{i:>4} {layer.kind:<8} {detail:<12} {block:<9} -> {shape}")
+        reason = self.degenerate_reason()
+        lines.append(
+            f"degenerate: {reason}"
+            if reason
+            else f"params {self.num_params():,}  flops {self.flops():,}"
+        )
+        return "\n".join(lines)

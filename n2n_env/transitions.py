@@ -1,0 +1,209 @@
+"""The two transitions of the N2N MDP on architectures: layer removal and layer shrinkage.
+
+See :mod:`n2n_env.arch` for the rules (fixed layers, block repairs, tied widths, rounding).
+These functions are reached through :meth:`Architecture.remove`,
+:meth:`Architecture.width_groups`, :meth:`Architecture.shrink_variables` and
+:meth:`Architecture.shrink`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from n2n_env.arch import INPUT_SLOT, Architecture, Slot
+
+SHRINK_LEVELS = tuple(range(1, 11))
+"""Shrink factors in tenths: level ``a`` means factor ``a / 10``."""
+
+
+@dataclass(frozen=True)
+class ShrinkVariable:
+    """One decision of the shrink MDP: a width shared by ``slots``, or one conv's kernel."""
+
+    kind: Literal["width", "kernel"]
+    slots: tuple[Slot, ...]
+    value: int
+
+    @property
+    def layer(self) -> int | None:
+        """Index of the first main layer this variable controls (None: projection only)."""
+        return next((index for name, index in self.slots if name == "layer"), None)
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[Slot, Slot] = {}
+
+    def find(self, slot: Slot) -> Slot:
+        self.parent.setdefault(slot, slot)
+        while self.parent[slot] != slot:
+            self.parent[slot] = self.parent[self.parent[slot]]
+            slot = self.parent[slot]
+        return slot
+
+    def union(self, first: Slot, second: Slot) -> None:
+        self.parent[self.find(first)] = self.find(second)
+
+
+def _tenths(factor: float) -> int:
+    level = round(float(factor) * 10)
+    if level not in SHRINK_LEVELS or abs(float(factor) * 10 - level) > 1e-6:
+        raise ValueError(f"shrink factor {factor!r} not allowed; use one of 0.1, 0.2, ..., 1.0")
+    return level
+
+
+def remove(arch: Architecture, keep: Sequence[bool]) -> Architecture:
+    """Stage-1 transition: keep the layers where ``keep`` is true, remove the others."""
+    mask = _as_mask(keep, len(arch.layers))
+    if not any(mask):
+        raise ValueError(
+            "keep mask keeps nothing; keep at least the fixed layers "
+            f"{[i for i, r in enumerate(arch.removable()) if not r]}"
+        )
+    fixed_removed = [i for i, (k, r) in enumerate(zip(mask, arch.removable())) if not k and not r]
+    if fixed_removed:
+        raise ValueError(
+            f"layers {fixed_removed} are fixed (flatten, classifier output) and "
+            "cannot be removed; allowed removals: "
+            f"{[i for i, r in enumerate(arch.removable()) if r]}"
+        )
+    kept_before = np.concatenate([[0], np.cumsum(mask)]).astype(int)
+    layers = [layer for layer, k in zip(arch.layers, mask) if k]
+    blocks = []
+    for block in arch.blocks:
+        start, end = int(kept_before[block.start]), int(kept_before[block.end])
+        if start == end and block.projection is None:
+            continue
+        blocks.append(dataclasses.replace(block, start=start, end=end))
+    return _repair(dataclasses.replace(arch, layers=tuple(layers), blocks=tuple(blocks)))
+
+
+def width_groups(arch: Architecture) -> tuple[tuple[Slot, ...], ...]:
+    """Channel producers whose widths must be equal (tied by shortcuts), in network order."""
+    union = _UnionFind()
+    union.find(INPUT_SLOT)
+    slots = arch.input_slots()
+    producer_after = arch.producer_after()
+    for i, layer in enumerate(arch.layers):
+        if layer.kind in ("conv", "linear"):
+            union.find(("layer", i))
+    for b, block in enumerate(arch.blocks):
+        source = (
+            slots.get(("layer", block.start), INPUT_SLOT)
+            if block.start < block.end
+            else slots.get(("projection", b), INPUT_SLOT)
+        )
+        body_out = producer_after[block.end - 1] if block.start < block.end else source
+        if block.projection is not None:
+            union.find(("projection", b))
+            if block.start < block.end:
+                union.union(("projection", b), body_out)
+        else:
+            union.union(source, body_out)
+    order = {slot: rank for rank, slot in enumerate(arch.slot_order())}
+    groups: dict[Slot, list[Slot]] = {}
+    for slot in sorted(union.parent, key=order.__getitem__):
+        groups.setdefault(union.find(slot), []).append(slot)
+    return tuple(tuple(members) for members in groups.values())
+
+
+def shrink_variables(
+    arch: Architecture, include_kernels: bool = False
+) -> tuple[ShrinkVariable, ...]:
+    """The configurable variables of stage 2, one decision each, in network order:
+    each tied width group (conv filters, hidden linear units), then optionally each
+    conv kernel larger than 1 (ordered right after the conv's width)."""
+    classifier = ("layer", len(arch.layers) - 1)
+    variables: list[tuple[int, ShrinkVariable]] = []
+    order = {slot: rank for rank, slot in enumerate(arch.slot_order())}
+    for group in arch.width_groups():
+        if INPUT_SLOT in group or classifier in group:
+            continue
+        variables.append(
+            (order[group[0]], ShrinkVariable("width", group, arch.slot_width(group[0])))
+        )
+    if include_kernels:
+        for i, layer in enumerate(arch.layers):
+            if layer.kind == "conv" and layer.kernel > 1:
+                slot = ("layer", i)
+                variables.append((order[slot], ShrinkVariable("kernel", (slot,), layer.kernel)))
+    variables.sort(key=lambda item: (item[0], item[1].kind == "kernel"))
+    return tuple(variable for _, variable in variables)
+
+
+def shrink(
+    arch: Architecture, factors: Sequence[float], include_kernels: bool = False
+) -> Architecture:
+    """Stage-2 transition: scale each shrink variable by its factor in {0.1, ..., 1.0}."""
+    variables = shrink_variables(arch, include_kernels)
+    if len(factors) != len(variables):
+        raise ValueError(
+            f"expected {len(variables)} shrink factors (one per variable of "
+            f"shrink_variables(include_kernels={include_kernels})), got {len(factors)}"
+        )
+    layers = list(arch.layers)
+    blocks = list(arch.blocks)
+    for variable, factor in zip(variables, factors):
+        level = _tenths(factor)
+        if variable.kind == "kernel":
+            _, index = variable.slots[0]
+            layer = layers[index]
+            kernel = max(1, (layer.kernel * level + 9) // 10)
+            kernel -= 1 - kernel % 2
+            padding = max(0, layer.padding - (layer.kernel - kernel) // 2)
+            layers[index] = dataclasses.replace(layer, kernel=kernel, padding=padding)
+            continue
+        width = max(1, (variable.value * level + 9) // 10)
+        for name, index in variable.slots:
+            if name == "layer":
+                layers[index] = dataclasses.replace(layers[index], out=width)
+            else:
+                projection = dataclasses.replace(blocks[index].projection, out=width)
+                blocks[index] = dataclasses.replace(blocks[index], projection=projection)
+    return dataclasses.replace(arch, layers=tuple(layers), blocks=tuple(blocks))
+
+
+def _as_mask(keep: Sequence[bool], length: int) -> list[bool]:
+    values = list(keep)
+    if len(values) != length:
+        raise ValueError(
+            f"keep mask has {len(values)} entries; this architecture has {length} "
+            "layers (one entry per layer)"
+        )
+    for value in values:
+        if value not in (0, 1) or (isinstance(value, float) and not float(value).is_integer()):
+            raise ValueError(f"keep mask entries must be booleans (or 0/1), got {value!r}")
+    return [bool(value) for value in values]
+
+
+def _repair(arch: Architecture) -> Architecture:
+    """Apply the documented block repairs (strides, widths) after a removal."""
+    layers = list(arch.layers)
+    blocks = list(arch.blocks)
+    for b, block in enumerate(blocks):
+        convs = [i for i in range(block.start, block.end) if layers[i].kind == "conv"]
+        for rank, i in enumerate(convs):
+            stride = block.stride if rank == 0 else 1
+            if layers[i].stride != stride:
+                layers[i] = dataclasses.replace(layers[i], stride=stride)
+        current = dataclasses.replace(arch, layers=tuple(layers), blocks=tuple(blocks))
+        if block.start == block.end:
+            continue
+        source_slot = current.input_slots().get(("layer", block.start))
+        if source_slot is None:
+            break
+        source_width = current.slot_width(source_slot)
+        if block.projection is None and convs and layers[convs[-1]].out != source_width:
+            layers[convs[-1]] = dataclasses.replace(layers[convs[-1]], out=source_width)
+        elif block.projection is not None:
+            body_width = layers[convs[-1]].out if convs else source_width
+            if block.projection.out != body_width:
+                blocks[b] = dataclasses.replace(
+                    block, projection=dataclasses.replace(block.projection, out=body_width)
+                )
+    return dataclasses.replace(arch, layers=tuple(layers), blocks=tuple(blocks))
