@@ -486,19 +486,7 @@ class Architecture:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def summary(self) -> str:
-        """A plain-text table of the layers with their output shapes."""
-        owner = self.block_of()
-        lines = [
-            f"{self.name or 'architecture'}: input {self.input_shape}, {self.num_classes} classes"
-        ]
-        for i, (layer, shape) in enumerate(zip(self.layers, self.output_shapes())):
-            detail = f"k{layer.kernel} s{layer.stride} p{layer.padding}" if layer.kernel else ""
-            block = f"block {owner[i]}" if owner[i] is not None else ""
-            lines.append(f"{i:>4} {layer.kind:<8} {detail:<12} {block:<9} -> {shape}")
-        reason = self.degenerate_reason()
-        lines.append(
-            f"degenerate: {reason}"
-            if reason
-            else f"params {self.num_params():,}  flops {self.flops():,}"
-        )
-        return "\n".join(lines)
+        """A plain-text table of the layers; see :func:`n2n_env.features.describe`."""
+        from n2n_env.features import describe
+
+        return describe(self)

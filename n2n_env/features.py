@@ -77,3 +77,20 @@ def layer_features(arch: Architecture, normalized: bool = False) -> np.ndarray:
             float(removable[i]),
         )
     return normalized_rows if normalized else raw
+
+
+def describe(arch: Architecture) -> str:
+    """A plain-text table of the layers with their output shapes, for people and logs."""
+    owner = arch.block_of()
+    lines = [f"{arch.name or 'architecture'}: input {arch.input_shape}, {arch.num_classes} classes"]
+    for i, (layer, shape) in enumerate(zip(arch.layers, arch.output_shapes())):
+        detail = f"k{layer.kernel} s{layer.stride} p{layer.padding}" if layer.kernel else ""
+        block = f"block {owner[i]}" if owner[i] is not None else ""
+        lines.append(f"{i:>4} {layer.kind:<8} {detail:<12} {block:<9} -> {shape}")
+    reason = arch.degenerate_reason()
+    lines.append(
+        f"degenerate: {reason}"
+        if reason
+        else f"params {arch.num_params():,}  flops {arch.flops():,}"
+    )
+    return "\n".join(lines)
