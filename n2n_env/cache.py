@@ -1,0 +1,262 @@
+"""A persistent, process-shared cache of evaluations, so no candidate is trained twice.
+
+Evaluating a student costs seconds to minutes of training and an N2N run revisits many
+candidates, so :class:`CachedEvaluator` wraps any :class:`~n2n_env.evaluators.Evaluator`
+and keeps its results in one SQLite file (WAL mode) that several processes may share.
+
+Entries are keyed by a hash of the inner evaluator's ``identity()`` (teacher, dataset,
+recipe, seed) and by ``Architecture.signature()``, so a result is only reused under the
+exact conditions that produced it. Each new result is committed on its own as soon as it
+is known: a process killed at any moment loses at most the evaluation it was running.
+Evaluations whose ``failure`` is set (out of memory, divergence) are NOT cached, since
+the failure may not recur; degenerate ones are (they depend on the architecture alone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from n2n_env.arch import Architecture
+from n2n_env.evaluators import Evaluation, Evaluator
+
+FORMAT = "n2n-evaluation-cache"
+VERSION = 1
+BUSY_TIMEOUT_MS = 30_000
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE evaluations (
+    identity_hash TEXT NOT NULL, signature TEXT NOT NULL,
+    identity_json TEXT NOT NULL,
+    architecture_json TEXT NOT NULL,
+    evaluation_json TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (identity_hash, signature)
+) WITHOUT ROWID;
+"""
+
+# A connection inherited through fork() must be neither used nor closed by the child (SQLite
+# forbids it; closing may checkpoint or unlock on the parent's behalf), so keep it alive.
+_INHERITED: list[sqlite3.Connection] = []
+_LIVE: weakref.WeakSet[CachedEvaluator] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_LIVE):
+        if cache._conn is not None:
+            _INHERITED.append(cache._conn)
+        cache._conn, cache._lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class CacheFileError(ValueError):
+    """The cache path holds something that is not a usable n2n evaluation cache."""
+
+
+def identity_hash(identity: Mapping[str, Any]) -> str:
+    """sha256 of the canonical (sorted-key, compact) JSON of an evaluator identity."""
+    return hashlib.sha256(_canonical(identity).encode()).hexdigest()
+
+
+def _contention(error: sqlite3.Error) -> bool:  # busy beyond the timeout: not the file
+    return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+
+def _canonical(identity: Mapping[str, Any]) -> str:
+    return json.dumps(dict(identity), sort_keys=True, separators=(",", ":"))
+
+
+class CachedEvaluator:
+    """An :class:`~n2n_env.evaluators.Evaluator` that answers from ``path`` when it can.
+
+    ``evaluate`` returns the stored result with ``cache_hit=True`` or calls ``inner`` and
+    stores the result (unless it failed). The file is created with its parent folders if
+    missing; anything else there that is not an n2n cache of a supported version raises
+    :class:`CacheFileError` and is left untouched. Picklable: the copy reopens the file
+    lazily in whichever process uses it (one connection per process).
+    """
+
+    def __init__(self, inner: Evaluator, path: str | os.PathLike[str]) -> None:
+        self.inner = inner
+        self.path = os.path.abspath(os.fspath(path))
+        self._hits = self._misses = self._uncached = 0
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+        self._lock = threading.Lock()
+        _LIVE.add(self)
+        with self._lock:
+            self._connection()  # validate (or create) now, not at the first evaluation
+
+    # ------------------------------------------------------------------ Evaluator protocol
+    @property
+    def teacher_architecture(self) -> Architecture:
+        """The inner evaluator's teacher."""
+        return self.inner.teacher_architecture
+
+    @property
+    def teacher_accuracy(self) -> float:
+        """The inner evaluator's teacher accuracy."""
+        return self.inner.teacher_accuracy
+
+    def identity(self) -> Mapping[str, str]:
+        """The inner evaluator's identity: caching does not change what a result means."""
+        return self.inner.identity()
+
+    def evaluate(self, arch: Architecture) -> Evaluation:
+        """The stored evaluation of ``arch`` (``cache_hit=True``), else a fresh one.
+
+        A fresh result is committed before it is returned. If another process stores the
+        same candidate meanwhile, the first stored result stays and this one is returned.
+        """
+        identity = self.identity()
+        key = (identity_hash(identity), arch.signature())
+        with self._lock:
+            row = self._execute(
+                "SELECT evaluation_json FROM evaluations WHERE identity_hash=? AND signature=?",
+                key).fetchone()
+        if row is not None:
+            self._hits += 1
+            return dataclasses.replace(self._decode(row[0], key), cache_hit=True)
+        self._misses += 1
+        result = dataclasses.replace(self.inner.evaluate(arch), cache_hit=False)
+        if result.failure is not None:
+            self._uncached += 1
+            return result
+        created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        with self._lock:
+            self._execute(
+                "INSERT INTO evaluations VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (identity_hash, signature) DO NOTHING",
+                (*key, _canonical(identity), arch.to_json(),
+                 json.dumps(result.to_dict(), sort_keys=True), created))
+        return result
+
+    # ------------------------------------------------------------------ bookkeeping
+    def __len__(self) -> int:
+        """Number of stored entries for this evaluator's identity."""
+        with self._lock:
+            row = self._execute("SELECT COUNT(*) FROM evaluations WHERE identity_hash=?",
+                                (identity_hash(self.identity()),)).fetchone()
+        return int(row[0])
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters of this object in this process: hits, misses (inner evaluator called)
+        and uncached (misses that failed and were therefore not stored)."""
+        return {"hits": self._hits, "misses": self._misses, "uncached": self._uncached}
+
+    def close(self) -> None:
+        """Close this process's connection; a later call reopens it."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> CachedEvaluator:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_conn"], state["_lock"]
+        state.update(_pid=-1, _hits=0, _misses=0, _uncached=0)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _conn=None, _lock=threading.Lock())
+        _LIVE.add(self)
+
+    # ------------------------------------------------------------------ SQLite
+    def _error(self, problem: str,
+               advice: str = "move the file away or pass another cache path") -> CacheFileError:
+        return CacheFileError(f"{self.path}: {problem}. It is not a usable n2n evaluation "
+                              f"cache ({FORMAT} version {VERSION}); {advice}.")
+
+    def _decode(self, text: str, key: tuple[str, str]) -> Evaluation:
+        try:
+            return Evaluation.from_dict(json.loads(text))
+        except (ValueError, TypeError) as error:
+            raise self._error(f"entry {key} does not decode ({error})") from error
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        try:
+            return self._connection().execute(sql, params)
+        except sqlite3.DatabaseError as error:
+            if _contention(error):
+                raise
+            raise self._error(f"SQLite error ({error})") from error
+
+    def _connection(self) -> sqlite3.Connection:
+        """This process's connection, opened (and the file checked) on first use."""
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        if self._conn is not None:  # inherited through fork()
+            _INHERITED.append(self._conn)
+        self._conn, conn = None, None
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._prepare(conn)
+        except BaseException as error:
+            if conn is not None:
+                conn.close()
+            if isinstance(error, sqlite3.DatabaseError) and not _contention(error):
+                raise self._error(f"SQLite cannot use it ({error})") from error
+            raise
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Create the schema in an empty database, else check it is ours; then WAL mode."""
+        if not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall():
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("BEGIN IMMEDIATE")  # another process may be creating it too
+            try:
+                if not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall():
+                    for statement in _SCHEMA.split(";")[:-1]:
+                        conn.execute(statement)
+                    conn.executemany("INSERT INTO meta VALUES (?, ?)", [
+                        ("format", FORMAT), ("version", str(VERSION)),
+                        ("created_at", datetime.now(timezone.utc).isoformat())])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        self._check(conn)  # before WAL mode: a foreign file is left exactly as it was
+        conn.execute("PRAGMA journal_mode=WAL")
+
+    def _check(self, conn: sqlite3.Connection) -> None:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        if "meta" not in tables:
+            raise self._error(f"a SQLite database without an n2n 'meta' table "
+                              f"(tables: {', '.join(sorted(tables))})")
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("format") != FORMAT:
+            raise self._error(f"a SQLite database of another format ({meta.get('format')!r})")
+        version = str(meta.get("version", ""))
+        if not version.isdigit():
+            raise self._error(f"an invalid format version {version!r}")
+        if int(version) > VERSION:
+            raise self._error(f"written by a newer n2n (format version {version})",
+                              "upgrade n2n, or pass another cache path")
+        if "evaluations" not in tables:
+            raise self._error("an n2n cache without its 'evaluations' table")

@@ -1,0 +1,229 @@
+"""Knowledge-distillation evaluator: the real reward signal of both N2N environments.
+
+A candidate student is trained to match the teacher's logits (section 3.5: the mean
+squared L2 distance between student and teacher logits, plus an optional lambda times
+cross-entropy on the true labels) with Adam for a fixed budget, and scored by its
+validation accuracy. This is ~99% of the method's cost, so it is built for speed:
+
+* teacher logits are computed once per dataset and reused (no teacher forward per step);
+* data stays as tensors on the training device (no DataLoader, no host copies);
+* students inherit the teacher's weights by default (``init="inherit"``), which makes a
+  short budget rank candidates like the paper's 5 epochs from scratch (``init="scratch"``,
+  available for fidelity); see docs/benchmarks.md for the measured trade-off;
+* on CUDA, bf16 autocast and channels-last; on the CPU, every core.
+
+A student whose loss becomes NaN/inf or that runs out of memory yields an Evaluation with
+``failure`` set instead of raising, so one bad candidate never kills a search.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from n2n_env.arch import MAX_CLASSIFIER_INPUTS, Architecture
+from n2n_env.build import build_model
+from n2n_env.data import Dataset
+from n2n_env.device import (
+    autocast_context,
+    inference_mode,
+    memory_format,
+    prepare_model,
+    resolve_device,
+    use_all_cores,
+)
+from n2n_env.evaluators import Evaluation, unscored
+from n2n_env.teacher import evaluate_accuracy
+
+INITS = ("inherit", "scratch")
+
+
+@dataclass(frozen=True)
+class DistillRecipe:
+    """How a candidate is trained before it is scored."""
+
+    steps: int | None = 200
+    """Budget in optimizer steps (exclusive with ``epochs``)."""
+    epochs: float | None = None
+    """Budget in passes over the training split (exclusive with ``steps``)."""
+    batch_size: int = 128
+    """Mini-batch size; partial batches are skipped (batch norm needs >= 2 samples)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    ce_weight: float = 0.0
+    """lambda: weight of the cross-entropy term added to the L2 logit loss."""
+    init: Literal["inherit", "scratch"] = "inherit"
+    """Start from the teacher's weights (build_model's inheritance) or from scratch."""
+
+    def __post_init__(self) -> None:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one budget: steps=N or epochs=E")
+        if (self.steps is not None and self.steps < 1) or (
+                self.epochs is not None and not self.epochs > 0):
+            raise ValueError("the budget must be positive")
+        if self.batch_size < 2 or not self.lr > 0 or self.ce_weight < 0:
+            raise ValueError("batch_size must be >= 2, lr > 0 and ce_weight >= 0")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+
+    @classmethod
+    def paper(cls) -> DistillRecipe:
+        """The paper's recipe (section 4.2): 5 epochs from scratch, L2 logit loss."""
+        return cls(steps=None, epochs=5.0, init="scratch")
+
+    def total_steps(self, train_size: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        assert self.epochs is not None
+        return max(1, math.ceil(self.epochs * (train_size // self.batch_size)))
+
+    def digest(self) -> str:
+        """Stable hash of the recipe, part of a cache key."""
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      labels: torch.Tensor | None = None, ce_weight: float = 0.0) -> torch.Tensor:
+    """Mean over samples of ||f(x) - z||^2 (section 3.5), plus ce_weight * cross-entropy."""
+    student_logits = student_logits.float()
+    loss = (student_logits - teacher_logits).pow(2).sum(dim=1).mean()
+    if ce_weight > 0 and labels is not None:
+        loss = loss + ce_weight * F.cross_entropy(student_logits, labels)
+    return loss
+
+
+def teacher_logits(teacher: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """The teacher's logits for every row of ``x``, in float32, on ``x``'s device."""
+    device = x.device
+    outputs = []
+    with inference_mode(teacher), autocast_context(device):
+        for start in range(0, len(x), batch_size):
+            batch = x[start : start + batch_size].contiguous(memory_format=memory_format(device))
+            outputs.append(teacher(batch).float())
+    return torch.cat(outputs)
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A hash of a model's architecture and every tensor of its state_dict."""
+    digest = hashlib.sha256(model.architecture.signature().encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class DistillationEvaluator:
+    """Scores a student by validation accuracy after a short distillation from the teacher.
+
+    ``teacher`` is a model from ``build_model`` (it carries ``.architecture``); ``data``
+    supplies the training split (distillation inputs) and the validation split (the score).
+    The test split is never touched. Results are deterministic for a seed on the CPU.
+    """
+
+    def __init__(self, teacher: nn.Module, data: Dataset, recipe: DistillRecipe | None = None,
+                 *, teacher_accuracy: float | None = None, seed: int = 0,
+                 device: str | torch.device | None = None,
+                 max_classifier_inputs: int = MAX_CLASSIFIER_INPUTS) -> None:
+        architecture = getattr(teacher, "architecture", None)
+        if not isinstance(architecture, Architecture):
+            raise TypeError("teacher must be a model from build_model (it carries .architecture)")
+        if data.input_shape != architecture.input_shape or (
+                data.num_classes != architecture.num_classes):
+            raise ValueError(f"teacher expects input {architecture.input_shape} and "
+                             f"{architecture.num_classes} classes; dataset {data.name!r} has "
+                             f"{data.input_shape} and {data.num_classes}")
+        self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            use_all_cores()
+        self.recipe = recipe or DistillRecipe()
+        self.seed = seed
+        self.max_classifier_inputs = max_classifier_inputs
+        self.teacher = prepare_model(teacher, self.device).eval()
+        self.teacher_architecture = architecture
+        self.train = data.train.to(self.device)
+        self.val = data.val.to(self.device)
+        self.dataset_name, self.dataset_fingerprint = data.name, data.fingerprint
+        if len(self.train) < self.recipe.batch_size:
+            raise ValueError(f"training split has {len(self.train)} samples, fewer than one "
+                             f"batch of {self.recipe.batch_size}")
+        self.train_logits = teacher_logits(self.teacher, self.train.x)
+        self.teacher_accuracy = (teacher_accuracy if teacher_accuracy is not None
+                                 else evaluate_accuracy(self.teacher, self.val))
+        self._teacher_fingerprint = model_fingerprint(self.teacher)
+
+    def identity(self) -> Mapping[str, str]:
+        return {"evaluator": "distill", "teacher": self._teacher_fingerprint,
+                "dataset": f"{self.dataset_name}:{self.dataset_fingerprint}",
+                "recipe": self.recipe.digest(), "seed": str(self.seed),
+                "device": self.device.type, "limit": str(self.max_classifier_inputs)}
+
+    def evaluate(self, arch: Architecture) -> Evaluation:
+        reason = arch.degenerate_reason(self.max_classifier_inputs)
+        if reason is not None:
+            return unscored(self.teacher_architecture, arch, reason)
+        started = time.perf_counter()
+        steps_done = 0
+        try:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda"
+                                       else []):
+                torch.manual_seed(self.seed)
+                student = self._build(arch)
+                steps_done, failure = self._train(student)
+                accuracy = evaluate_accuracy(student, self.val) if failure is None else 0.0
+        except (torch.OutOfMemoryError, MemoryError) as error:
+            failure = f"out of memory: {str(error).splitlines()[0] if str(error) else 'CPU'}"
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        costs = {"wall_seconds": time.perf_counter() - started, "optimizer_steps": steps_done,
+                 "samples_seen": steps_done * self.recipe.batch_size}
+        if failure is not None:
+            return unscored(self.teacher_architecture, arch, failure=failure, **costs)
+        params, flops = arch.num_params(), arch.flops()
+        return Evaluation(
+            accuracy=accuracy, params=params, flops=flops,
+            compression=1.0 - params / self.teacher_architecture.num_params(),
+            flops_compression=1.0 - flops / self.teacher_architecture.flops(), **costs)
+
+    def _build(self, arch: Architecture) -> nn.Module:
+        teacher = self.teacher if self.recipe.init == "inherit" else None
+        return prepare_model(build_model(arch, teacher, device=self.device), self.device)
+
+    def _train(self, student: nn.Module) -> tuple[int, str | None]:
+        """Run the budget; return steps taken and a failure message if the loss diverged."""
+        recipe, device = self.recipe, self.device
+        optimizer = torch.optim.Adam(student.parameters(), lr=recipe.lr)
+        order = torch.Generator().manual_seed(self.seed)
+        total = recipe.total_steps(len(self.train))
+        per_epoch = len(self.train) // recipe.batch_size
+        finite = torch.ones((), dtype=torch.bool, device=device)
+        student.train()
+        step = 0
+        while step < total:
+            permutation = torch.randperm(len(self.train), generator=order).to(device)
+            for batch in range(min(per_epoch, total - step)):
+                index = permutation[batch * recipe.batch_size : (batch + 1) * recipe.batch_size]
+                inputs = self.train.x[index].contiguous(memory_format=memory_format(device))
+                with autocast_context(device):
+                    logits = student(inputs)
+                loss = distillation_loss(logits, self.train_logits[index], self.train.y[index],
+                                         recipe.ce_weight)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                finite &= torch.isfinite(loss.detach())
+                step += 1
+                if step % 50 == 0 and not bool(finite):
+                    return step, f"loss became non-finite by step {step}"
+        if not bool(finite):
+            return step, f"loss became non-finite by step {step}"
+        return step, None
