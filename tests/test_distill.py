@@ -1,0 +1,105 @@
+"""Real distillation on the generated ``synthetic`` data (CPU, a few seconds)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from n2n_env import data, zoo
+from n2n_env.distill import DistillationEvaluator, DistillRecipe, distillation_loss
+from n2n_env.teacher import Recipe, train_teacher
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return data.load("synthetic", seed=0)
+
+
+@pytest.fixture(scope="module")
+def teacher(synthetic):
+    arch = zoo.get("conv4", synthetic.input_shape, synthetic.num_classes, width=0.25)
+    trained = train_teacher(arch, synthetic, Recipe(epochs=4, lr=0.01, batch_size=64),
+                            device="cpu", seed=0, progress=False)
+    assert trained.val_accuracy > 0.8
+    return trained.model
+
+
+def _student(teacher):
+    arch = teacher.architecture
+    keep = [not (layer.kind == "conv" and i > 0) or i == 4 for i, layer in
+            enumerate(arch.layers)]
+    return arch.remove(keep)
+
+
+def test_distillation_from_scratch_beats_chance_by_a_wide_margin(teacher, synthetic) -> None:
+    evaluator = DistillationEvaluator(teacher, synthetic, DistillRecipe(steps=150, init="scratch"),
+                                      device="cpu")
+    result = evaluator.evaluate(_student(teacher))
+    assert result.ok
+    assert result.accuracy > 0.6  # chance is 0.1
+    assert result.optimizer_steps == 150
+    assert result.samples_seen == 150 * 128
+    assert 0 < result.compression < 1
+
+
+def test_same_seed_same_accuracy_on_cpu(teacher, synthetic) -> None:
+    recipe = DistillRecipe(steps=20)
+    first = DistillationEvaluator(teacher, synthetic, recipe, seed=3, device="cpu")
+    second = DistillationEvaluator(teacher, synthetic, recipe, seed=3, device="cpu")
+    student = _student(teacher)
+    assert first.evaluate(student).accuracy == second.evaluate(student).accuracy
+    assert first.identity() == second.identity()
+    assert first.identity() != DistillationEvaluator(teacher, synthetic, recipe, seed=4,
+                                                     device="cpu").identity()
+
+
+def test_inherited_teacher_copy_keeps_teacher_accuracy(teacher, synthetic) -> None:
+    evaluator = DistillationEvaluator(teacher, synthetic, DistillRecipe(steps=5), device="cpu")
+    result = evaluator.evaluate(teacher.architecture)
+    assert result.accuracy == pytest.approx(evaluator.teacher_accuracy, abs=0.05)
+    assert result.compression == pytest.approx(0.0)
+
+
+def test_degenerate_candidate_is_not_trained(teacher, synthetic) -> None:
+    evaluator = DistillationEvaluator(teacher, synthetic, DistillRecipe(steps=5), device="cpu")
+    arch = teacher.architecture
+    result = evaluator.evaluate(arch.remove([not r for r in arch.removable()]))
+    assert result.degenerate_reason is not None and result.optimizer_steps == 0
+
+
+def test_non_finite_loss_is_reported_not_raised(teacher, synthetic) -> None:
+    evaluator = DistillationEvaluator(teacher, synthetic, DistillRecipe(steps=5), device="cpu")
+    evaluator.train_logits[:] = float("nan")
+    result = evaluator.evaluate(_student(teacher))
+    assert result.failure is not None and "non-finite" in result.failure
+    assert not result.ok and result.accuracy == 0.0
+
+
+def test_out_of_memory_is_reported_not_raised(teacher, synthetic, monkeypatch) -> None:
+    evaluator = DistillationEvaluator(teacher, synthetic, DistillRecipe(steps=5), device="cpu")
+
+    def explode(student):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 TiB")
+
+    monkeypatch.setattr(evaluator, "_train", explode)
+    result = evaluator.evaluate(_student(teacher))
+    assert result.failure is not None and result.failure.startswith("out of memory")
+
+
+def test_distillation_loss_is_mean_squared_l2_plus_weighted_ce() -> None:
+    student = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    target = torch.tensor([[0.0, 0.0], [0.0, 2.0]])
+    assert distillation_loss(student, target).item() == pytest.approx((1.0 + 4.0) / 2)
+    labels = torch.tensor([0, 1])
+    ce = torch.nn.functional.cross_entropy(student, labels).item()
+    assert distillation_loss(student, target, labels, 0.5).item() == pytest.approx(2.5 + 0.5 * ce)
+
+
+def test_recipe_validation() -> None:
+    with pytest.raises(ValueError, match="exactly one budget"):
+        DistillRecipe(steps=10, epochs=1.0)
+    with pytest.raises(ValueError, match="init"):
+        DistillRecipe(init="random")  # type: ignore[arg-type]
+    assert DistillRecipe.paper().init == "scratch"
+    assert DistillRecipe(steps=None, epochs=2.0, batch_size=100).total_steps(1050) == 20
+    assert DistillRecipe(steps=7).digest() != DistillRecipe(steps=8).digest()
