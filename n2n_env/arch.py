@@ -442,7 +442,7 @@ class Architecture:
     def from_dict(cls, data: dict[str, Any]) -> Architecture:
         if not isinstance(data, dict) or data.get("format") != "n2n-architecture":
             raise ValueError("not an n2n architecture (expected format 'n2n-architecture')")
-        if data.get("version") != 1:
+        if type(data.get("version")) is not int or data["version"] != 1:
             raise ValueError(
                 f"unsupported architecture version {data.get('version')!r}; this "
                 "n2n reads version 1"

@@ -190,21 +190,26 @@ class _Inheritance:
         for group in self.s_arch.width_groups():
             width = self.s_arch.slot_width(group[0])
             partners = [(slot, self.counterpart(slot)) for slot in group]
-            found = [t_slot for _, t_slot in partners if t_slot is not None]
-            shared = [t for t in found if self.t_groups[t] == self.t_groups[found[0]]]
-            shared_norms: torch.Tensor | None = None
+            selections: dict[int, torch.Tensor] = {}
             for slot, t_slot in partners:
                 teacher_width = self._teacher_width(t_slot) if t_slot is not None else 0
                 if t_slot is None or teacher_width < width:
                     self.kept[slot] = None
                 elif teacher_width == width:
                     self.kept[slot] = ALL
-                elif t_slot in shared:
-                    if shared_norms is None:
-                        shared_norms = torch.stack([self._norms(t) for t in shared]).sum(0)
-                    self.kept[slot] = _strongest(shared_norms, width)
                 else:
-                    self.kept[slot] = _strongest(self._norms(t_slot), width)
+                    self.kept[slot] = self._group_selection(partners, t_slot, width, selections)
+
+    def _group_selection(self, partners: list[tuple[Slot, Slot | None]], t_slot: Slot,
+                         width: int, selections: dict[int, torch.Tensor]) -> torch.Tensor:
+        """Channels for ``t_slot``, chosen once for all student partners whose teachers share
+        ``t_slot``'s teacher channel space (norms summed), so additions stay aligned."""
+        group = self.t_groups[t_slot]
+        if group not in selections:
+            members = {t for _, t in partners if t is not None and self.t_groups[t] == group}
+            norms = torch.stack([self._norms(t) for t in sorted(members)]).sum(0)
+            selections[group] = _strongest(norms, width)
+        return selections[group]
 
     def _input_channels(self, s_slot: Slot, t_slot: Slot) -> Channels | None:
         """Teacher input-channel indices for a student consumer, or None if they differ."""

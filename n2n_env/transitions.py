@@ -9,6 +9,7 @@ These functions are reached through :meth:`Architecture.remove`,
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -51,9 +52,15 @@ class _UnionFind:
 
 
 def _tenths(factor: float) -> int:
+    """The level a of a factor a/10, refusing anything outside {0.1, 0.2, ..., 1.0}."""
+    allowed = "use one of 0.1, 0.2, ..., 1.0"
+    if isinstance(factor, bool) or not isinstance(factor, (int, float, np.number)):
+        raise ValueError(f"shrink factor {factor!r} is not a number; {allowed}")
+    if not math.isfinite(float(factor)):
+        raise ValueError(f"shrink factor {factor!r} not allowed; {allowed}")
     level = round(float(factor) * 10)
     if level not in SHRINK_LEVELS or abs(float(factor) * 10 - level) > 1e-6:
-        raise ValueError(f"shrink factor {factor!r} not allowed; use one of 0.1, 0.2, ..., 1.0")
+        raise ValueError(f"shrink factor {factor!r} not allowed; {allowed}")
     return level
 
 
