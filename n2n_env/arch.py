@@ -26,7 +26,8 @@ Rules (each is tested):
   width and widths tied to the network input are fixed.
 * A shrink factor ``a/10`` maps width ``w`` to ``ceil(w * a / 10)`` (never below 1);
   kernel ``k`` to the largest odd number not above ``ceil(k * a / 10)``, with padding
-  reduced so the feature-map size stays the same.
+  reduced by half the kernel reduction (never below 0), which keeps the feature-map size when
+  the padding allows (it does for every zoo conv: 3x3 with padding 1).
 """
 
 from __future__ import annotations
