@@ -20,6 +20,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -228,7 +229,7 @@ class CachedEvaluator:
     def _prepare(self, conn: sqlite3.Connection) -> None:
         """Create the schema in an empty database, else check it is ours; then WAL mode."""
         if not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall():
-            conn.execute("PRAGMA journal_mode=WAL")
+            _ensure_wal(conn)
             conn.execute("BEGIN IMMEDIATE")  # another process may be creating it too
             try:
                 if not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall():
@@ -242,7 +243,7 @@ class CachedEvaluator:
                 conn.execute("ROLLBACK")
                 raise
         self._check(conn)  # before WAL mode: a foreign file is left exactly as it was
-        conn.execute("PRAGMA journal_mode=WAL")
+        _ensure_wal(conn)
 
     def _check(self, conn: sqlite3.Connection) -> None:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
@@ -260,3 +261,19 @@ class CachedEvaluator:
                               "upgrade n2n, or pass another cache path")
         if "evaluations" not in tables:
             raise self._error("an n2n cache without its 'evaluations' table")
+
+
+def _ensure_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL mode (persistent in the file), retrying while another process holds a
+    lock: SQLite answers a journal-mode change with "locked" without calling the busy
+    handler."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if not _contention(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

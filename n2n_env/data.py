@@ -119,7 +119,14 @@ class _Spec:
     num_classes: int
     mean: tuple[float, ...] | None  # None: computed from the train split
     std: tuple[float, ...] | None
+    input_shape: tuple[int, int, int]
     augment: bool = False
+
+
+def info(name: str) -> tuple[tuple[int, int, int], int]:
+    """``(input_shape, num_classes)`` of a dataset, without reading its files."""
+    spec = _spec(name)
+    return spec.input_shape, spec.num_classes
 
 
 def default_root() -> pathlib.Path:
@@ -255,6 +262,8 @@ def _build(name: str, seed: int, pool: _Pool, spec: _Spec) -> Dataset:
     train, val, test = (split(i) for i in pool.splits)
     fp = _fingerprint(name, seed, (*pool.raw, *pool.splits))
     shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
+    if shape != spec.input_shape:
+        raise DatasetCorruptError(f"{name}: images are {shape}, expected {spec.input_shape}")
     return Dataset(name, train, val, test, shape, spec.num_classes, mean, std, spec.augment, fp)
 
 
@@ -429,15 +438,22 @@ def _load_torchvision(name: str, root: pathlib.Path, seed: int, download: bool) 
 
 
 _SPECS: dict[str, _Spec] = {
-    "digits": _Spec(_load_digits, 10, None, None),
-    "synthetic": _Spec(_load_synthetic, 10, None, None),
-    "mnist-10k": _Spec(_load_mnist10k, 10, MNIST_MEAN, MNIST_STD),
-    "cifar10-14k": _Spec(_load_cifar14k, 10, CIFAR10_MEAN, CIFAR10_STD, augment=True),
-    "mnist": _Spec(_load_torchvision, 10, MNIST_MEAN, MNIST_STD),
-    "fashion-mnist": _Spec(_load_torchvision, 10, (0.2860,), (0.3530,)),
-    "cifar10": _Spec(_load_torchvision, 10, CIFAR10_MEAN, CIFAR10_STD, augment=True),
-    "cifar100": _Spec(
-        _load_torchvision, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), augment=True
+    "digits": _Spec(_load_digits, 10, None, None, (1, 16, 16)),
+    "synthetic": _Spec(_load_synthetic, 10, None, None, (3, 8, 8)),
+    "mnist-10k": _Spec(_load_mnist10k, 10, MNIST_MEAN, MNIST_STD, (1, 28, 28)),
+    "cifar10-14k": _Spec(
+        _load_cifar14k, 10, CIFAR10_MEAN, CIFAR10_STD, (3, 32, 32), augment=True
     ),
-    "svhn": _Spec(_load_torchvision, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "mnist": _Spec(_load_torchvision, 10, MNIST_MEAN, MNIST_STD, (1, 28, 28)),
+    "fashion-mnist": _Spec(_load_torchvision, 10, (0.2860,), (0.3530,), (1, 28, 28)),
+    "cifar10": _Spec(
+        _load_torchvision, 10, CIFAR10_MEAN, CIFAR10_STD, (3, 32, 32), augment=True
+    ),
+    "cifar100": _Spec(
+        _load_torchvision, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), (3, 32, 32),
+        augment=True,
+    ),
+    "svhn": _Spec(
+        _load_torchvision, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), (3, 32, 32)
+    ),
 }

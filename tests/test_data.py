@@ -362,3 +362,12 @@ def test_random_crop_flip_flips_and_shifts() -> None:
     again = data.random_crop_flip(x, torch.Generator().manual_seed(1), padding=3)
     assert torch.equal(out, again)
     assert data.random_crop_flip(x).shape == x.shape  # global RNG works too
+
+
+@pytest.mark.parametrize("name", data.names())
+def test_info_matches_loaded_shape_without_reading_files(name: str) -> None:
+    shape, classes = data.info(name)
+    assert len(shape) == 3 and classes in (10, 100)
+    if name in ("digits", "synthetic"):
+        loaded = data.load(name)
+        assert (loaded.input_shape, loaded.num_classes) == (shape, classes)

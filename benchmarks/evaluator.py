@@ -1,0 +1,149 @@
+"""How fast, and how faithful, is the default distillation budget? (issue 3 benchmark)
+
+For each teacher, draws seeded random valid removal candidates and measures, in one run:
+
+a. seconds per candidate with the default search budget (DistillationEvaluator defaults);
+b. seconds per candidate with a reference loop written plainly as the paper describes it
+   (DataLoader, teacher forward on every batch, from-scratch init, 5 epochs, Adam, L2
+   logit loss), and the ratio b/a;
+c. Kendall's tau between the two recipes' validation accuracies over the candidates;
+d. achieved training GFLOP/s of the default budget (3x forward FLOPs per sample, the
+   usual forward+backward estimate) for the largest candidate, against the peak of a
+   large convolution measured in the same run.
+
+Run (real data, CPU):
+    python benchmarks/evaluator.py --dataset mnist-10k --data-root ../shared/datasets
+Teachers are trained on first use and cached under $N2N_HOME (see docs/teachers.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import torch
+import torch.nn.functional as F
+from scipy.stats import kendalltau
+from torch.utils.data import DataLoader, TensorDataset
+
+from n2n_env import data as data_mod
+from n2n_env.arch import Architecture
+from n2n_env.build import build_model
+from n2n_env.device import resolve_device, use_all_cores
+from n2n_env.distill import DistillationEvaluator, DistillRecipe
+from n2n_env.teacher import evaluate_accuracy, get_teacher
+
+
+def random_candidates(arch: Architecture, count: int, seed: int) -> list[Architecture]:
+    """Seeded random valid removal candidates, each with its own keep probability."""
+    rng = random.Random(seed)
+    found: dict[str, Architecture] = {}
+    while len(found) < count:
+        keep_probability = rng.uniform(0.3, 0.9)
+        keep = [rng.random() < keep_probability or not removable
+                for removable in arch.removable()]
+        student = arch.remove(keep)
+        if student.degenerate_reason() is None:
+            found.setdefault(student.signature(), student)
+    return list(found.values())
+
+
+def reference_accuracy(arch: Architecture, teacher: torch.nn.Module, data: data_mod.Dataset,
+                       epochs: int, device: torch.device, seed: int) -> float:
+    """The paper's recipe, written plainly: DataLoader, teacher forward per batch, scratch."""
+    torch.manual_seed(seed)
+    student = build_model(arch, device=device)
+    optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
+    loader = DataLoader(TensorDataset(data.train.x, data.train.y), batch_size=128,
+                        shuffle=True, drop_last=True)
+    teacher.eval()
+    for _ in range(epochs):
+        student.train()
+        for inputs, _labels in loader:
+            inputs = inputs.to(device)
+            with torch.no_grad():
+                targets = teacher(inputs)
+            loss = F.mse_loss(student(inputs), targets, reduction="none").sum(1).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return evaluate_accuracy(student, data.val)
+
+
+def peak_conv_gflops(device: torch.device, seconds: float = 3.0) -> float:
+    """Forward GFLOP/s of a large 3x3 convolution (256 -> 256 channels, 32x32, batch 32)."""
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False, device=device)
+    inputs = torch.randn(32, 256, 32, 32, device=device)
+    flops = 2 * 256 * 256 * 9 * 32 * 32 * 32
+    best = 0.0
+    with torch.no_grad():
+        conv(inputs)
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            conv(inputs)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = max(best, flops / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="mnist-10k")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--teachers", default="conv4:0.5,vgg13:0.25",
+                        help="comma-separated name:width pairs")
+    parser.add_argument("--teacher-epochs", type=int, default=None)
+    parser.add_argument("--candidates", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=DistillRecipe().steps)
+    parser.add_argument("--reference-epochs", type=int, default=5)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        use_all_cores()
+    data = data_mod.load(args.dataset, root=args.data_root)
+    peak = peak_conv_gflops(device)
+    print(f"device {device}, {torch.get_num_threads()} threads, peak conv {peak:.1f} GFLOP/s")
+    rows = []
+    for spec in args.teachers.split(","):
+        name, width = spec.split(":")
+        teacher, record = get_teacher(name, args.dataset, width=float(width),
+                                      data_root=args.data_root, device=device,
+                                      epochs=args.teacher_epochs)
+        evaluator = DistillationEvaluator(teacher, data, DistillRecipe(steps=args.steps),
+                                          device=device, seed=args.seed)
+        candidates = random_candidates(teacher.architecture, args.candidates, args.seed)
+        fast, slow, fast_seconds, slow_seconds = [], [], 0.0, 0.0
+        largest = max(candidates, key=lambda arch: arch.flops())
+        largest_rate = 0.0
+        for index, arch in enumerate(candidates):
+            result = evaluator.evaluate(arch)
+            fast.append(result.accuracy)
+            fast_seconds += result.wall_seconds
+            if arch is largest:
+                largest_rate = 3 * arch.flops() * result.samples_seen / result.wall_seconds / 1e9
+            start = time.perf_counter()
+            slow.append(reference_accuracy(arch, teacher, data, args.reference_epochs, device,
+                                           args.seed))
+            slow_seconds += time.perf_counter() - start
+            print(f"  {name} candidate {index:2d}: {arch.num_params():>9,} params  "
+                  f"default {fast[-1]:.4f} ({result.wall_seconds:.1f}s)  "
+                  f"reference {slow[-1]:.4f}", flush=True)
+        tau = kendalltau(fast, slow).statistic
+        rows.append((name, width, record.val_accuracy, fast_seconds / len(candidates),
+                     slow_seconds / len(candidates), tau, largest_rate))
+    print(f"\n| teacher | width | teacher val acc | default s/cand. | reference s/cand. | "
+          f"speed-up | Kendall tau | GFLOP/s largest (peak {peak:.0f}) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, width, accuracy, fast_s, slow_s, tau, rate in rows:
+        print(f"| {name} | {width} | {accuracy:.4f} | {fast_s:.2f} | {slow_s:.2f} | "
+              f"{slow_s / fast_s:.1f}x | {tau:.3f} | {rate:.1f} ({rate / peak:.0%}) |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Device selection and the few per-device settings shared by all training code.
+
+Everything that trains a network (teachers, students, the RL environments) goes through
+these helpers so that one rule holds everywhere: on CUDA use bf16 autocast and
+channels-last tensors, on CPU use plain float32 on every available core.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+
+import torch
+
+__all__ = [
+    "ALLOWED_DEVICES",
+    "DeviceUnavailableError",
+    "autocast_context",
+    "inference_mode",
+    "memory_format",
+    "prepare_model",
+    "resolve_device",
+    "use_all_cores",
+]
+
+ALLOWED_DEVICES = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+"""Human-readable list of the device strings :func:`resolve_device` accepts."""
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+class DeviceUnavailableError(ValueError):
+    """A well-formed device was requested that this machine does not have."""
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """Turn a user-facing device spec into a concrete, usable :class:`torch.device`.
+
+    ``None`` and ``"auto"`` pick CUDA when it is available and the CPU otherwise. Any
+    other string must be one of :data:`ALLOWED_DEVICES`; asking for CUDA on a machine
+    without it raises :class:`DeviceUnavailableError` instead of failing later inside
+    the first tensor operation.
+    """
+    if isinstance(device, torch.device):
+        spec = str(device)
+    elif device is None:
+        spec = "auto"
+    elif isinstance(device, str):
+        spec = device.strip().lower()
+    else:
+        raise TypeError(f"device must be a string or torch.device, not {type(device).__name__}")
+    if not _DEVICE_RE.match(spec):
+        raise ValueError(f"invalid device {device!r}; use {ALLOWED_DEVICES}")
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(spec)
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailableError(
+                f"device {device!r} requested but CUDA is not available on this machine; "
+                "use --device cpu or --device auto"
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise DeviceUnavailableError(
+                f"device {device!r} requested but only {count} CUDA device(s) exist "
+                f"(valid: cuda:0 to cuda:{count - 1})"
+            )
+    return resolved
+
+
+def autocast_context(device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """bf16 autocast on CUDA (faster, no loss scaling needed); a no-op context on CPU."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels-last on CUDA (tensor-core friendly convolutions), contiguous elsewhere."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move ``model`` to ``device`` in that device's preferred memory format."""
+    return model.to(device=device, memory_format=memory_format(device))
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def use_all_cores() -> int:
+    """Let torch use every core this process may run on; returns the thread count.
+
+    Torch defaults to the number of physical cores, which leaves hyper-threads and
+    cores of a restricted cgroup idle in some containers. An explicit
+    ``OMP_NUM_THREADS`` is respected (useful when several trainings share a machine).
+    """
+    cores = _available_cores()
+    if not os.environ.get("OMP_NUM_THREADS") and torch.get_num_threads() < cores:
+        torch.set_num_threads(cores)
+    return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def inference_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Put ``model`` in eval mode without gradients, restoring its previous mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield model
+    finally:
+        model.train(was_training)

@@ -1,0 +1,91 @@
+"""Final training of a chosen student (section 3.5): hard labels plus distillation.
+
+After the search picks a student, the paper trains it "to convergence with hard and soft
+labels": ``L = CE(f(x), y) + lambda * L_KD(f(x), z)``, with ``L_KD`` the mean squared L2
+distance to the teacher's logits ``z``. We reuse the teacher's recipe for the dataset
+(epochs, learning-rate schedule, augmentation) and report validation and test accuracy;
+the test split is touched here and nowhere in the search.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from n2n_env import data as data_mod
+from n2n_env.arch import Architecture
+from n2n_env.build import build_model
+from n2n_env.device import autocast_context, memory_format, prepare_model, resolve_device
+from n2n_env.distill import distillation_loss, teacher_logits
+from n2n_env.teacher import Recipe, evaluate_accuracy, make_optimizer, recipe_for
+
+DEFAULT_KD_WEIGHT = 0.1
+"""lambda of the final loss; the paper does not state its value."""
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """A trained student and its accuracies (fractions in [0, 1])."""
+
+    model: nn.Module
+    val_accuracy: float
+    test_accuracy: float
+    epochs: int
+    seconds: float
+
+
+def finetune(arch: Architecture, teacher: nn.Module, data: data_mod.Dataset,
+             recipe: Recipe | None = None, *, kd_weight: float = DEFAULT_KD_WEIGHT,
+             inherit: bool = True, device: str | torch.device | None = None, seed: int = 0,
+             progress: bool = True) -> FinetuneResult:
+    """Train ``arch`` (inheriting ``teacher``'s weights unless ``inherit=False``) with
+    cross-entropy plus ``kd_weight`` times the L2 logit loss, on ``recipe`` (default: the
+    teacher recipe for ``data``)."""
+    if kd_weight < 0:
+        raise ValueError(f"kd_weight must be >= 0, got {kd_weight}")
+    recipe = recipe or recipe_for(data.name)
+    dev = resolve_device(device)
+    started = time.perf_counter()
+    teacher = prepare_model(teacher, dev).eval()
+    data = data.to(dev)
+    torch.manual_seed(seed)
+    student = prepare_model(build_model(arch, teacher if inherit else None, device=dev), dev)
+    optimizer = make_optimizer(student, recipe)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(recipe.milestones),
+                                                     recipe.gamma)
+    fixed_logits = None if recipe.augment else teacher_logits(teacher, data.train.x)
+    shuffle = torch.Generator().manual_seed(seed)
+    augment_rng = torch.Generator(device=dev).manual_seed(seed)
+    bar = tqdm(range(recipe.epochs), desc=f"finetune {arch.name or 'student'}",
+               disable=not progress, unit="epoch")
+    val_accuracy = 0.0
+    for _ in bar:
+        student.train()
+        order = torch.randperm(len(data.train), generator=shuffle).to(dev)
+        for start in range(0, len(order) - 1, recipe.batch_size):
+            index = order[start : start + recipe.batch_size]
+            if len(index) < 2:
+                continue
+            inputs = data.train.x[index]
+            if recipe.augment:
+                inputs = data_mod.random_crop_flip(inputs, generator=augment_rng)
+            inputs = inputs.contiguous(memory_format=memory_format(dev))
+            targets = (teacher_logits(teacher, inputs) if fixed_logits is None
+                       else fixed_logits[index])
+            with autocast_context(dev):
+                logits = student(inputs)
+            loss = F.cross_entropy(logits.float(), data.train.y[index]) + (
+                kd_weight * distillation_loss(logits, targets) if kd_weight else 0.0)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        schedule.step()
+        val_accuracy = evaluate_accuracy(student, data.val)
+        bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val_accuracy:.4f}")
+    return FinetuneResult(student.eval(), val_accuracy, evaluate_accuracy(student, data.test),
+                          recipe.epochs, time.perf_counter() - started)

@@ -1,0 +1,59 @@
+"""Final CE + lambda*KD training of a chosen student."""
+
+from __future__ import annotations
+
+import pytest
+
+from n2n_env import data, zoo
+from n2n_env.build import build_model
+from n2n_env.finetune import finetune
+from n2n_env.teacher import Recipe, train_teacher
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return data.load("synthetic", seed=0)
+
+
+@pytest.fixture(scope="module")
+def teacher(synthetic):
+    arch = zoo.get("conv4", synthetic.input_shape, synthetic.num_classes, width=0.25)
+    return train_teacher(arch, synthetic, Recipe(epochs=8, lr=0.01, batch_size=64),
+                         device="cpu", progress=False).model
+
+
+def test_finetune_inherits_and_reports_test_accuracy(teacher, synthetic) -> None:
+    arch = teacher.architecture.shrink([0.5] * len(teacher.architecture.shrink_variables()))
+    result = finetune(arch, teacher, synthetic, Recipe(epochs=3, lr=0.01, batch_size=64),
+                      device="cpu", progress=False)
+    assert result.test_accuracy > 0.7 and result.val_accuracy > 0.7  # chance is 0.1
+    assert result.model.architecture == arch and not result.model.training
+    assert result.epochs == 3
+
+
+def test_finetune_from_scratch_learns(teacher, synthetic) -> None:
+    result = finetune(teacher.architecture, teacher, synthetic,
+                      Recipe(epochs=6, lr=0.01, batch_size=32), inherit=False, device="cpu",
+                      progress=False)
+    assert result.test_accuracy > 0.5
+
+
+def test_finetune_with_augmentation_runs_teacher_per_batch(teacher, synthetic) -> None:
+    recipe = Recipe(epochs=1, lr=0.001, batch_size=64, optimizer="adam", augment=True)
+    result = finetune(teacher.architecture, teacher, synthetic, recipe, device="cpu",
+                      progress=False)
+    assert 0.0 <= result.test_accuracy <= 1.0
+
+
+def test_finetune_is_seeded(teacher, synthetic) -> None:
+    recipe = Recipe(epochs=1, lr=0.01, batch_size=64)
+    arch = teacher.architecture
+    first = finetune(arch, teacher, synthetic, recipe, device="cpu", progress=False, seed=1)
+    second = finetune(arch, teacher, synthetic, recipe, device="cpu", progress=False, seed=1)
+    assert first.test_accuracy == second.test_accuracy
+
+
+def test_negative_kd_weight_is_rejected(teacher, synthetic) -> None:
+    with pytest.raises(ValueError, match="kd_weight"):
+        finetune(build_model(teacher.architecture).architecture, teacher, synthetic,
+                 kd_weight=-1.0, progress=False)
