@@ -98,7 +98,9 @@ def main() -> None:
                         help="comma-separated name:width pairs")
     parser.add_argument("--teacher-epochs", type=int, default=None)
     parser.add_argument("--candidates", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=DistillRecipe().steps)
+    parser.add_argument("--steps", default=str(DistillRecipe().steps),
+                        help="comma-separated step budgets to compare; the first is reported "
+                             "as the default")
     parser.add_argument("--reference-epochs", type=int, default=5)
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -109,39 +111,49 @@ def main() -> None:
     data = data_mod.load(args.dataset, root=args.data_root)
     peak = peak_conv_gflops(device)
     print(f"device {device}, {torch.get_num_threads()} threads, peak conv {peak:.1f} GFLOP/s")
+    budgets = [int(steps) for steps in args.steps.split(",")]
     rows = []
     for spec in args.teachers.split(","):
         name, width = spec.split(":")
         teacher, record = get_teacher(name, args.dataset, width=float(width),
                                       data_root=args.data_root, device=device,
                                       epochs=args.teacher_epochs)
-        evaluator = DistillationEvaluator(teacher, data, DistillRecipe(steps=args.steps),
-                                          device=device, seed=args.seed)
+        evaluators = {steps: DistillationEvaluator(teacher, data, DistillRecipe(steps=steps),
+                                                   device=device, seed=args.seed)
+                      for steps in budgets}
         candidates = random_candidates(teacher.architecture, args.candidates, args.seed)
-        fast, slow, fast_seconds, slow_seconds = [], [], 0.0, 0.0
         largest = max(candidates, key=lambda arch: arch.flops())
-        largest_rate = 0.0
+        fast = {steps: [] for steps in budgets}
+        fast_seconds = dict.fromkeys(budgets, 0.0)
+        largest_rate = dict.fromkeys(budgets, 0.0)
+        slow, slow_seconds = [], 0.0
         for index, arch in enumerate(candidates):
-            result = evaluator.evaluate(arch)
-            fast.append(result.accuracy)
-            fast_seconds += result.wall_seconds
-            if arch is largest:
-                largest_rate = 3 * arch.flops() * result.samples_seen / result.wall_seconds / 1e9
+            line = f"  {name} candidate {index:2d}: {arch.num_params():>9,} params"
+            for steps, evaluator in evaluators.items():
+                result = evaluator.evaluate(arch)
+                fast[steps].append(result.accuracy)
+                fast_seconds[steps] += result.wall_seconds
+                if arch is largest:
+                    largest_rate[steps] = (3 * arch.flops() * result.samples_seen
+                                           / result.wall_seconds / 1e9)
+                line += f"  {steps} steps {result.accuracy:.4f} ({result.wall_seconds:.1f}s)"
             start = time.perf_counter()
             slow.append(reference_accuracy(arch, teacher, data, args.reference_epochs, device,
                                            args.seed))
             slow_seconds += time.perf_counter() - start
-            print(f"  {name} candidate {index:2d}: {arch.num_params():>9,} params  "
-                  f"default {fast[-1]:.4f} ({result.wall_seconds:.1f}s)  "
-                  f"reference {slow[-1]:.4f}", flush=True)
-        tau = kendalltau(fast, slow).statistic
-        rows.append((name, width, record.val_accuracy, fast_seconds / len(candidates),
-                     slow_seconds / len(candidates), tau, largest_rate))
-    print(f"\n| teacher | width | teacher val acc | default s/cand. | reference s/cand. | "
-          f"speed-up | Kendall tau | GFLOP/s largest (peak {peak:.0f}) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, width, accuracy, fast_s, slow_s, tau, rate in rows:
-        print(f"| {name} | {width} | {accuracy:.4f} | {fast_s:.2f} | {slow_s:.2f} | "
+            print(f"{line}  reference {slow[-1]:.4f} ({time.perf_counter() - start:.1f}s)",
+                  flush=True)
+        for steps in budgets:
+            tau = kendalltau(fast[steps], slow).statistic
+            rows.append((name, width, record.val_accuracy, steps,
+                         fast_seconds[steps] / len(candidates), slow_seconds / len(candidates),
+                         tau, largest_rate[steps]))
+    print(f"\n| teacher | width | teacher val acc | budget (steps x 128) | s/candidate | "
+          f"reference s/candidate | speed-up | Kendall tau | GFLOP/s, largest candidate "
+          f"(peak {peak:.0f}) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, width, accuracy, steps, fast_s, slow_s, tau, rate in rows:
+        print(f"| {name} | {width} | {accuracy:.4f} | {steps} | {fast_s:.2f} | {slow_s:.2f} | "
               f"{slow_s / fast_s:.1f}x | {tau:.3f} | {rate:.1f} ({rate / peak:.0%}) |")
 
 

@@ -1,7 +1,8 @@
 """N2N: network-to-network compression as reinforcement learning (Ashok et al., ICLR 2018).
 
 Importing this package stays light (no torch import): the architecture model is pure
-Python. ``n2n_env.build``, ``n2n_env.data`` and ``n2n_env.teacher`` bring in torch.
+Python. The modules that build, train or store networks (``build``, ``data``, ``teacher``,
+``checkpoints``, ``distill``, ...) bring in torch.
 """
 
 from n2n_env.arch import Architecture, Block, Layer, Projection

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from n2n_env import data, teacher, zoo
+from n2n_env import checkpoints, data, recipes, teacher, zoo
 from n2n_env.device import resolve_device, use_all_cores
 
 Handler = Callable[[argparse.Namespace], int]
@@ -117,15 +117,15 @@ def _teacher_train(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(f"{args.model} does not fit {args.dataset}: {exc}") from None
-    recipe = teacher.recipe_for(args.dataset)
+    recipe = recipes.recipe_for(args.dataset)
     if args.epochs is not None:
         recipe = recipe.with_epochs(args.epochs)
     overrides = {"lr": args.lr, "batch_size": args.batch_size}
     recipe = dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
-    out = Path(args.out) if args.out else teacher.teacher_path(
+    out = Path(args.out) if args.out else checkpoints.teacher_path(
         args.model, args.dataset, args.width, args.seed
     )
-    resume = teacher.partial_path(out)
+    resume = checkpoints.partial_path(out)
     if args.no_resume:
         resume.unlink(missing_ok=True)
     c, h, w = dataset.input_shape
@@ -148,12 +148,12 @@ def _teacher_train(args: argparse.Namespace) -> int:
         resume_path=resume,
     )
     wall = time.perf_counter() - started
-    record = teacher.TeacherRecord(
+    record = checkpoints.TeacherRecord(
         architecture=arch, dataset=args.dataset, dataset_fingerprint=dataset.fingerprint,
         val_accuracy=trained.val_accuracy, test_accuracy=trained.test_accuracy, recipe=recipe,
         model_name=args.model, width=args.width, seed=args.seed, seconds=trained.seconds,
     )
-    teacher.save_teacher(out, trained.model, record)
+    checkpoints.save_teacher(out, trained.model, record)
     resume.unlink(missing_ok=True)
     print(f"wall time:  {wall:.1f} s (training total {trained.seconds:.1f} s)")
     print(f"val acc:    {_pct(trained.val_accuracy)}")
@@ -163,8 +163,8 @@ def _teacher_train(args: argparse.Namespace) -> int:
 
 
 def _teacher_list(args: argparse.Namespace) -> int:
-    paths = list(teacher.cached_teachers())
-    folder = teacher.n2n_home() / "teachers"
+    paths = list(checkpoints.cached_teachers())
+    folder = checkpoints.n2n_home() / "teachers"
     if not paths:
         print(f"no cached teachers in {folder}; train one with: n2n teacher train")
         return 0
@@ -173,7 +173,7 @@ def _teacher_list(args: argparse.Namespace) -> int:
     rows = [header]
     for path in paths:
         try:
-            rec, _ = teacher.read_teacher_record(path)
+            rec, _ = checkpoints.read_teacher_record(path)
         except (OSError, ValueError) as exc:
             print(f"  {path.name}: unreadable ({exc})", file=sys.stderr)
             continue
@@ -307,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"n2n: error: {exc}", file=sys.stderr)
         return 2
-    except (data.DatasetNotFoundError, data.DatasetCorruptError, teacher.CheckpointError,
+    except (data.DatasetNotFoundError, data.DatasetCorruptError, checkpoints.CheckpointError,
             OSError) as exc:
         print(f"n2n: error: {exc}", file=sys.stderr)
         return 1

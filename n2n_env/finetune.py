@@ -22,7 +22,8 @@ from n2n_env.arch import Architecture
 from n2n_env.build import build_model
 from n2n_env.device import autocast_context, memory_format, prepare_model, resolve_device
 from n2n_env.distill import distillation_loss, teacher_logits
-from n2n_env.teacher import Recipe, evaluate_accuracy, make_optimizer, recipe_for
+from n2n_env.recipes import Recipe, recipe_for
+from n2n_env.teacher import evaluate_accuracy, make_optimizer
 
 DEFAULT_KD_WEIGHT = 0.1
 """lambda of the final loss; the paper does not state its value."""

@@ -1,21 +1,16 @@
-"""Teacher networks: the paper's training recipes, a resumable trainer, checkpoints, a cache.
+"""Teacher networks: training with the paper's recipes, resuming, and the cached teacher.
 
 N2N compresses a trained *teacher*; every student is judged relative to it. This module
-trains teachers with the recipes of the paper's appendix 10.2, stores them as plain
-``state_dict`` + architecture-JSON checkpoints (loaded with ``weights_only=True``, so a
-checkpoint can never execute code), and caches them under :func:`n2n_home`.
+trains teachers with the recipes of the paper's appendix 10.2 (:mod:`n2n_env.recipes`)
+and, through :func:`get_teacher`, caches them as checkpoints (:mod:`n2n_env.checkpoints`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import math
 import os
 import time
-import uuid
 import warnings
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +23,18 @@ from n2n_env import data as data_mod
 from n2n_env import zoo
 from n2n_env.arch import Architecture
 from n2n_env.build import build_model
+from n2n_env.checkpoints import (
+    FORMAT_VERSION,
+    CheckpointError,
+    TeacherRecord,
+    _atomic_save,
+    _cpu_state,
+    _read_checkpoint,
+    load_teacher,
+    partial_path,
+    save_teacher,
+    teacher_path,
+)
 from n2n_env.device import (
     autocast_context,
     inference_mode,
@@ -35,98 +42,7 @@ from n2n_env.device import (
     prepare_model,
     resolve_device,
 )
-
-FORMAT_VERSION = 1
-"""Version of the checkpoint dict written by :func:`save_teacher`."""
-
-MNIST_LIKE = ("mnist", "mnist-10k", "fashion-mnist", "digits", "synthetic")
-CIFAR_LIKE = ("cifar10", "cifar100", "cifar10-14k")
-SVHN_LIKE = ("svhn",)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable, malformed, or does not match what was expected."""
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How a teacher is trained (paper, appendix 10.2).
-
-    The paper gives epochs, learning rate, schedule and batch size but not the optimizer;
-    we use SGD (momentum 0.9, weight decay 5e-4) for the lr-0.01 recipes and Adam for the
-    lr-0.001 recipes, the usual pairing for those learning rates.
-    """
-
-    epochs: int
-    """Number of passes over the training split."""
-    lr: float
-    """Initial learning rate."""
-    batch_size: int
-    """Mini-batch size."""
-    milestones: tuple[int, ...] = ()
-    """Epoch counts after which the learning rate is multiplied by ``gamma``
-    (``MultiStepLR`` semantics; a repeated entry decays twice)."""
-    gamma: float = 0.1
-    """Learning-rate decay factor applied at each milestone."""
-    optimizer: str = "sgd"
-    """``"sgd"`` or ``"adam"``."""
-    momentum: float = 0.9
-    """SGD momentum, or Adam's beta1."""
-    weight_decay: float = 5e-4
-    """L2 penalty passed to the optimizer."""
-    augment: bool = False
-    """Random horizontal flip and 4-pixel-padded random crop of each training batch."""
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {self.epochs}")
-        if not self.lr > 0 or not math.isfinite(self.lr):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        object.__setattr__(self, "milestones", tuple(sorted(int(m) for m in self.milestones)))
-
-    def with_epochs(self, epochs: int) -> Recipe:
-        """The same recipe over ``epochs`` epochs, with milestones rescaled proportionally.
-
-        For example the MNIST recipe (50 epochs, decay at 30) with 10 epochs decays at 6.
-        Milestones keep their multiplicity, so the final learning rate is unchanged.
-        """
-        if epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {epochs}")
-        scaled = tuple(max(1, round(m * epochs / self.epochs)) for m in self.milestones)
-        return dataclasses.replace(self, epochs=epochs, milestones=scaled)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-Python form, as stored in checkpoints."""
-        out = dataclasses.asdict(self)
-        out["milestones"] = list(self.milestones)
-        return out
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> Recipe:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**{**values, "milestones": tuple(values.get("milestones", ()))})
-
-
-def recipe_for(dataset_name: str) -> Recipe:
-    """The paper's teacher recipe for ``dataset_name`` (appendix 10.2).
-
-    MNIST-like data: 50 epochs, lr 0.01 (SGD), x0.1 after epoch 30, batch 64.
-    CIFAR-10/100: 150 epochs, lr 0.001 (Adam), x0.1 after epochs 80 and 120, batch 128,
-    flip + crop augmentation. SVHN: the CIFAR recipe without augmentation.
-    """
-    if dataset_name in MNIST_LIKE:
-        return Recipe(epochs=50, lr=0.01, batch_size=64, milestones=(30,))
-    if dataset_name in CIFAR_LIKE + SVHN_LIKE:
-        return Recipe(
-            epochs=150, lr=0.001, batch_size=128, milestones=(80, 120), optimizer="adam",
-            weight_decay=0.0, augment=dataset_name in CIFAR_LIKE,
-        )
-    allowed = ", ".join(MNIST_LIKE + CIFAR_LIKE + SVHN_LIKE)
-    raise ValueError(f"no teacher recipe for dataset {dataset_name!r}; known: {allowed}")
+from n2n_env.recipes import Recipe, recipe_for
 
 
 @dataclass(frozen=True)
@@ -138,23 +54,6 @@ class TrainedTeacher:
     test_accuracy: float
     epochs: int
     seconds: float
-
-
-@dataclass(frozen=True)
-class TeacherRecord:
-    """Metadata stored beside a teacher's weights. Accuracies are fractions in [0, 1]."""
-
-    architecture: Architecture
-    dataset: str
-    dataset_fingerprint: str
-    val_accuracy: float
-    test_accuracy: float
-    recipe: Recipe
-    model_name: str = ""
-    width: float = 1.0
-    seed: int = 0
-    seconds: float = 0.0
-    format_version: int = FORMAT_VERSION
 
 
 def evaluate_accuracy(
@@ -186,41 +85,6 @@ def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimi
     if recipe.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, betas=(recipe.momentum, 0.999), weight_decay=wd)
     return torch.optim.SGD(params, lr=lr, momentum=recipe.momentum, weight_decay=wd)
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as handle:  # a fresh name per writer; honours the umask
-            torch.save(obj, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
-    """``torch.load(weights_only=True)`` with errors that name the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"teacher checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        raise CheckpointError(
-            f"could not read checkpoint {path} ({reason}); delete it and retrain "
-            "(n2n teacher train)"
-        ) from exc
-    if not isinstance(payload, dict):
-        raise CheckpointError(f"{path} is not an n2n checkpoint (top level is not a dict)")
-    return payload
-
-
-def _cpu_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
 
 def train_teacher(
@@ -340,121 +204,6 @@ def _load_partial(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None
                       "(architecture, dataset, recipe or seed differ)", stacklevel=3)
         return None
     return state
-
-
-def save_teacher(
-    path: str | os.PathLike[str], model: torch.nn.Module, record: TeacherRecord
-) -> Path:
-    """Write ``model``'s weights and ``record`` to one file; returns the path.
-
-    The file is a ``torch.save``'d dict of tensors and plain Python values only, so
-    :func:`load_teacher` can read it with ``weights_only=True``. Written atomically.
-    """
-    own = getattr(model, "architecture", None)
-    if own is not None and own != record.architecture:
-        raise ValueError("model.architecture differs from record.architecture")
-    payload = {
-        "kind": "n2n-teacher", "format_version": FORMAT_VERSION,
-        "state_dict": _cpu_state(model.state_dict()),
-        "architecture": record.architecture.to_json(),
-        "val_accuracy": float(record.val_accuracy), "test_accuracy": float(record.test_accuracy),
-        "dataset": record.dataset, "dataset_fingerprint": record.dataset_fingerprint,
-        "recipe": record.recipe.to_dict(), "model_name": record.model_name,
-        "width": float(record.width), "seed": int(record.seed), "seconds": float(record.seconds),
-    }
-    _atomic_save(payload, Path(path))
-    return Path(path)
-
-
-def read_teacher_record(
-    path: str | os.PathLike[str], device: str | torch.device = "cpu"
-) -> tuple[TeacherRecord, dict[str, torch.Tensor]]:
-    """Metadata and raw ``state_dict`` of the checkpoint at ``path`` (no model built)."""
-    p = Path(path)
-    payload = _read_checkpoint(p, device)
-    missing = {"state_dict", "architecture", "dataset", "dataset_fingerprint"} - set(payload)
-    if payload.get("kind") != "n2n-teacher" or missing:
-        raise CheckpointError(f"{p} is not an n2n teacher checkpoint (missing {sorted(missing)})")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{p} has checkpoint format {payload.get('format_version')}, this n2n reads "
-            f"format {FORMAT_VERSION}; retrain the teacher (n2n teacher train)"
-        )
-    try:
-        arch = Architecture.from_json(payload["architecture"])
-        record = TeacherRecord(
-            architecture=arch, dataset=payload["dataset"],
-            dataset_fingerprint=payload["dataset_fingerprint"],
-            val_accuracy=payload["val_accuracy"], test_accuracy=payload["test_accuracy"],
-            recipe=Recipe.from_dict(payload["recipe"]), model_name=payload.get("model_name", ""),
-            width=payload.get("width", 1.0), seed=payload.get("seed", 0),
-            seconds=payload.get("seconds", 0.0),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{p} has malformed teacher metadata: {exc}") from exc
-    return record, payload["state_dict"]
-
-
-def load_teacher(
-    path: str | os.PathLike[str], *, architecture: Architecture | None = None,
-    dataset_fingerprint: str | None = None, device: str | torch.device = "cpu",
-) -> tuple[torch.nn.Module, TeacherRecord]:
-    """Rebuild the teacher saved at ``path`` and return it (in eval mode) with its record.
-
-    Pass ``architecture`` and/or ``dataset_fingerprint`` to refuse a checkpoint made for
-    a different network or different data: a teacher's accuracy is only meaningful on the
-    exact data it was trained and evaluated on.
-    """
-    dev = resolve_device(device)
-    record, state = read_teacher_record(path, dev)
-    found = record.architecture
-    if architecture is not None and architecture.signature() != found.signature():
-        raise CheckpointError(
-            f"teacher checkpoint {path}: architecture differs: expected {architecture.name} "
-            f"(signature {architecture.signature()}), found {found.name} (signature "
-            f"{found.signature()}); retrain the teacher for this architecture "
-            "(n2n teacher train) or ask for the architecture it was trained with"
-        )
-    if dataset_fingerprint is not None and dataset_fingerprint != record.dataset_fingerprint:
-        raise CheckpointError(
-            f"teacher checkpoint {path}: dataset fingerprint differs: expected "
-            f"{dataset_fingerprint}, found {record.dataset_fingerprint} (trained on "
-            f"{record.dataset!r}); retrain the teacher on this data (n2n teacher train) "
-            "or pass the matching dataset (same name, data root and split seed)"
-        )
-    model = build_model(found)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"teacher checkpoint {path}: weights do not fit architecture {found.name}: {exc}"
-        ) from exc
-    return prepare_model(model, dev).eval(), record
-
-
-def n2n_home() -> Path:
-    """Cache root: ``$N2N_HOME``, else ``$XDG_CACHE_HOME/n2n``, else ``~/.cache/n2n``."""
-    if os.environ.get("N2N_HOME"):
-        return Path(os.environ["N2N_HOME"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "n2n"
-    return Path.home() / ".cache" / "n2n"
-
-
-def teacher_path(model_name: str, dataset_name: str, width: float = 1.0, seed: int = 0) -> Path:
-    """Where the cached teacher for this model, dataset, width and seed lives."""
-    return n2n_home() / "teachers" / f"{model_name}-{dataset_name}-w{width:g}-s{seed}.pt"
-
-
-def partial_path(path: str | os.PathLike[str]) -> Path:
-    """Partial (resume) checkpoint kept beside the final checkpoint ``path``."""
-    p = Path(path)
-    return p.with_name(p.name + ".partial")
-
-
-def cached_teachers() -> Iterator[Path]:
-    """Final teacher checkpoints in the cache directory, sorted by name."""
-    yield from sorted((n2n_home() / "teachers").glob("*.pt"))
 
 
 def get_teacher(

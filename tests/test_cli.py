@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from n2n_env import cli, data, teacher, zoo
+from n2n_env import checkpoints, cli, data, zoo
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -44,11 +44,11 @@ TRAIN = ["teacher", "train", "--dataset", "synthetic", "--width", "0.25", "--dev
 def test_train_end_to_end_writes_a_checkpoint_and_reports_accuracy(capsys, home: Path) -> None:
     code, out, err = run([*TRAIN, "--epochs", "2"], capsys)
     assert code == 0, err
-    path = teacher.teacher_path("conv4", "synthetic", 0.25, 0)
+    path = checkpoints.teacher_path("conv4", "synthetic", 0.25, 0)
     assert f"checkpoint: {path}" in out
-    assert path.is_file() and not teacher.partial_path(path).exists()
+    assert path.is_file() and not checkpoints.partial_path(path).exists()
     fingerprint = data.load("synthetic").fingerprint
-    _, record = teacher.load_teacher(path, dataset_fingerprint=fingerprint)
+    _, record = checkpoints.load_teacher(path, dataset_fingerprint=fingerprint)
     assert record.recipe.epochs == 2 and record.recipe.milestones == (1,)  # 30 * 2 / 50
     assert record.model_name == "conv4" and record.width == 0.25
     test_pct = float(re.search(r"test acc:\s+([\d.]+)%", out).group(1))
@@ -71,9 +71,9 @@ def test_train_overrides_and_out_path(capsys, tmp_path: Path) -> None:
                           "--seed", "3", "--out", str(out_path)], capsys)
     assert code == 0, err
     assert out_path.is_file()
-    _, record = teacher.load_teacher(out_path)
+    _, record = checkpoints.load_teacher(out_path)
     assert (record.recipe.lr, record.recipe.batch_size, record.seed) == (0.05, 32, 3)
-    assert not teacher.teacher_path("conv4", "synthetic", 0.25, 3).exists()
+    assert not checkpoints.teacher_path("conv4", "synthetic", 0.25, 3).exists()
 
 
 def test_cli_respects_omp_num_threads(capsys) -> None:
@@ -140,7 +140,7 @@ def test_missing_dataset_files_exit_1_with_the_data_message(capsys, tmp_path: Pa
                           "--data-root", str(tmp_path / "empty")], capsys)
     assert code == 1
     assert "not found" in err and "t10k-images-idx3-ubyte" in err and "Traceback" not in err
-    assert not list(teacher.cached_teachers())
+    assert not list(checkpoints.cached_teachers())
 
 
 def test_zoo_list_reports_params_and_flops(capsys) -> None:

@@ -7,7 +7,8 @@ import pytest
 from n2n_env import data, zoo
 from n2n_env.build import build_model
 from n2n_env.finetune import finetune
-from n2n_env.teacher import Recipe, train_teacher
+from n2n_env.recipes import Recipe
+from n2n_env.teacher import train_teacher
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Teacher recipes, training, checkpoints, resuming and the cache (CPU, synthetic data)."""
+"""Teacher training, resuming and the cached teacher (CPU, synthetic data)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from n2n_env import data, device, teacher, zoo
+from n2n_env import checkpoints, data, device, recipes, teacher, zoo
 
 WIDTH = 0.25
 EPOCHS = 3
@@ -37,8 +37,8 @@ def arch(synthetic: data.Dataset):
 
 
 @pytest.fixture(scope="module")
-def recipe() -> teacher.Recipe:
-    return teacher.recipe_for("synthetic").with_epochs(EPOCHS)
+def recipe() -> recipes.Recipe:
+    return recipes.recipe_for("synthetic").with_epochs(EPOCHS)
 
 
 @pytest.fixture(scope="module")
@@ -55,59 +55,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "home"
 
 
-def _record(arch, dataset: data.Dataset, recipe: teacher.Recipe, result) -> teacher.TeacherRecord:
-    return teacher.TeacherRecord(
+def _record(
+    arch, dataset: data.Dataset, recipe: recipes.Recipe, result
+) -> checkpoints.TeacherRecord:
+    return checkpoints.TeacherRecord(
         architecture=arch, dataset=dataset.name, dataset_fingerprint=dataset.fingerprint,
         val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy, recipe=recipe,
         model_name="conv4", width=WIDTH, seed=0, seconds=result.seconds,
     )
-
-
-# ------------------------------------------------------------------ recipes
-
-
-@pytest.mark.parametrize("name", ["mnist", "mnist-10k", "fashion-mnist", "digits", "synthetic"])
-def test_mnist_recipe_matches_paper(name: str) -> None:
-    r = teacher.recipe_for(name)
-    assert (r.epochs, r.lr, r.batch_size, r.milestones, r.gamma) == (50, 0.01, 64, (30,), 0.1)
-    assert (r.optimizer, r.momentum, r.weight_decay, r.augment) == ("sgd", 0.9, 5e-4, False)
-
-
-@pytest.mark.parametrize(("name", "augment"),
-                         [("cifar10", True), ("cifar100", True), ("cifar10-14k", True),
-                          ("svhn", False)])
-def test_cifar_and_svhn_recipes_match_paper(name: str, augment: bool) -> None:
-    r = teacher.recipe_for(name)
-    assert (r.epochs, r.lr, r.batch_size, r.milestones) == (150, 0.001, 128, (80, 120))
-    assert r.gamma == 0.1
-    assert r.optimizer == "adam"
-    assert r.augment is augment
-
-
-def test_every_dataset_has_a_recipe_and_unknown_names_are_refused() -> None:
-    for name in data.names():
-        assert teacher.recipe_for(name).epochs > 0
-    with pytest.raises(ValueError, match=r"known: .*cifar10"):
-        teacher.recipe_for("imagenet")
-
-
-def test_with_epochs_rescales_milestones_proportionally() -> None:
-    mnist, cifar = teacher.recipe_for("mnist"), teacher.recipe_for("cifar10")
-    assert mnist.with_epochs(10).milestones == (6,)
-    assert mnist.with_epochs(100).milestones == (60,)
-    assert cifar.with_epochs(15) == dataclasses.replace(cifar, epochs=15, milestones=(8, 12))
-    assert cifar.with_epochs(150) == cifar
-    with pytest.raises(ValueError, match="epochs"):
-        mnist.with_epochs(0)
-
-
-def test_recipe_validates_and_round_trips_through_a_dict() -> None:
-    r = teacher.recipe_for("cifar10")
-    assert teacher.Recipe.from_dict(r.to_dict()) == r
-    with pytest.raises(ValueError, match="optimizer"):
-        dataclasses.replace(r, optimizer="rmsprop")
-    with pytest.raises(ValueError, match="lr"):
-        dataclasses.replace(r, lr=0.0)
 
 
 # ------------------------------------------------------------------ device helpers
@@ -153,7 +108,7 @@ def test_evaluate_accuracy_counts_across_batches(synthetic) -> None:
 
 
 def test_training_is_reproducible_for_a_seed(arch, synthetic, trained) -> None:
-    recipe = teacher.recipe_for("synthetic").with_epochs(1)
+    recipe = recipes.recipe_for("synthetic").with_epochs(1)
     a = teacher.train_teacher(arch, synthetic, recipe, seed=5, device="cpu", progress=False)
     b = teacher.train_teacher(arch, synthetic, recipe, seed=5, device="cpu", progress=False)
     c = teacher.train_teacher(arch, synthetic, recipe, seed=6, device="cpu", progress=False)
@@ -165,7 +120,7 @@ def test_training_is_reproducible_for_a_seed(arch, synthetic, trained) -> None:
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
     arch, synthetic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    recipe = teacher.Recipe(epochs=3, lr=0.05, batch_size=64, milestones=(2,), augment=True)
+    recipe = recipes.Recipe(epochs=3, lr=0.05, batch_size=64, milestones=(2,), augment=True)
     full = teacher.train_teacher(arch, synthetic, recipe, seed=1, device="cpu", progress=False)
     partial = tmp_path / "run.pt.partial"
     real_eval, epochs_run = teacher.evaluate_accuracy, []
@@ -203,7 +158,7 @@ def test_a_partial_checkpoint_from_another_run_is_ignored(
     arch, synthetic, tmp_path: Path
 ) -> None:
     partial = tmp_path / "run.pt.partial"
-    one = teacher.recipe_for("synthetic").with_epochs(1)
+    one = recipes.recipe_for("synthetic").with_epochs(1)
     teacher.train_teacher(arch, synthetic, one, seed=0, device="cpu", progress=False,
                           resume_path=partial)
     assert torch.load(partial, weights_only=True)["epoch"] == 1
@@ -214,100 +169,15 @@ def test_a_partial_checkpoint_from_another_run_is_ignored(
     assert torch.load(partial, weights_only=True)["recipe"]["lr"] == 0.02
 
 
-# ------------------------------------------------------------------ checkpoints
-
-
-def test_save_load_round_trip_gives_identical_logits(
-    arch, synthetic, recipe, trained, tmp_path: Path
-) -> None:
-    path = tmp_path / "t.pt"
-    record = _record(arch, synthetic, recipe, trained)
-    assert teacher.save_teacher(path, trained.model, record) == path
-    raw = torch.load(path, weights_only=True)
-    assert isinstance(raw["architecture"], str) and isinstance(raw["recipe"], dict)
-    assert {"state_dict", "val_accuracy", "test_accuracy", "dataset", "dataset_fingerprint",
-            "format_version"} <= raw.keys()
-    model, loaded = teacher.load_teacher(path, architecture=arch,
-                                         dataset_fingerprint=synthetic.fingerprint)
-    assert loaded == record
-    assert not model.training
-    assert model.architecture == arch
-    with torch.no_grad():
-        assert torch.equal(model(synthetic.test.x), trained.model(synthetic.test.x))
-
-
-def test_load_refuses_another_architecture(arch, synthetic, recipe, trained, tmp_path) -> None:
-    path = teacher.save_teacher(tmp_path / "t.pt", trained.model,
-                                _record(arch, synthetic, recipe, trained))
-    wider = zoo.get("conv4", input_shape=synthetic.input_shape, num_classes=10, width=0.5)
-    with pytest.raises(teacher.CheckpointError) as info:
-        teacher.load_teacher(path, architecture=wider)
-    message = str(info.value)
-    assert "architecture differs" in message
-    assert wider.signature() in message and arch.signature() in message
-    assert "retrain" in message and str(path) in message
-
-
-def test_load_refuses_another_dataset_fingerprint(
-    arch, synthetic, recipe, trained, tmp_path
-) -> None:
-    path = teacher.save_teacher(tmp_path / "t.pt", trained.model,
-                                _record(arch, synthetic, recipe, trained))
-    other = data.load("synthetic", seed=1)
-    assert other.fingerprint != synthetic.fingerprint
-    with pytest.raises(teacher.CheckpointError) as info:
-        teacher.load_teacher(path, architecture=arch, dataset_fingerprint=other.fingerprint)
-    message = str(info.value)
-    assert "dataset fingerprint differs" in message
-    assert other.fingerprint in message and synthetic.fingerprint in message
-    assert "architecture differs" not in message
-
-
-def test_load_of_missing_or_garbage_files_names_the_path(tmp_path: Path) -> None:
-    missing = tmp_path / "missing.pt"
-    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
-        teacher.load_teacher(missing)
-    garbage = tmp_path / "garbage.pt"
-    garbage.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(teacher.CheckpointError, match=r"garbage\.pt"):
-        teacher.load_teacher(garbage)
-    not_ours = tmp_path / "other.pt"
-    torch.save({"weights": torch.zeros(3)}, not_ours)
-    with pytest.raises(teacher.CheckpointError, match="not an n2n teacher"):
-        teacher.load_teacher(not_ours)
-
-
-def test_load_never_unpickles_arbitrary_objects(tmp_path: Path) -> None:
-    pickled = tmp_path / "module.pt"
-    torch.save(torch.nn.Linear(2, 2), pickled)  # a whole pickled module, not weights
-    with pytest.raises(teacher.CheckpointError, match="could not read"):
-        teacher.load_teacher(pickled)
-
-
 # ------------------------------------------------------------------ cache
-
-
-def test_n2n_home_follows_the_environment(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.delenv("N2N_HOME", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert teacher.n2n_home() == tmp_path / "xdg" / "n2n"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "user"))
-    assert teacher.n2n_home() == tmp_path / "user" / ".cache" / "n2n"
-    monkeypatch.setenv("N2N_HOME", str(tmp_path / "custom"))
-    assert teacher.n2n_home() == tmp_path / "custom"
-    path = teacher.teacher_path("conv4", "digits", 0.5, 3)
-    assert path.parent == tmp_path / "custom" / "teachers"
-    assert path != teacher.teacher_path("conv4", "digits", 0.5, 4)
-    assert path != teacher.teacher_path("conv4", "digits", 1.0, 3)
 
 
 def test_get_teacher_trains_once_then_loads_from_cache(home: Path, monkeypatch) -> None:
     model, record = teacher.get_teacher("conv4", "synthetic", width=WIDTH, epochs=1, device="cpu",
                                         progress=False)
-    path = teacher.teacher_path("conv4", "synthetic", WIDTH, 0)
+    path = checkpoints.teacher_path("conv4", "synthetic", WIDTH, 0)
     assert path.is_file() and path.parent == home / "teachers"
-    assert not teacher.partial_path(path).exists()
+    assert not checkpoints.partial_path(path).exists()
     assert record.recipe.epochs == 1 and record.dataset == "synthetic"
 
     def must_not_train(*args, **kwargs):
@@ -328,7 +198,7 @@ def test_get_teacher_trains_once_then_loads_from_cache(home: Path, monkeypatch) 
 
 def test_get_teacher_refuses_a_stale_cache_entry(home: Path, arch, trained, recipe) -> None:
     stale = data.load("synthetic", seed=1)
-    path = teacher.teacher_path("conv4", "synthetic", WIDTH, 0)
-    teacher.save_teacher(path, trained.model, _record(arch, stale, recipe, trained))
-    with pytest.raises(teacher.CheckpointError, match="dataset fingerprint differs"):
+    path = checkpoints.teacher_path("conv4", "synthetic", WIDTH, 0)
+    checkpoints.save_teacher(path, trained.model, _record(arch, stale, recipe, trained))
+    with pytest.raises(checkpoints.CheckpointError, match="dataset fingerprint differs"):
         teacher.get_teacher("conv4", "synthetic", width=WIDTH, device="cpu", progress=False)
