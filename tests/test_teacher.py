@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from n2n_env import checkpoints, data, device, recipes, teacher, zoo
+from n2n_env import checkpoints, data, recipes, teacher, zoo
 
 WIDTH = 0.25
 EPOCHS = 3
@@ -67,19 +67,6 @@ def _record(
 
 # ------------------------------------------------------------------ device helpers
 
-
-def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert device.resolve_device(None) == torch.device("cpu")
-    assert device.resolve_device("auto") == torch.device("cpu")
-    assert device.resolve_device(torch.device("cpu")) == torch.device("cpu")
-    with pytest.raises(ValueError, match="'cuda:N'"):
-        device.resolve_device("gpu")
-    with pytest.raises(device.DeviceUnavailableError, match="CUDA is not available"):
-        device.resolve_device("cuda:0")
-    with device.autocast_context(torch.device("cpu")):
-        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
-    assert device.memory_format(torch.device("cpu")) == torch.contiguous_format
 
 
 # ------------------------------------------------------------------ training
