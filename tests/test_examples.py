@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
-EXPECTED_OUTPUT = {"architecture_tour": "student output (2, 10)"}
+EXPECTED_OUTPUT = {
+    "architecture_tour": "student output (2, 10)",
+    "reward_engine": "cache: ",
+}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
