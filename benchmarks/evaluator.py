@@ -6,7 +6,8 @@ a. seconds per candidate with the default search budget (DistillationEvaluator d
 b. seconds per candidate with a reference loop written plainly as the paper describes it
    (DataLoader, teacher forward on every batch, from-scratch init, 5 epochs, Adam, L2
    logit loss), and the ratio b/a;
-c. Kendall's tau between the two recipes' validation accuracies over the candidates;
+c. Kendall's tau between the two recipes' validation accuracies over the candidates (and
+   between the N2N rewards they give, which is what an agent sees);
 d. achieved training GFLOP/s of the default budget (3x forward FLOPs per sample, the
    usual forward+backward estimate) for the largest candidate, against the peak of a
    large convolution measured in the same run.
@@ -32,6 +33,7 @@ from n2n_env.arch import Architecture
 from n2n_env.build import build_model
 from n2n_env.device import resolve_device, use_all_cores
 from n2n_env.distill import DistillationEvaluator, DistillRecipe
+from n2n_env.reward import compression_ratio, n2n_reward
 from n2n_env.teacher import evaluate_accuracy, get_teacher
 
 
@@ -89,6 +91,11 @@ def peak_conv_gflops(device: torch.device, seconds: float = 3.0) -> float:
     return best
 
 
+def _recipe(budget: str) -> DistillRecipe:
+    steps, _, lr = budget.partition("@")
+    return DistillRecipe(steps=int(steps), lr=float(lr) if lr else DistillRecipe().lr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,9 +105,12 @@ def main() -> None:
                         help="comma-separated name:width pairs")
     parser.add_argument("--teacher-epochs", type=int, default=None)
     parser.add_argument("--candidates", type=int, default=20)
-    parser.add_argument("--steps", default=str(DistillRecipe().steps),
-                        help="comma-separated step budgets to compare; the first is reported "
-                             "as the default")
+    parser.add_argument("--budgets", default=str(DistillRecipe().steps),
+                        help="comma-separated budgets to compare, each STEPS or STEPS@LR "
+                             "(Adam learning rate; default that of DistillRecipe)")
+    parser.add_argument("--reference-repeats", type=int, default=1,
+                        help="run the reference with this many seeds; the mean accuracy is "
+                             "the target, and tau between the first two is its noise ceiling")
     parser.add_argument("--reference-epochs", type=int, default=5)
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -111,50 +121,65 @@ def main() -> None:
     data = data_mod.load(args.dataset, root=args.data_root)
     peak = peak_conv_gflops(device)
     print(f"device {device}, {torch.get_num_threads()} threads, peak conv {peak:.1f} GFLOP/s")
-    budgets = [int(steps) for steps in args.steps.split(",")]
+    budgets = args.budgets.split(",")
     rows = []
     for spec in args.teachers.split(","):
         name, width = spec.split(":")
         teacher, record = get_teacher(name, args.dataset, width=float(width),
                                       data_root=args.data_root, device=device,
                                       epochs=args.teacher_epochs)
-        evaluators = {steps: DistillationEvaluator(teacher, data, DistillRecipe(steps=steps),
-                                                   device=device, seed=args.seed)
-                      for steps in budgets}
+        evaluators = {budget: DistillationEvaluator(teacher, data, _recipe(budget),
+                                                    device=device, seed=args.seed)
+                      for budget in budgets}
         candidates = random_candidates(teacher.architecture, args.candidates, args.seed)
         largest = max(candidates, key=lambda arch: arch.flops())
-        fast = {steps: [] for steps in budgets}
+        fast: dict[str, list[float]] = {budget: [] for budget in budgets}
         fast_seconds = dict.fromkeys(budgets, 0.0)
         largest_rate = dict.fromkeys(budgets, 0.0)
-        slow, slow_seconds = [], 0.0
+        slow: list[list[float]] = [[] for _ in range(args.reference_repeats)]
+        slow_seconds = 0.0
         for index, arch in enumerate(candidates):
             line = f"  {name} candidate {index:2d}: {arch.num_params():>9,} params"
-            for steps, evaluator in evaluators.items():
+            for budget, evaluator in evaluators.items():
                 result = evaluator.evaluate(arch)
-                fast[steps].append(result.accuracy)
-                fast_seconds[steps] += result.wall_seconds
+                fast[budget].append(result.accuracy)
+                fast_seconds[budget] += result.wall_seconds
                 if arch is largest:
-                    largest_rate[steps] = (3 * arch.flops() * result.samples_seen
-                                           / result.wall_seconds / 1e9)
-                line += f"  {steps} steps {result.accuracy:.4f} ({result.wall_seconds:.1f}s)"
-            start = time.perf_counter()
-            slow.append(reference_accuracy(arch, teacher, data, args.reference_epochs, device,
-                                           args.seed))
-            slow_seconds += time.perf_counter() - start
-            print(f"{line}  reference {slow[-1]:.4f} ({time.perf_counter() - start:.1f}s)",
-                  flush=True)
-        for steps in budgets:
-            tau = kendalltau(fast[steps], slow).statistic
-            rows.append((name, width, record.val_accuracy, steps,
-                         fast_seconds[steps] / len(candidates), slow_seconds / len(candidates),
-                         tau, largest_rate[steps]))
-    print(f"\n| teacher | width | teacher val acc | budget (steps x 128) | s/candidate | "
-          f"reference s/candidate | speed-up | Kendall tau | GFLOP/s, largest candidate "
-          f"(peak {peak:.0f}) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, width, accuracy, steps, fast_s, slow_s, tau, rate in rows:
+                    largest_rate[budget] = (3 * arch.flops() * result.samples_seen
+                                            / result.wall_seconds / 1e9)
+                line += f"  {budget}: {result.accuracy:.4f} ({result.wall_seconds:.1f}s)"
+            for repeat, accuracies in enumerate(slow):
+                start = time.perf_counter()
+                accuracies.append(reference_accuracy(arch, teacher, data, args.reference_epochs,
+                                                     device, args.seed + repeat))
+                slow_seconds += time.perf_counter() - start
+                line += f"  reference {accuracies[-1]:.4f} ({time.perf_counter() - start:.1f}s)"
+            print(line, flush=True)
+        target = [sum(values) / len(values) for values in zip(*slow)]
+        per_reference = slow_seconds / len(candidates) / len(slow)
+        if len(slow) > 1:
+            print(f"  {name}: reference vs reference (seeds {args.seed}, {args.seed + 1}) "
+                  f"Kendall tau {kendalltau(slow[0], slow[1]).statistic:.3f}")
+        compressions = [compression_ratio(arch.num_params(), teacher.architecture.num_params())
+                        for arch in candidates]
+        target_rewards = [n2n_reward(c, a, record.val_accuracy)
+                          for c, a in zip(compressions, target)]
+        for budget in budgets:
+            tau = kendalltau(fast[budget], target).statistic
+            budget_rewards = [n2n_reward(c, a, record.val_accuracy)
+                              for c, a in zip(compressions, fast[budget])]
+            reward_tau = kendalltau(budget_rewards, target_rewards).statistic
+            rows.append((name, width, record.val_accuracy, budget,
+                         fast_seconds[budget] / len(candidates), per_reference, tau, reward_tau,
+                         largest_rate[budget]))
+    print(f"\n| teacher | width | teacher val acc | budget (steps[@lr], batch 128) | s/candidate | "
+          f"reference s/candidate | speed-up | Kendall tau (accuracy) | Kendall tau (reward) | "
+          f"GFLOP/s, largest candidate (peak {peak:.0f}) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, width, accuracy, steps, fast_s, slow_s, tau, reward_tau, rate in rows:
         print(f"| {name} | {width} | {accuracy:.4f} | {steps} | {fast_s:.2f} | {slow_s:.2f} | "
-              f"{slow_s / fast_s:.1f}x | {tau:.3f} | {rate:.1f} ({rate / peak:.0%}) |")
+              f"{slow_s / fast_s:.1f}x | {tau:.3f} | {reward_tau:.3f} | "
+              f"{rate:.1f} ({rate / peak:.0%}) |")
 
 
 if __name__ == "__main__":
