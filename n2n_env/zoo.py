@@ -17,52 +17,20 @@ from collections.abc import Callable
 
 from n2n_env.arch import Architecture, Block, Layer, Projection
 
+_VGG_STAGE_DEPTHS = {
+    "vgg11": (1, 1, 2, 2, 2),
+    "vgg13": (2, 2, 2, 2, 2),
+    "vgg16": (2, 2, 3, 3, 3),
+    "vgg19": (2, 2, 4, 4, 4),
+}
+"""Convolutions per stage; stages have 64, 128, 256, 512, 512 channels and end in a pool."""
 _VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
-    "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    "vgg13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    "vgg16": (
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        "M",
-    ),
-    "vgg19": (
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-    ),
+    name: tuple(
+        entry
+        for channels, depth in zip((64, 128, 256, 512, 512), depths)
+        for entry in (*[channels] * depth, "M")
+    )
+    for name, depths in _VGG_STAGE_DEPTHS.items()
 }
 _CONV4_CONFIG: tuple[int | str, ...] = (32, "M", 64, "M", 128, 128, "M")
 _RESNET_DEPTHS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}

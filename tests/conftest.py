@@ -15,7 +15,7 @@ import pytest
 import torch
 from hypothesis import strategies as st
 
-from n2n_env import zoo
+from n2n_env import data, recipes, teacher, zoo
 from n2n_env.arch import Architecture
 from n2n_env.build import N2NNet, build_model
 
@@ -112,3 +112,19 @@ def one_thread():
 @pytest.fixture(scope="session")
 def small_zoo() -> type[SmallZoo]:
     return SmallZoo
+
+
+@pytest.fixture(scope="session")
+def synthetic() -> data.Dataset:
+    """The generated dataset (10 classes, 3x8x8): real training in tests, no files needed."""
+    return data.load("synthetic")
+
+
+@pytest.fixture(scope="session")
+def synthetic_teacher(synthetic: data.Dataset) -> torch.nn.Module:
+    """conv4 at width 0.25 trained on ``synthetic`` (about 95% validation accuracy)."""
+    arch = zoo.get("conv4", synthetic.input_shape, synthetic.num_classes, width=0.25)
+    recipe = recipes.Recipe(epochs=8, lr=0.01, batch_size=64)
+    trained = teacher.train_teacher(arch, synthetic, recipe, device="cpu", progress=False)
+    assert trained.val_accuracy > 0.8
+    return trained.model

@@ -7,25 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from n2n_env import checkpoints, data, recipes, teacher, zoo
+from n2n_env import checkpoints, data, recipes, zoo
+from n2n_env.build import build_model
 
 WIDTH = 0.25
-EPOCHS = 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One torch thread: these models are tiny, and on a loaded 2-core machine two threads
-    per process make every op many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def synthetic() -> data.Dataset:
-    return data.load("synthetic")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -35,25 +23,17 @@ def arch(synthetic: data.Dataset):
 
 
 @pytest.fixture(scope="module")
-def recipe() -> recipes.Recipe:
-    return recipes.recipe_for("synthetic").with_epochs(EPOCHS)
+def model(arch):
+    """An untrained network is enough to test storage: weights are weights."""
+    torch.manual_seed(0)
+    return build_model(arch).eval()
 
 
-@pytest.fixture(scope="module")
-def trained(arch, synthetic, recipe) -> teacher.TrainedTeacher:
-    rng_before = torch.get_rng_state()
-    result = teacher.train_teacher(arch, synthetic, recipe, device="cpu", seed=0, progress=False)
-    assert torch.equal(torch.get_rng_state(), rng_before), "training changed the global RNG"
-    return result
-
-
-def _record(
-    arch, dataset: data.Dataset, recipe: recipes.Recipe, result
-) -> checkpoints.TeacherRecord:
+def _record(arch, dataset: data.Dataset) -> checkpoints.TeacherRecord:
     return checkpoints.TeacherRecord(
         architecture=arch, dataset=dataset.name, dataset_fingerprint=dataset.fingerprint,
-        val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy, recipe=recipe,
-        model_name="conv4", width=WIDTH, seed=0, seconds=result.seconds,
+        val_accuracy=0.9, test_accuracy=0.8, recipe=recipes.recipe_for("synthetic"),
+        model_name="conv4", width=WIDTH, seed=0, seconds=1.0,
     )
 
 
@@ -61,11 +41,11 @@ def _record(
 
 
 def test_save_load_round_trip_gives_identical_logits(
-    arch, synthetic, recipe, trained, tmp_path: Path
+    arch, synthetic, model, tmp_path: Path
 ) -> None:
     path = tmp_path / "t.pt"
-    record = _record(arch, synthetic, recipe, trained)
-    assert checkpoints.save_teacher(path, trained.model, record) == path
+    record = _record(arch, synthetic)
+    assert checkpoints.save_teacher(path, model, record) == path
     raw = torch.load(path, weights_only=True)
     assert isinstance(raw["architecture"], str) and isinstance(raw["recipe"], dict)
     assert {"state_dict", "val_accuracy", "test_accuracy", "dataset", "dataset_fingerprint",
@@ -76,12 +56,12 @@ def test_save_load_round_trip_gives_identical_logits(
     assert not model.training
     assert model.architecture == arch
     with torch.no_grad():
-        assert torch.equal(model(synthetic.test.x), trained.model(synthetic.test.x))
+        assert torch.equal(model(synthetic.test.x), model(synthetic.test.x))
 
 
-def test_load_refuses_another_architecture(arch, synthetic, recipe, trained, tmp_path) -> None:
-    path = checkpoints.save_teacher(tmp_path / "t.pt", trained.model,
-                                    _record(arch, synthetic, recipe, trained))
+def test_load_refuses_another_architecture(arch, synthetic, model, tmp_path) -> None:
+    path = checkpoints.save_teacher(tmp_path / "t.pt", model,
+                                    _record(arch, synthetic))
     wider = zoo.get("conv4", input_shape=synthetic.input_shape, num_classes=10, width=0.5)
     with pytest.raises(checkpoints.CheckpointError) as info:
         checkpoints.load_teacher(path, architecture=wider)
@@ -92,10 +72,10 @@ def test_load_refuses_another_architecture(arch, synthetic, recipe, trained, tmp
 
 
 def test_load_refuses_another_dataset_fingerprint(
-    arch, synthetic, recipe, trained, tmp_path
+    arch, synthetic, model, tmp_path
 ) -> None:
-    path = checkpoints.save_teacher(tmp_path / "t.pt", trained.model,
-                                    _record(arch, synthetic, recipe, trained))
+    path = checkpoints.save_teacher(tmp_path / "t.pt", model,
+                                    _record(arch, synthetic))
     other = data.load("synthetic", seed=1)
     assert other.fingerprint != synthetic.fingerprint
     with pytest.raises(checkpoints.CheckpointError) as info:

@@ -10,14 +10,7 @@ import torch
 
 from n2n_env import checkpoints, cli, data, zoo
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One torch thread (tiny models; a loaded 2-core machine makes two threads crawl)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

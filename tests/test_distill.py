@@ -5,24 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from n2n_env import data, zoo
 from n2n_env.distill import DistillationEvaluator, DistillRecipe, distillation_loss
-from n2n_env.recipes import Recipe
-from n2n_env.teacher import train_teacher
 
 
 @pytest.fixture(scope="module")
-def synthetic():
-    return data.load("synthetic", seed=0)
-
-
-@pytest.fixture(scope="module")
-def teacher(synthetic):
-    arch = zoo.get("conv4", synthetic.input_shape, synthetic.num_classes, width=0.25)
-    trained = train_teacher(arch, synthetic, Recipe(epochs=4, lr=0.01, batch_size=64),
-                            device="cpu", seed=0, progress=False)
-    assert trained.val_accuracy > 0.8
-    return trained.model
+def teacher(synthetic_teacher):
+    return synthetic_teacher
 
 
 def _student(teacher):

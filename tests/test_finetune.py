@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from n2n_env import data, zoo
 from n2n_env.build import build_model
 from n2n_env.finetune import finetune
 from n2n_env.recipes import Recipe
-from n2n_env.teacher import train_teacher
 
 
 @pytest.fixture(scope="module")
-def synthetic():
-    return data.load("synthetic", seed=0)
-
-
-@pytest.fixture(scope="module")
-def teacher(synthetic):
-    arch = zoo.get("conv4", synthetic.input_shape, synthetic.num_classes, width=0.25)
-    return train_teacher(arch, synthetic, Recipe(epochs=8, lr=0.01, batch_size=64),
-                         device="cpu", progress=False).model
+def teacher(synthetic_teacher):
+    return synthetic_teacher
 
 
 def test_finetune_inherits_and_reports_test_accuracy(teacher, synthetic) -> None:

@@ -15,19 +15,7 @@ WIDTH = 0.25
 EPOCHS = 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One torch thread: these models are tiny, and on a loaded 2-core machine two threads
-    per process make every op many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def synthetic() -> data.Dataset:
-    return data.load("synthetic")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
