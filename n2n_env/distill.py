@@ -51,8 +51,9 @@ INITS = ("inherit", "scratch")
 class DistillRecipe:
     """How a candidate is trained before it is scored."""
 
-    steps: int | None = 200
-    """Budget in optimizer steps (exclusive with ``epochs``)."""
+    steps: int | None = 25
+    """Budget in optimizer steps (exclusive with ``epochs``); 25 x 128 samples is the
+    default search budget chosen in docs/benchmarks.md."""
     epochs: float | None = None
     """Budget in passes over the training split (exclusive with ``steps``)."""
     batch_size: int = 128
