@@ -302,21 +302,28 @@ class Architecture:
 
     def num_params(self) -> int:
         """Trainable parameters; equals PyTorch's count for ``build_model(self)``."""
+        return sum(self.layer_params()) + sum(self.projection_params().values())
+
+    def layer_params(self) -> tuple[int, ...]:
+        """Trainable parameters of each layer (projection shortcuts not included)."""
         trace = self._require_valid()
-        total = 0
+        counts = []
         for layer, shape in zip(self.layers, trace.in_shapes):
             assert shape is not None
+            bias = layer.out if layer.bias else 0
             if layer.kind == "conv":
-                total += shape[0] * layer.out * layer.kernel**2 + (layer.out if layer.bias else 0)
+                counts.append(shape[0] * layer.out * layer.kernel**2 + bias)
             elif layer.kind == "linear":
-                total += shape[0] * layer.out + (layer.out if layer.bias else 0)
-            elif layer.kind == "bn":
-                total += 2 * shape[0]
-        for b, block in enumerate(self.blocks):
-            if block.projection is not None:
-                channels_in = trace.block_shapes[b][0][0]
-                total += channels_in * block.projection.out + 2 * block.projection.out
-        return total
+                counts.append(shape[0] * layer.out + bias)
+            else:
+                counts.append(2 * shape[0] if layer.kind == "bn" else 0)
+        return tuple(counts)
+
+    def projection_params(self) -> dict[int, int]:
+        """Trainable parameters of each projection shortcut, by block index."""
+        trace = self._require_valid()
+        return {b: trace.block_shapes[b][0][0] * block.projection.out + 2 * block.projection.out
+                for b, block in enumerate(self.blocks) if block.projection is not None}
 
     def flops(self, batch: int = 1) -> int:
         """Inference FLOPs: multiply and add counted separately; bn 2, relu/add 1 per element,

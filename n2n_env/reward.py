@@ -3,8 +3,10 @@
 ``R = C(2 - C) * A / A_teacher`` with ``C = 1 - size(student) / size(teacher)``, size being
 parameters (the paper) or FLOPs. The non-linear ``C(2 - C)`` rewards compression with
 diminishing returns, so a small, inaccurate student scores below a larger, accurate one
-(appendix 11.1: A=1, C=0.25 gives 0.4375; A=0.25, C=1 gives 0.25). A student larger than
-its teacher (removing poolings can enlarge the classifier) gets C < 0 and so R < 0.
+(appendix 11.1: A=1, C=0.25 gives 0.4375; A=0.25, C=1 gives 0.25). The paper defines
+C in [0, 1]; a student larger than its teacher (removing poolings can enlarge the
+classifier) has a negative raw ratio, which the reward clips to C = 0, so R = 0: no
+compression, no reward (unclipped, C(2 - C) would fall without bound, to -30 and below).
 Degenerate architectures (appendix 11.2) get -1.
 
 Constraints ``Ax <= b`` on anything an evaluator measures are relaxed as the paper does:
@@ -32,13 +34,15 @@ def compression_ratio(student_size: float, teacher_size: float) -> float:
 
 
 def n2n_reward(compression: float, accuracy: float, teacher_accuracy: float) -> float:
-    """R = C(2 - C) * A / A_teacher, the paper's reward for a non-degenerate student."""
+    """R = C(2 - C) * A / A_teacher, the paper's reward for a non-degenerate student, with
+    C clipped to [0, 1] as the paper defines it."""
     if not teacher_accuracy > 0:
         raise ValueError(f"teacher accuracy must be positive, got {teacher_accuracy}")
     if not 0.0 <= accuracy <= 1.0:
         raise ValueError(f"accuracy must be in [0, 1], got {accuracy}")
     if compression > 1.0:
         raise ValueError(f"compression must be <= 1, got {compression}")
+    compression = max(compression, 0.0)
     return compression * (2.0 - compression) * accuracy / teacher_accuracy
 
 
@@ -141,5 +145,6 @@ def constrained_reward(
     base = n2n_reward(compression, accuracy, teacher_accuracy)
     violated = tuple(c.describe() for c in constraints if not c.satisfied(measured or {}))
     reward = epsilon * (base + 1.0) - 1.0 if violated else base
-    return RewardBreakdown(reward, compression * (2.0 - compression),
+    clipped = max(compression, 0.0)
+    return RewardBreakdown(reward, clipped * (2.0 - clipped),
                            accuracy / teacher_accuracy, base, epsilon, violated, False)

@@ -27,6 +27,11 @@ def test_accuracy_is_relative_to_the_teacher() -> None:
     assert n2n_reward(0.5, 0.45, 0.9) == pytest.approx(0.375)
 
 
+def test_students_larger_than_the_teacher_get_zero_not_an_unbounded_penalty() -> None:
+    assert n2n_reward(-4.7, 0.9, 0.9) == 0.0
+    assert constrained_reward(-0.5, 0.9, 0.9).reward == 0.0
+
+
 def test_compression_ratio() -> None:
     assert compression_ratio(25, 100) == pytest.approx(0.75)
     assert compression_ratio(150, 100) == pytest.approx(-0.5)

@@ -1,0 +1,201 @@
+"""What both N2N environments share: resolving the teacher and the evaluator from
+``gym.make`` keyword arguments, turning a finished student into the terminal reward and
+``info``, and drawing an architecture for teaching.
+
+The MDPs themselves live in :mod:`n2n_env.removal_env` and :mod:`n2n_env.shrink_env`.
+Heavy work is lazy: the teacher is trained (or loaded) and the evaluator built on the
+first terminal step, so ``gym.make`` is instant and environments pickle cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from n2n_env import data as data_mod
+from n2n_env import zoo
+from n2n_env.arch import LAYER_KINDS, Architecture
+from n2n_env.evaluators import Evaluation, Evaluator, MockEvaluator
+from n2n_env.reward import (
+    COMPRESSION_METRICS,
+    EpsilonSchedule,
+    LinearConstraint,
+    constrained_reward,
+    parse_constraints,
+)
+
+MAX_LAYERS = 128
+"""Default padding of the layer table: resnet34 at the paper's granularity has 102 layers."""
+EVALUATORS = ("distill", "mock")
+
+
+class StudentScorer:
+    """Turns finished students into terminal rewards for one teacher, lazily set up."""
+
+    def __init__(self, teacher: str | os.PathLike[str] | Architecture | Any = "conv4",
+                 dataset: str = "digits", data_root: str | os.PathLike[str] | None = None,
+                 evaluator: str | Evaluator = "distill",
+                 evaluator_kwargs: Mapping[str, Any] | None = None,
+                 cache: str | os.PathLike[str] | None = None,
+                 constraints: Mapping[str, float] | Sequence[LinearConstraint] | None = None,
+                 anneal_episodes: int = 0, compression_metric: str = "params",
+                 device: str | None = None, teacher_width: float = 1.0) -> None:
+        if compression_metric not in COMPRESSION_METRICS:
+            raise ValueError(f"compression_metric must be one of {COMPRESSION_METRICS}, "
+                             f"got {compression_metric!r}")
+        if isinstance(evaluator, str) and evaluator not in EVALUATORS:
+            raise ValueError(f"evaluator must be one of {EVALUATORS} or an evaluator instance, "
+                             f"got {evaluator!r}")
+        if not isinstance(evaluator, str) and not isinstance(evaluator, Evaluator):
+            raise TypeError("evaluator must be 'distill', 'mock' or an object with "
+                            "evaluate(arch), identity(), teacher_architecture and "
+                            "teacher_accuracy")
+        if dataset not in data_mod.names():
+            raise ValueError(f"unknown dataset {dataset!r}; allowed: {', '.join(data_mod.names())}")
+        self.dataset, self.data_root, self.device = dataset, data_root, device
+        self.evaluator_name = evaluator if isinstance(evaluator, str) else "instance"
+        self.evaluator_kwargs = dict(evaluator_kwargs or {})
+        self.cache = cache
+        self.constraints = parse_constraints(constraints)
+        self.schedule = EpsilonSchedule(anneal_episodes)
+        self.compression_metric = compression_metric
+        self.teacher_spec, self.teacher_width = teacher, teacher_width
+        self._evaluator: Evaluator | None = None if isinstance(evaluator, str) else evaluator
+        self.teacher_architecture = self._resolve_architecture()
+
+    def _resolve_architecture(self) -> Architecture:
+        teacher = self.teacher_spec
+        if self._evaluator is not None:
+            return self._evaluator.teacher_architecture
+        if isinstance(teacher, Architecture):
+            if self.evaluator_name == "distill":
+                raise ValueError("an Architecture has no weights to distil from; pass a zoo "
+                                 "name, a checkpoint path or a model, or use evaluator='mock'")
+            return teacher
+        if isinstance(getattr(teacher, "architecture", None), Architecture):
+            return teacher.architecture
+        if isinstance(teacher, str | os.PathLike) and Path(teacher).suffix == ".pt":
+            from n2n_env.checkpoints import read_teacher_record
+
+            return read_teacher_record(teacher)[0].architecture
+        if isinstance(teacher, str) and teacher in zoo.names():
+            shape, classes = data_mod.info(self.dataset)
+            return zoo.get(teacher, shape, classes, width=self.teacher_width)
+        raise ValueError(f"unknown teacher {teacher!r}; use a zoo name ({', '.join(zoo.names())}),"
+                         " a checkpoint path ending in .pt, a model from build_model, or an "
+                         "Architecture (with evaluator='mock')")
+
+    @property
+    def evaluator(self) -> Evaluator:
+        """The evaluator, built on first use (this may train the teacher once)."""
+        if self._evaluator is None:
+            inner = self._build_evaluator()
+            if self.cache is not None:
+                from n2n_env.cache import CachedEvaluator
+
+                inner = CachedEvaluator(inner, self.cache)
+            self._evaluator = inner
+        return self._evaluator
+
+    def _build_evaluator(self) -> Evaluator:
+        if self.evaluator_name == "mock":
+            return MockEvaluator(self.teacher_architecture, **self.evaluator_kwargs)
+        from n2n_env.checkpoints import load_teacher
+        from n2n_env.distill import DistillationEvaluator, DistillRecipe
+        from n2n_env.teacher import get_teacher
+
+        data = data_mod.load(self.dataset, root=self.data_root)
+        teacher = self.teacher_spec
+        if isinstance(teacher, str) and teacher in zoo.names():
+            model, record = get_teacher(teacher, self.dataset, width=self.teacher_width,
+                                        data_root=self.data_root, device=self.device)
+            accuracy: float | None = record.val_accuracy
+        elif isinstance(teacher, str | os.PathLike):
+            model, record = load_teacher(teacher, dataset_fingerprint=data.fingerprint,
+                                         device=self.device or "cpu")
+            accuracy = record.val_accuracy
+        else:
+            model, accuracy = teacher, None
+        recipe_fields = {k: v for k, v in self.evaluator_kwargs.items()
+                         if k in DistillRecipe.__dataclass_fields__}
+        other = {k: v for k, v in self.evaluator_kwargs.items() if k not in recipe_fields}
+        return DistillationEvaluator(model, data, DistillRecipe(**recipe_fields),
+                                     teacher_accuracy=accuracy, device=self.device, **other)
+
+    def score(self, student: Architecture) -> tuple[float, dict[str, Any]]:
+        """Evaluate a finished student: the terminal reward and the terminal ``info``."""
+        evaluation = self.evaluator.evaluate(student)
+        teacher_accuracy = self.evaluator.teacher_accuracy
+        compression = (evaluation.compression if self.compression_metric == "params"
+                       else evaluation.flops_compression)
+        breakdown = constrained_reward(compression, evaluation.accuracy, teacher_accuracy,
+                                       evaluation.measured(), self.constraints,
+                                       self.schedule.epsilon, degenerate=not evaluation.ok)
+        self.schedule.step()
+        return breakdown.reward, terminal_info(evaluation, teacher_accuracy, compression,
+                                               asdict(breakdown), student)
+
+
+def terminal_info(evaluation: Evaluation, teacher_accuracy: float, compression: float,
+                  rewards: dict[str, Any], student: Architecture) -> dict[str, Any]:
+    """The documented terminal ``info`` keys (later tools rely on these names)."""
+    reason = evaluation.degenerate_reason or (
+        f"training failed: {evaluation.failure}" if evaluation.failure else None)
+    return {"accuracy": evaluation.accuracy, "teacher_accuracy": teacher_accuracy,
+            "params": evaluation.params, "flops": evaluation.flops, "compression": compression,
+            "rewards": rewards, "degenerate_reason": reason, "architecture": student.to_json(),
+            "eval_seconds": evaluation.wall_seconds, "cache_hit": evaluation.cache_hit}
+
+
+def as_action(action: Any, count: int, allowed: str) -> int:
+    """``action`` as an int in [0, count), or a ValueError that says what is allowed."""
+    value = action.item() if isinstance(action, np.ndarray) and action.size == 1 else action
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer) or not (
+            0 <= int(value) < count):
+        raise ValueError(f"invalid action {action!r}; allowed: {allowed}")
+    return int(value)
+
+
+def padded(rows: np.ndarray, max_rows: int) -> np.ndarray:
+    """``rows`` padded with zeros to ``max_rows`` rows (float32)."""
+    if len(rows) > max_rows:
+        raise ValueError(f"{len(rows)} rows exceed max_layers={max_rows}; pass a larger "
+                         "max_layers to gym.make")
+    table = np.zeros((max_rows, *rows.shape[1:]), dtype=np.float32)
+    table[: len(rows)] = rows
+    return table
+
+
+def render_bars(widths: Sequence[int], kinds: Sequence[str], state: Sequence[int],
+                position: int, height: int = 160) -> np.ndarray:
+    """An HxWx3 uint8 picture of a network: one bar per layer, its height growing with the
+    log of its width, coloured by kind; state -1 greys a removed layer, 0 marks undecided
+    layers pale, and the current position is underlined in red."""
+    palette = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40],
+                        [148, 103, 189], [140, 86, 75], [227, 119, 194], [23, 190, 207]])
+    bar, gap = 6, 2
+    image = np.full((height, max(1, len(widths)) * (bar + gap) + gap, 3), 255, np.uint8)
+    top = max(np.log2(1 + max(widths, default=1)), 1.0)
+    for index, (width, kind, decided) in enumerate(zip(widths, kinds, state)):
+        left = gap + index * (bar + gap)
+        bar_height = max(4, int((height - 12) * np.log2(1 + width) / top))
+        colour = palette[LAYER_KINDS.index(kind)]
+        if decided < 0:
+            colour = np.array([200, 200, 200])
+        elif decided == 0:
+            colour = (colour + 2 * 255) // 3
+        image[height - 8 - bar_height : height - 8, left : left + bar] = colour
+        if index == position:
+            image[height - 5 : height - 2, left : left + bar] = (220, 0, 0)
+    return image
+
+
+def describe_rewards(info: Mapping[str, Any]) -> str:
+    """One line summarising a terminal info, for ansi rendering and logs."""
+    return json.dumps({k: info[k] for k in ("accuracy", "compression", "degenerate_reason")})

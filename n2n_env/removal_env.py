@@ -1,0 +1,204 @@
+"""N2NRemoval-v0: stage 1 of N2N (paper section 3.2.1), keep or remove each teacher layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from n2n_env.env_common import MAX_LAYERS, StudentScorer, as_action, padded, render_bars
+from n2n_env.features import NORMALIZED_FEATURE_NAMES
+
+REMOVE, KEEP = 0, 1
+FEATURE_HIGH = 4.0
+"""Upper bound of the normalised features in observations (they are about 0-1.7)."""
+
+
+class N2NRemovalEnv(gym.Env[dict[str, np.ndarray], int]):
+    """
+    ## Description
+
+    Stage 1 of "N2N Learning: Network to Network Compression via Policy Gradient
+    Reinforcement Learning" (Ashok et al., ICLR 2018). The agent walks through the layers of
+    a trained teacher network, one layer per step, and decides to keep or remove each. After
+    the last layer the resulting student is trained by knowledge distillation and scored by
+    the paper's reward, which trades compression against accuracy. The reward is sparse:
+    only the last step of an episode earns one.
+
+    ## Action Space
+
+    `Discrete(2)`: `0` removes the current layer, `1` keeps it. Fixed layers (`flatten` and
+    the classifier output) can only be kept; the mask in `obs["action_mask"]`,
+    `info["action_mask"]` and `action_masks()` says so, and a masked action raises
+    `ValueError`.
+
+    ## Observation Space
+
+    A `Dict` of float32 one-dimensional `Box`es with fixed shapes, as SB3 and vector
+    environments need (`F` = 18 normalised features per layer, see
+    `n2n_env.features.NORMALIZED_FEATURE_NAMES`; `M` = `max_layers`):
+
+    | key | shape | meaning |
+    |---|---|---|
+    | `layer` | (F,) | the current layer's normalised features x_t |
+    | `layers` | (M * F,) | every teacher layer's features, zero-padded, row-major (reshape to (M, F)) |
+    | `layer_mask` | (M,) | 1 for real layers, 0 for padding |
+    | `decisions` | (M,) | 1 kept, -1 removed, 0 not yet decided |
+    | `position` | (1,) | t / L, the fraction of layers decided |
+    | `params_kept` | (1,) | fraction of the teacher's parameters in layers not removed so far |
+    | `action_mask` | (2,) | 1 where an action is allowed |
+
+    The table and the decisions make the state Markov: a policy can read the whole
+    sequence, as the paper's bidirectional LSTM does.
+
+    ## Rewards
+
+    0 on every step but the last. On the last step `R = C(2 - C) * A / A_teacher`, with `C`
+    the compression (`1 - params(student)/params(teacher)`, or FLOPs with
+    `compression_metric="flops"`, clipped to [0, 1]) and `A` the student's validation
+    accuracy after distillation. Degenerate students (appendix 11.2) and failed trainings get -1; students
+    violating `constraints` get `eps_t (R + 1) - 1`, `eps_t` annealed from 1 to 0 over
+    `anneal_episodes` episodes.
+
+    ## Starting State
+
+    The teacher with no decision taken; the first layer is current.
+
+    ## Episode End
+
+    The episode terminates after L steps, L the number of teacher layers. It is never
+    truncated. The terminal `info` holds `accuracy`, `teacher_accuracy`, `params`, `flops`,
+    `compression`, `rewards`, `degenerate_reason`, `architecture` (the student as JSON),
+    `eval_seconds` and `cache_hit`.
+
+    ## Arguments
+
+    `gym.make("N2NRemoval-v0", teacher="conv4", dataset="digits", data_root=None,
+    evaluator="distill", evaluator_kwargs=None, cache=None, constraints=None,
+    anneal_episodes=0, compression_metric="params", device=None, teacher_width=1.0,
+    max_layers=128, render_mode=None)`. `teacher` is a zoo name (trained on first use and
+    cached), a checkpoint path, a model from `build_model`, or an `Architecture` (with
+    `evaluator="mock"`). `evaluator` is `"distill"` (real training), `"mock"` (instant, not
+    real) or an evaluator instance; `evaluator_kwargs` go to it (for distillation: the
+    `DistillRecipe` fields and `seed`). `cache` is a SQLite path shared by processes.
+
+    ## Version History
+
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(self, *, max_layers: int = MAX_LAYERS, render_mode: str | None = None,
+                 **scorer_kwargs: Any) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
+                             f"None, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.scorer = StudentScorer(**scorer_kwargs)
+        teacher = self.scorer.teacher_architecture
+        self.teacher = teacher
+        self.num_layers = len(teacher)
+        self.max_layers = max_layers
+        features = teacher.features(normalized=True)
+        self._table = padded(features, max_layers)
+        self._layer_mask = padded(np.ones((self.num_layers,), np.float32), max_layers)
+        self._fixed = ~np.array(teacher.removable())
+        self._layer_params = np.array(teacher.layer_params(), dtype=np.float64)
+        self._total_params = float(teacher.num_params())
+        width = len(NORMALIZED_FEATURE_NAMES)
+        self.action_space = spaces.Discrete(2)
+        self.observation_space = spaces.Dict({
+            "layer": spaces.Box(0.0, FEATURE_HIGH, (width,), np.float32),
+            "layers": spaces.Box(0.0, FEATURE_HIGH, (max_layers * width,), np.float32),
+            "layer_mask": spaces.Box(0.0, 1.0, (max_layers,), np.float32),
+            "decisions": spaces.Box(-1.0, 1.0, (max_layers,), np.float32),
+            "position": spaces.Box(0.0, 1.0, (1,), np.float32),
+            "params_kept": spaces.Box(0.0, 1.0, (1,), np.float32),
+            "action_mask": spaces.Box(0.0, 1.0, (2,), np.float32),
+        })
+        self._decisions = np.zeros(max_layers, np.float32)
+        self._step = 0
+        self._removed_params = 0.0
+        self._done = True
+        self._last_info: dict[str, Any] = {}
+
+    def action_masks(self) -> np.ndarray:
+        """Allowed actions now (sb3-contrib's MaskablePPO convention)."""
+        if self._done:
+            return np.ones(2, dtype=bool)
+        return np.array([not self._fixed[self._step], True])
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        current = self._table[min(self._step, self.num_layers - 1)] if not self._done else (
+            np.zeros(self._table.shape[1], np.float32))
+        kept = 1.0 - self._removed_params / self._total_params
+        return {
+            "layer": current.copy(), "layers": self._table.ravel().copy(),
+            "layer_mask": self._layer_mask.copy(), "decisions": self._decisions.copy(),
+            "position": np.array([self._step / self.num_layers], np.float32),
+            "params_kept": np.array([min(max(kept, 0.0), 1.0)], np.float32),
+            "action_mask": self.action_masks().astype(np.float32),
+        }
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        self._decisions[:] = 0.0
+        self._step, self._removed_params, self._done = 0, 0.0, False
+        self._last_info = {}
+        return self._observation(), {"action_mask": self.action_masks()}
+
+    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool,
+                                         dict[str, Any]]:
+        if self._done:
+            raise RuntimeError("the episode is over (or reset() was never called); call "
+                               "reset() before step()")
+        action = as_action(action, 2, "0 (remove) or 1 (keep)")
+        if not self.action_masks()[action]:
+            layer = self.teacher.layers[self._step]
+            raise ValueError(f"layer {self._step} ({layer.kind}) is fixed and cannot be "
+                             "removed; the only allowed action is 1 (keep)")
+        self._decisions[self._step] = 1.0 if action == KEEP else -1.0
+        if action == REMOVE:
+            self._removed_params += self._layer_params[self._step]
+        self._step += 1
+        if self._step < self.num_layers:
+            return self._observation(), 0.0, False, False, {"action_mask": self.action_masks()}
+        self._done = True
+        student = self.teacher.remove(self._decisions[: self.num_layers] > 0)
+        reward, info = self.scorer.score(student)
+        self._last_info = info
+        info["action_mask"] = self.action_masks()
+        return self._observation(), float(reward), True, False, info
+
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' "
+                            "or 'rgb_array' to gym.make")
+            return None
+        decisions = self._decisions[: self.num_layers]
+        if self.render_mode == "rgb_array":
+            widths = [shape[0] if shape else 1 for shape in self.teacher.output_shapes()]
+            kinds = [layer.kind for layer in self.teacher.layers]
+            return render_bars(widths, kinds, decisions.astype(int).tolist(), self._step)
+        return self._render_text(decisions)
+
+    def _render_text(self, decisions: np.ndarray) -> str:
+        marks = {1.0: "keep", -1.0: "REMOVE", 0.0: "?"}
+        kept = self._total_params - self._removed_params
+        lines = [f"N2NRemoval: {self.teacher.name} step {self._step}/{self.num_layers}, "
+                 f"parameters kept {kept:,.0f} of {self._total_params:,.0f}"]
+        shapes = self.teacher.output_shapes()
+        for index, layer in enumerate(self.teacher.layers):
+            pointer = ">" if index == self._step and not self._done else " "
+            fixed = " (fixed)" if self._fixed[index] else ""
+            lines.append(f"{pointer}{index:>4} {layer.kind:<8} {shapes[index]!s:<16} "
+                         f"{marks[float(decisions[index])]}{fixed}")
+        if self._done and self._last_info:
+            info = self._last_info
+            lines.append(f"student: accuracy {info['accuracy']:.4f}, compression "
+                         f"{info['compression']:.3f}, degenerate: {info['degenerate_reason']}")
+        return "\n".join(lines) + "\n"
