@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -43,7 +43,7 @@ class N2NRemovalEnv(gym.Env[dict[str, np.ndarray], int]):
     | key | shape | meaning |
     |---|---|---|
     | `layer` | (F,) | the current layer's normalised features x_t |
-    | `layers` | (M * F,) | every teacher layer's features, zero-padded, row-major (reshape to (M, F)) |
+    | `layers` | (M * F,) | all layers' features, zero-padded, row-major: reshape to (M, F) |
     | `layer_mask` | (M,) | 1 for real layers, 0 for padding |
     | `decisions` | (M,) | 1 kept, -1 removed, 0 not yet decided |
     | `position` | (1,) | t / L, the fraction of layers decided |
@@ -58,9 +58,9 @@ class N2NRemovalEnv(gym.Env[dict[str, np.ndarray], int]):
     0 on every step but the last. On the last step `R = C(2 - C) * A / A_teacher`, with `C`
     the compression (`1 - params(student)/params(teacher)`, or FLOPs with
     `compression_metric="flops"`, clipped to [0, 1]) and `A` the student's validation
-    accuracy after distillation. Degenerate students (appendix 11.2) and failed trainings get -1; students
-    violating `constraints` get `eps_t (R + 1) - 1`, `eps_t` annealed from 1 to 0 over
-    `anneal_episodes` episodes.
+    accuracy after distillation. Degenerate students (appendix 11.2) and failed trainings
+    get -1; students violating `constraints` get `eps_t (R + 1) - 1`, `eps_t` annealed
+    from 1 to 0 over `anneal_episodes` episodes.
 
     ## Starting State
 
@@ -89,7 +89,8 @@ class N2NRemovalEnv(gym.Env[dict[str, np.ndarray], int]):
     * v0: initial version.
     """
 
-    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"],
+                                          "render_fps": 4}
 
     def __init__(self, *, max_layers: int = MAX_LAYERS, render_mode: str | None = None,
                  **scorer_kwargs: Any) -> None:

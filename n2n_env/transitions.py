@@ -51,6 +51,13 @@ class _UnionFind:
         self.parent[self.find(first)] = self.find(second)
 
 
+def scaled_value(kind: str, value: int, level: int) -> int:
+    """A width (``ceil(value * level / 10)``, at least 1) or a kernel (the largest odd
+    number not above that) after shrink level ``level`` in 1..10, in exact integers."""
+    scaled = max(1, (value * level + 9) // 10)
+    return scaled - (1 - scaled % 2) if kind == "kernel" else scaled
+
+
 def _tenths(factor: float) -> int:
     """The level a of a factor a/10, refusing anything outside {0.1, 0.2, ..., 1.0}."""
     allowed = "use one of 0.1, 0.2, ..., 1.0"
@@ -160,12 +167,11 @@ def shrink(
         if variable.kind == "kernel":
             _, index = variable.slots[0]
             layer = layers[index]
-            kernel = max(1, (layer.kernel * level + 9) // 10)
-            kernel -= 1 - kernel % 2
+            kernel = scaled_value(variable.kind, layer.kernel, level)
             padding = max(0, layer.padding - (layer.kernel - kernel) // 2)
             layers[index] = dataclasses.replace(layer, kernel=kernel, padding=padding)
             continue
-        width = max(1, (variable.value * level + 9) // 10)
+        width = scaled_value(variable.kind, variable.value, level)
         for name, index in variable.slots:
             if name == "layer":
                 layers[index] = dataclasses.replace(layers[index], out=width)

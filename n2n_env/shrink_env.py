@@ -1,0 +1,261 @@
+"""N2NShrink-v0: stage 2 of N2N (paper section 3.2.2), one shrink factor per variable."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from n2n_env.arch import Architecture
+from n2n_env.env_common import MAX_LAYERS, StudentScorer, as_action, padded, render_bars
+from n2n_env.features import NORMALIZED_FEATURE_NAMES
+from n2n_env.transitions import ShrinkVariable, scaled_value
+
+FEATURE_HIGH = 4.0
+"""Upper bound of the normalised features in observations (they are about 0-1.7)."""
+VARIABLE_FEATURES = len(NORMALIZED_FEATURE_NAMES) + 2
+"""Per variable: its first layer's normalised features, is-kernel flag, log2(1 + value)/12."""
+
+
+class N2NShrinkEnv(gym.Env[dict[str, np.ndarray], int]):
+    """
+    ## Description
+
+    Stage 2 of "N2N Learning: Network to Network Compression via Policy Gradient
+    Reinforcement Learning" (Ashok et al., ICLR 2018). Starting from an architecture (a
+    stage-1 student, or the teacher itself), the agent visits each configurable variable
+    (the output filters of each conv, the units of each hidden linear layer, and with
+    `include_kernels=True` each conv's kernel size) and picks how much to keep of it.
+    Widths tied through identity shortcuts are one variable, so every student builds. After
+    the last variable the student is trained by knowledge distillation, inheriting the
+    teacher's strongest channels, and scored by the paper's reward.
+
+    ## Action Space
+
+    `Discrete(10)`: action `a` keeps the fraction `(a + 1) / 10` of the current variable
+    (`ceil(value * (a + 1) / 10)`, at least 1). Every action is always allowed; the mask
+    (`obs["action_mask"]`, `info["action_mask"]`, `action_masks()`) is offered for
+    interface parity with N2NRemoval-v0.
+
+    ## Observation Space
+
+    A `Dict` of float32 one-dimensional `Box`es with fixed shapes (`V` = 20 features per
+    variable: the normalised features of the variable's first layer, an is-kernel flag and
+    log2(1 + value) / 12; `M` = `max_layers`, which bounds the number of variables too):
+
+    | key | shape | meaning |
+    |---|---|---|
+    | `variable` | (V,) | the current variable's features |
+    | `variables` | (M * V,) | every variable's features, zero-padded, row-major |
+    | `variable_mask` | (M,) | 1 for real variables, 0 for padding |
+    | `decisions` | (M,) | chosen factor (0.1-1.0) per variable, 0 if not yet decided |
+    | `position` | (1,) | t / T, the fraction of variables decided |
+    | `previous_action` | (1,) | the previous factor (0 at the first step) |
+    | `params_kept` | (1,) | estimated fraction of `start`'s parameters kept so far |
+
+    `previous_action` feeds the paper's autoregressive policy. `params_kept` counts
+    undecided variables as 1.0 and ignores kernel sizes and rounding; the terminal `info`
+    has the exact numbers.
+    | `action_mask` | (10,) | 1 where an action is allowed |
+
+    ## Rewards
+
+    As N2NRemoval-v0: 0 until the last step, then `R = C(2 - C) * A / A_teacher` with `C`
+    relative to the teacher (not to the start architecture), -1 for degenerate or failed
+    students, and the annealed constraint penalty.
+
+    ## Starting State
+
+    `start` with no variable decided; the first variable is current.
+
+    ## Episode End
+
+    The episode terminates after T steps, T the number of shrink variables of `start`. It
+    is never truncated. The terminal `info` has the same keys as N2NRemoval-v0's.
+
+    ## Arguments
+
+    All of N2NRemoval-v0's, plus `start` (an `Architecture` derived from the teacher, a
+    path to its JSON, or None for the teacher itself) and `include_kernels` (default
+    False).
+
+    ## Version History
+
+    * v0: initial version.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"],
+                                          "render_fps": 4}
+
+    def __init__(self, *, start: Architecture | str | os.PathLike[str] | None = None,
+                 include_kernels: bool = False, max_layers: int = MAX_LAYERS,
+                 render_mode: str | None = None, **scorer_kwargs: Any) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
+                             f"None, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.scorer = StudentScorer(**scorer_kwargs)
+        self.start = _resolve_start(start, self.scorer.teacher_architecture)
+        self.include_kernels = include_kernels
+        self.variables = self.start.shrink_variables(include_kernels)
+        if not self.variables:
+            raise ValueError("the start architecture has no shrink variables")
+        self.num_variables = len(self.variables)
+        self._table = padded(self._variable_features(), max_layers)
+        self._variable_mask = padded(np.ones(self.num_variables, np.float32), max_layers)
+        self._estimate = _ParamEstimate(self.start, self.variables)
+        self.max_layers = max_layers
+        self.action_space = spaces.Discrete(10)
+        self.observation_space = spaces.Dict({
+            "variable": spaces.Box(0.0, FEATURE_HIGH, (VARIABLE_FEATURES,), np.float32),
+            "variables": spaces.Box(0.0, FEATURE_HIGH, (max_layers * VARIABLE_FEATURES,),
+                                    np.float32),
+            "variable_mask": spaces.Box(0.0, 1.0, (max_layers,), np.float32),
+            "decisions": spaces.Box(0.0, 1.0, (max_layers,), np.float32),
+            "position": spaces.Box(0.0, 1.0, (1,), np.float32),
+            "previous_action": spaces.Box(0.0, 1.0, (1,), np.float32),
+            "params_kept": spaces.Box(0.0, 1.0, (1,), np.float32),
+            "action_mask": spaces.Box(0.0, 1.0, (10,), np.float32),
+        })
+        self._factors = np.ones(self.num_variables, np.float64)
+        self._decisions = np.zeros(max_layers, np.float32)
+        self._step, self._done = 0, True
+        self._last_info: dict[str, Any] = {}
+
+    def _variable_features(self) -> np.ndarray:
+        layer_features = self.start.features(normalized=True)
+        rows = np.zeros((self.num_variables, VARIABLE_FEATURES), np.float32)
+        for index, variable in enumerate(self.variables):
+            if variable.layer is not None:
+                rows[index, : layer_features.shape[1]] = layer_features[variable.layer]
+            rows[index, -2] = float(variable.kind == "kernel")
+            rows[index, -1] = np.log2(1 + variable.value) / 12
+        return rows
+
+    def action_masks(self) -> np.ndarray:
+        """Allowed actions now (sb3-contrib's MaskablePPO convention): all of them."""
+        return np.ones(10, dtype=bool)
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        current = (np.zeros(VARIABLE_FEATURES, np.float32) if self._done
+                   else self._table[self._step])
+        previous = self._decisions[self._step - 1] if self._step > 0 else 0.0
+        return {
+            "variable": current.copy(), "variables": self._table.ravel().copy(),
+            "variable_mask": self._variable_mask.copy(), "decisions": self._decisions.copy(),
+            "position": np.array([self._step / self.num_variables], np.float32),
+            "previous_action": np.array([previous], np.float32),
+            "params_kept": np.array([self._estimate.fraction(self._factors)], np.float32),
+            "action_mask": self.action_masks().astype(np.float32),
+        }
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        self._factors[:] = 1.0
+        self._decisions[:] = 0.0
+        self._step, self._done, self._last_info = 0, False, {}
+        return self._observation(), {"action_mask": self.action_masks()}
+
+    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool,
+                                         dict[str, Any]]:
+        if self._done:
+            raise RuntimeError("the episode is over (or reset() was never called); call "
+                               "reset() before step()")
+        level = as_action(action, 10, "0-9, meaning keep 10%, 20%, ..., 100%") + 1
+        self._factors[self._step] = level / 10
+        self._decisions[self._step] = level / 10
+        self._step += 1
+        if self._step < self.num_variables:
+            return self._observation(), 0.0, False, False, {"action_mask": self.action_masks()}
+        self._done = True
+        student = self.start.shrink([round(f, 1) for f in self._factors], self.include_kernels)
+        reward, info = self.scorer.score(student)
+        self._last_info = info
+        info["action_mask"] = self.action_masks()
+        return self._observation(), float(reward), True, False, info
+
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' "
+                            "or 'rgb_array' to gym.make")
+            return None
+        if self.render_mode == "rgb_array":
+            widths = [scaled_value(v.kind, v.value, round(f * 10))
+                      for v, f in zip(self.variables, self._factors)]
+            state = [1 if d else 0 for d in self._decisions[: self.num_variables]]
+            kinds = ["conv" if v.kind == "width" else "maxpool" for v in self.variables]
+            return render_bars(widths, kinds, state, self._step)
+        lines = [f"N2NShrink: {self.start.name} step {self._step}/{self.num_variables}, "
+                 f"estimated parameters kept {self._estimate.fraction(self._factors):.1%}"]
+        for index, (variable, factor) in enumerate(zip(self.variables, self._factors)):
+            pointer = ">" if index == self._step and not self._done else " "
+            decided = index < self._step
+            new = scaled_value(variable.kind, variable.value, round(factor * 10))
+            choice = f"x{factor:.1f} -> {new}" if decided else "?"
+            lines.append(f"{pointer}{index:>4} {variable.kind:<6} layer {variable.layer!s:<4} "
+                         f"{variable.value:>5} {choice}")
+        if self._done and self._last_info:
+            info = self._last_info
+            lines.append(f"student: accuracy {info['accuracy']:.4f}, compression "
+                         f"{info['compression']:.3f}, degenerate: {info['degenerate_reason']}")
+        return "\n".join(lines) + "\n"
+
+
+def _resolve_start(start: Architecture | str | os.PathLike[str] | None,
+                   teacher: Architecture) -> Architecture:
+    if start is None:
+        return teacher
+    if isinstance(start, str | os.PathLike):
+        path = Path(start)
+        if not path.is_file():
+            raise ValueError(f"start {str(start)!r} is not an Architecture or a JSON file")
+        start = Architecture.from_json(path.read_text())
+    if not isinstance(start, Architecture):
+        raise TypeError(f"start must be an Architecture, a JSON path or None, not "
+                        f"{type(start).__name__}")
+    if start.input_shape != teacher.input_shape or start.num_classes != teacher.num_classes:
+        raise ValueError(f"start takes {start.input_shape} with {start.num_classes} classes; "
+                         f"the teacher takes {teacher.input_shape} with {teacher.num_classes}")
+    reason = start.degenerate_reason()
+    if reason is not None:
+        raise ValueError(f"start architecture is degenerate: {reason}")
+    return start
+
+
+class _ParamEstimate:
+    """Fast estimate of the parameters kept under partial shrink factors: each weight
+    scales with the factors of its input and output widths (kernels and rounding ignored)."""
+
+    def __init__(self, arch: Architecture, variables: tuple[ShrinkVariable, ...]) -> None:
+        variable_of = {slot: index for index, variable in enumerate(variables)
+                       if variable.kind == "width" for slot in variable.slots}
+        none = len(variables)
+        slots = arch.input_slots()
+        counts, inputs, outputs = [], [], []
+        for index, (layer, params) in enumerate(zip(arch.layers, arch.layer_params())):
+            source = variable_of.get(slots[("layer", index)], none)
+            if layer.kind in ("conv", "linear"):
+                counts.append(params)
+                inputs.append(source)
+                outputs.append(variable_of.get(("layer", index), none))
+            elif layer.kind == "bn":
+                counts.append(params)
+                inputs.append(none)
+                outputs.append(source)
+        for block, params in arch.projection_params().items():
+            counts.append(params)
+            inputs.append(variable_of.get(slots[("projection", block)], none))
+            outputs.append(variable_of.get(("projection", block), none))
+        self.counts = np.array(counts, np.float64)
+        self.inputs, self.outputs = np.array(inputs), np.array(outputs)
+        self.total = float(self.counts.sum())
+
+    def fraction(self, factors: np.ndarray) -> float:
+        scale = np.append(factors, 1.0)
+        kept = float((self.counts * scale[self.inputs] * scale[self.outputs]).sum())
+        return min(max(kept / self.total, 0.0), 1.0)
