@@ -278,10 +278,10 @@ class Architecture:
     # ------------------------------------------------------------------ measures
     def degenerate_reason(self, max_classifier_inputs: int = MAX_CLASSIFIER_INPUTS) -> str | None:
         """Why this architecture is degenerate (appendix 11.2), or None if it is usable."""
-        if not any(layer.has_params for layer in self.layers[:-1]) and not any(
+        if not any(layer.kind in ("conv", "linear") for layer in self.layers[:-1]) and not any(
             block.projection for block in self.blocks
         ):
-            return "empty architecture: nothing but the classifier output layer is left"
+            return "empty architecture: no conv or hidden linear layer is left"
         trace = self._trace
         if trace.reason is not None:
             return trace.reason
