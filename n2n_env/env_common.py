@@ -9,7 +9,6 @@ first terminal step, so ``gym.make`` is instant and environments pickle cheaply.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -66,13 +65,14 @@ class StudentScorer:
         self.schedule = EpsilonSchedule(anneal_episodes)
         self.compression_metric = compression_metric
         self.teacher_spec, self.teacher_width = teacher, teacher_width
-        self._evaluator: Evaluator | None = None if isinstance(evaluator, str) else evaluator
+        self._given: Evaluator | None = None if isinstance(evaluator, str) else evaluator
+        self._evaluator: Evaluator | None = None
         self.teacher_architecture = self._resolve_architecture()
 
     def _resolve_architecture(self) -> Architecture:
         teacher = self.teacher_spec
-        if self._evaluator is not None:
-            return self._evaluator.teacher_architecture
+        if self._given is not None:
+            return self._given.teacher_architecture
         if isinstance(teacher, Architecture):
             if self.evaluator_name == "distill":
                 raise ValueError("an Architecture has no weights to distil from; pass a zoo "
@@ -95,7 +95,7 @@ class StudentScorer:
     def evaluator(self) -> Evaluator:
         """The evaluator, built on first use (this may train the teacher once)."""
         if self._evaluator is None:
-            inner = self._build_evaluator()
+            inner = self._given if self._given is not None else self._build_evaluator()
             if self.cache is not None:
                 from n2n_env.cache import CachedEvaluator
 
@@ -195,7 +195,3 @@ def render_bars(widths: Sequence[int], kinds: Sequence[str], state: Sequence[int
             image[height - 5 : height - 2, left : left + bar] = (220, 0, 0)
     return image
 
-
-def describe_rewards(info: Mapping[str, Any]) -> str:
-    """One line summarising a terminal info, for ansi rendering and logs."""
-    return json.dumps({k: info[k] for k in ("accuracy", "compression", "degenerate_reason")})
