@@ -65,6 +65,8 @@ class StudentScorer:
         self.schedule = EpsilonSchedule(anneal_episodes)
         self.compression_metric = compression_metric
         self.teacher_spec, self.teacher_width = teacher, teacher_width
+        if self.evaluator_name == "distill":
+            _split_distill_kwargs(self.evaluator_kwargs)
         self._given: Evaluator | None = None if isinstance(evaluator, str) else evaluator
         self._evaluator: Evaluator | None = None
         self.teacher_architecture = self._resolve_architecture()
@@ -107,7 +109,7 @@ class StudentScorer:
         if self.evaluator_name == "mock":
             return MockEvaluator(self.teacher_architecture, **self.evaluator_kwargs)
         from n2n_env.checkpoints import load_teacher
-        from n2n_env.distill import DistillationEvaluator, DistillRecipe
+        from n2n_env.distill import DistillationEvaluator
         from n2n_env.teacher import get_teacher
 
         data = data_mod.load(self.dataset, root=self.data_root)
@@ -122,11 +124,15 @@ class StudentScorer:
             accuracy = record.val_accuracy
         else:
             model, accuracy = teacher, None
-        recipe_fields = {k: v for k, v in self.evaluator_kwargs.items()
-                         if k in DistillRecipe.__dataclass_fields__}
-        other = {k: v for k, v in self.evaluator_kwargs.items() if k not in recipe_fields}
-        return DistillationEvaluator(model, data, DistillRecipe(**recipe_fields),
-                                     teacher_accuracy=accuracy, device=self.device, **other)
+        recipe, other = _split_distill_kwargs(self.evaluator_kwargs)
+        return DistillationEvaluator(model, data, recipe, teacher_accuracy=accuracy,
+                                     device=self.device, **other)
+
+    def close(self) -> None:
+        """Close the evaluator's resources (the cache's database connection)."""
+        close = getattr(self._evaluator, "close", None)
+        if callable(close):
+            close()
 
     def score(self, student: Architecture) -> tuple[float, dict[str, Any]]:
         """Evaluate a finished student: the terminal reward and the terminal ``info``."""
@@ -140,6 +146,21 @@ class StudentScorer:
         self.schedule.step()
         return breakdown.reward, terminal_info(evaluation, teacher_accuracy, compression,
                                                asdict(breakdown), student)
+
+
+def _split_distill_kwargs(kwargs: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """evaluator_kwargs for distillation: DistillRecipe fields and evaluator options, checked
+    now (not after the teacher has trained)."""
+    from n2n_env.distill import DistillRecipe
+
+    options = ("seed", "max_classifier_inputs")
+    recipe_fields = {k: v for k, v in kwargs.items() if k in DistillRecipe.__dataclass_fields__}
+    unknown = sorted(set(kwargs) - set(recipe_fields) - set(options))
+    if unknown:
+        allowed = sorted([*DistillRecipe.__dataclass_fields__, *options])
+        raise ValueError(f"unknown evaluator_kwargs {unknown} for evaluator='distill'; "
+                         f"allowed: {', '.join(allowed)}")
+    return DistillRecipe(**recipe_fields), {k: kwargs[k] for k in options if k in kwargs}
 
 
 def terminal_info(evaluation: Evaluation, teacher_accuracy: float, compression: float,

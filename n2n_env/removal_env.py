@@ -175,6 +175,10 @@ class N2NRemovalEnv(gym.Env[dict[str, np.ndarray], int]):
         info["action_mask"] = self.action_masks()
         return self._observation(), float(reward), True, False, info
 
+    def close(self) -> None:
+        """Release the evaluation cache's database connection, if any."""
+        self.scorer.close()
+
     def render(self) -> str | np.ndarray | None:
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' "

@@ -56,11 +56,11 @@ class N2NShrinkEnv(gym.Env[dict[str, np.ndarray], int]):
     | `position` | (1,) | t / T, the fraction of variables decided |
     | `previous_action` | (1,) | the previous factor (0 at the first step) |
     | `params_kept` | (1,) | estimated fraction of `start`'s parameters kept so far |
+    | `action_mask` | (10,) | 1 where an action is allowed |
 
     `previous_action` feeds the paper's autoregressive policy. `params_kept` counts
     undecided variables as 1.0 and ignores kernel sizes and rounding; the terminal `info`
     has the exact numbers.
-    | `action_mask` | (10,) | 1 where an action is allowed |
 
     ## Rewards
 
@@ -179,6 +179,10 @@ class N2NShrinkEnv(gym.Env[dict[str, np.ndarray], int]):
         info["action_mask"] = self.action_masks()
         return self._observation(), float(reward), True, False, info
 
+    def close(self) -> None:
+        """Release the evaluation cache's database connection, if any."""
+        self.scorer.close()
+
     def render(self) -> str | np.ndarray | None:
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' "
@@ -224,6 +228,12 @@ def _resolve_start(start: Architecture | str | os.PathLike[str] | None,
     reason = start.degenerate_reason()
     if reason is not None:
         raise ValueError(f"start architecture is degenerate: {reason}")
+    kinds = {layer.origin: layer.kind for layer in teacher.layers}
+    foreign = [i for i, layer in enumerate(start.layers) if kinds.get(layer.origin) != layer.kind]
+    if foreign:
+        raise ValueError(f"start is not derived from the teacher {teacher.name!r}: layers "
+                         f"{foreign} have no counterpart in it (derive start with "
+                         "teacher.remove(...) or from a stage-1 result of this teacher)")
     return start
 
 

@@ -180,7 +180,7 @@ def test_batch_norm_in_front_of_the_classifier_is_still_empty(small_zoo):
     arch = small_zoo.arch("conv4")
     keep = [not r or i == 1 for i, r in enumerate(arch.removable())]
     student = arch.remove(keep)
-    assert [layer.kind for layer in student.layers][0] == "bn"
+    assert student.layers[0].kind == "bn"
     assert "empty" in student.degenerate_reason()
     keep[0] = True  # one conv left: a real (tiny) network
     assert arch.remove(keep).degenerate_reason() is None

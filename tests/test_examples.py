@@ -11,6 +11,7 @@ EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
 EXPECTED_OUTPUT = {
     "architecture_tour": "student output (2, 10)",
     "reward_engine": "cache: ",
+    "random_agent": "episodes done",
 }
 
 
