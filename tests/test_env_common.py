@@ -252,7 +252,7 @@ def test_render_bars_knows_every_layer_kind() -> None:
 
 
 def test_unknown_distill_kwargs_fail_at_construction_not_after_teacher_training() -> None:
-    with pytest.raises(ValueError, match="unknown evaluator_kwargs.*steps"):
+    with pytest.raises(ValueError, match=r"unknown evaluator_kwargs.*stesp"):
         StudentScorer(teacher="conv4", dataset="digits", evaluator="distill",
                       evaluator_kwargs={"stesp": 5})
     with pytest.raises(ValueError, match="budget"):
