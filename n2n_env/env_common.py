@@ -10,11 +10,13 @@ first terminal step, so ``gym.make`` is instant and environments pickle cheaply.
 from __future__ import annotations
 
 import os
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import gymnasium as gym
 import numpy as np
 
 from n2n_env import data as data_mod
@@ -146,6 +148,49 @@ class StudentScorer:
         self.schedule.step()
         return breakdown.reward, terminal_info(evaluation, teacher_accuracy, compression,
                                                asdict(breakdown), student)
+
+
+class N2NEnvBase(gym.Env[dict[str, np.ndarray], int]):
+    """What both environments share outside their MDP: the scorer, render-mode checking,
+    render dispatch and closing. Subclasses draw with ``_render_rgb`` and ``_render_text``."""
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"],
+                                          "render_fps": 4}
+
+    def __init__(self, render_mode: str | None, scorer_kwargs: Mapping[str, Any]) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
+                             f"None, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.scorer = StudentScorer(**scorer_kwargs)
+        self._last_info: dict[str, Any] = {}
+
+    def close(self) -> None:
+        """Release the evaluation cache's database connection, if any."""
+        self.scorer.close()
+
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' "
+                            "or 'rgb_array' to gym.make")
+            return None
+        return self._render_rgb() if self.render_mode == "rgb_array" else self._render_text()
+
+    @abstractmethod
+    def _render_rgb(self) -> np.ndarray:
+        """The state as an HxWx3 uint8 image."""
+
+    @abstractmethod
+    def _render_text(self) -> str:
+        """The state as a text table."""
+
+    def _student_line(self) -> list[str]:
+        """The finished student's summary, once the episode is over."""
+        if not self._last_info:
+            return []
+        info = self._last_info
+        return [f"student: accuracy {info['accuracy']:.4f}, compression "
+                f"{info['compression']:.3f}, degenerate: {info['degenerate_reason']}"]
 
 
 def _split_distill_kwargs(kwargs: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from n2n_env.env_common import MAX_LAYERS, StudentScorer, as_action, padded, render_bars
+from n2n_env.env_common import MAX_LAYERS, N2NEnvBase, as_action, padded, render_bars
 from n2n_env.features import NORMALIZED_FEATURE_NAMES
 
 REMOVE, KEEP = 0, 1
@@ -16,7 +15,7 @@ FEATURE_HIGH = 4.0
 """Upper bound of the normalised features in observations (they are about 0-1.7)."""
 
 
-class N2NRemovalEnv(gym.Env[dict[str, np.ndarray], int]):
+class N2NRemovalEnv(N2NEnvBase):
     """
     ## Description
 
@@ -89,16 +88,9 @@ class N2NRemovalEnv(gym.Env[dict[str, np.ndarray], int]):
     * v0: initial version.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"],
-                                          "render_fps": 4}
-
     def __init__(self, *, max_layers: int = MAX_LAYERS, render_mode: str | None = None,
                  **scorer_kwargs: Any) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
-                             f"None, got {render_mode!r}")
-        self.render_mode = render_mode
-        self.scorer = StudentScorer(**scorer_kwargs)
+        super().__init__(render_mode, scorer_kwargs)
         teacher = self.scorer.teacher_architecture
         self.teacher = teacher
         self.num_layers = len(teacher)
@@ -124,7 +116,6 @@ class N2NRemovalEnv(gym.Env[dict[str, np.ndarray], int]):
         self._step = 0
         self._removed_params = 0.0
         self._done = True
-        self._last_info: dict[str, Any] = {}
 
     def action_masks(self) -> np.ndarray:
         """Allowed actions now (sb3-contrib's MaskablePPO convention)."""
@@ -175,23 +166,14 @@ class N2NRemovalEnv(gym.Env[dict[str, np.ndarray], int]):
         info["action_mask"] = self.action_masks()
         return self._observation(), float(reward), True, False, info
 
-    def close(self) -> None:
-        """Release the evaluation cache's database connection, if any."""
-        self.scorer.close()
+    def _render_rgb(self) -> np.ndarray:
+        widths = [shape[0] if shape else 1 for shape in self.teacher.output_shapes()]
+        kinds = [layer.kind for layer in self.teacher.layers]
+        decisions = self._decisions[: self.num_layers].astype(int).tolist()
+        return render_bars(widths, kinds, decisions, self._step)
 
-    def render(self) -> str | np.ndarray | None:
-        if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' "
-                            "or 'rgb_array' to gym.make")
-            return None
+    def _render_text(self) -> str:
         decisions = self._decisions[: self.num_layers]
-        if self.render_mode == "rgb_array":
-            widths = [shape[0] if shape else 1 for shape in self.teacher.output_shapes()]
-            kinds = [layer.kind for layer in self.teacher.layers]
-            return render_bars(widths, kinds, decisions.astype(int).tolist(), self._step)
-        return self._render_text(decisions)
-
-    def _render_text(self, decisions: np.ndarray) -> str:
         marks = {1.0: "keep", -1.0: "REMOVE", 0.0: "?"}
         kept = self._total_params - self._removed_params
         lines = [f"N2NRemoval: {self.teacher.name} step {self._step}/{self.num_layers}, "
@@ -202,8 +184,4 @@ class N2NRemovalEnv(gym.Env[dict[str, np.ndarray], int]):
             fixed = " (fixed)" if self._fixed[index] else ""
             lines.append(f"{pointer}{index:>4} {layer.kind:<8} {shapes[index]!s:<16} "
                          f"{marks[float(decisions[index])]}{fixed}")
-        if self._done and self._last_info:
-            info = self._last_info
-            lines.append(f"student: accuracy {info['accuracy']:.4f}, compression "
-                         f"{info['compression']:.3f}, degenerate: {info['degenerate_reason']}")
-        return "\n".join(lines) + "\n"
+        return "\n".join([*lines, *self._student_line()]) + "\n"

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from n2n_env.arch import Architecture
-from n2n_env.env_common import MAX_LAYERS, StudentScorer, as_action, padded, render_bars
+from n2n_env.env_common import MAX_LAYERS, N2NEnvBase, as_action, padded, render_bars
 from n2n_env.features import NORMALIZED_FEATURE_NAMES
 from n2n_env.transitions import ShrinkVariable, scaled_value
 
@@ -21,7 +20,7 @@ VARIABLE_FEATURES = len(NORMALIZED_FEATURE_NAMES) + 2
 """Per variable: its first layer's normalised features, is-kernel flag, log2(1 + value)/12."""
 
 
-class N2NShrinkEnv(gym.Env[dict[str, np.ndarray], int]):
+class N2NShrinkEnv(N2NEnvBase):
     """
     ## Description
 
@@ -88,17 +87,10 @@ class N2NShrinkEnv(gym.Env[dict[str, np.ndarray], int]):
     * v0: initial version.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"],
-                                          "render_fps": 4}
-
     def __init__(self, *, start: Architecture | str | os.PathLike[str] | None = None,
                  include_kernels: bool = False, max_layers: int = MAX_LAYERS,
                  render_mode: str | None = None, **scorer_kwargs: Any) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
-                             f"None, got {render_mode!r}")
-        self.render_mode = render_mode
-        self.scorer = StudentScorer(**scorer_kwargs)
+        super().__init__(render_mode, scorer_kwargs)
         self.start = _resolve_start(start, self.scorer.teacher_architecture)
         self.include_kernels = include_kernels
         self.variables = self.start.shrink_variables(include_kernels)
@@ -124,7 +116,6 @@ class N2NShrinkEnv(gym.Env[dict[str, np.ndarray], int]):
         self._factors = np.ones(self.num_variables, np.float64)
         self._decisions = np.zeros(max_layers, np.float32)
         self._step, self._done = 0, True
-        self._last_info: dict[str, Any] = {}
 
     def _variable_features(self) -> np.ndarray:
         layer_features = self.start.features(normalized=True)
@@ -179,21 +170,14 @@ class N2NShrinkEnv(gym.Env[dict[str, np.ndarray], int]):
         info["action_mask"] = self.action_masks()
         return self._observation(), float(reward), True, False, info
 
-    def close(self) -> None:
-        """Release the evaluation cache's database connection, if any."""
-        self.scorer.close()
+    def _render_rgb(self) -> np.ndarray:
+        widths = [scaled_value(v.kind, v.value, round(f * 10))
+                  for v, f in zip(self.variables, self._factors)]
+        state = [1 if d else 0 for d in self._decisions[: self.num_variables]]
+        kinds = ["conv" if v.kind == "width" else "maxpool" for v in self.variables]
+        return render_bars(widths, kinds, state, self._step)
 
-    def render(self) -> str | np.ndarray | None:
-        if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' "
-                            "or 'rgb_array' to gym.make")
-            return None
-        if self.render_mode == "rgb_array":
-            widths = [scaled_value(v.kind, v.value, round(f * 10))
-                      for v, f in zip(self.variables, self._factors)]
-            state = [1 if d else 0 for d in self._decisions[: self.num_variables]]
-            kinds = ["conv" if v.kind == "width" else "maxpool" for v in self.variables]
-            return render_bars(widths, kinds, state, self._step)
+    def _render_text(self) -> str:
         lines = [f"N2NShrink: {self.start.name} step {self._step}/{self.num_variables}, "
                  f"estimated parameters kept {self._estimate.fraction(self._factors):.1%}"]
         for index, (variable, factor) in enumerate(zip(self.variables, self._factors)):
@@ -203,11 +187,7 @@ class N2NShrinkEnv(gym.Env[dict[str, np.ndarray], int]):
             choice = f"x{factor:.1f} -> {new}" if decided else "?"
             lines.append(f"{pointer}{index:>4} {variable.kind:<6} layer {variable.layer!s:<4} "
                          f"{variable.value:>5} {choice}")
-        if self._done and self._last_info:
-            info = self._last_info
-            lines.append(f"student: accuracy {info['accuracy']:.4f}, compression "
-                         f"{info['compression']:.3f}, degenerate: {info['degenerate_reason']}")
-        return "\n".join(lines) + "\n"
+        return "\n".join([*lines, *self._student_line()]) + "\n"
 
 
 def _resolve_start(start: Architecture | str | os.PathLike[str] | None,
