@@ -1,5 +1,6 @@
 """Reinforcement-learning agents that drive the N2N environments.
 
-The paper's recurrent REINFORCE agent, its actor-critic variant and stable-baselines3
-adapters arrive with the agents issue; this package is where they live.
+``agents.reinforce`` is the paper's recurrent REINFORCE agent (bidirectional-LSTM removal
+policy, autoregressive-LSTM shrink policy, moving-average baseline). The actor-critic
+variant, stable-baselines3 adapters and the random-search baseline are still to come.
 """

@@ -1,4 +1,4 @@
-"""Tests for n2n_env.data: never read the real data folder or the network; fake files live in tmp_path."""
+"""Tests for n2n_env.data: never the real data folder or the network; fakes live in tmp_path."""
 
 from __future__ import annotations
 

@@ -1,0 +1,344 @@
+"""REINFORCE with recurrent policies for N2N (Ashok et al., ICLR 2018, sections 3.2-3.4).
+
+One file, CleanRL style: a config, two policy networks, and a straight training loop.
+
+- Stage 1, `N2NRemoval-v0`: `RemovalPolicy`, a bidirectional LSTM reads the teacher's whole
+  layer table and gives a keep/remove distribution for every layer (paper Figure 2a).
+- Stage 2, `N2NShrink-v0`: `ShrinkPolicy`, an autoregressive LSTM steps through the shrink
+  variables and at each step also sees its previous action (paper Figure 2b).
+
+Both are trained by REINFORCE (paper eq. 2) with a moving-average baseline:
+
+    loss = -(1/m) * sum_k (R_k - b) * sum_t log pi(a_t | ...)  -  entropy_coef * entropy
+
+The policies' parameters do not depend on the number of layers, so a policy trained on one
+teacher runs on another (the paper's transfer experiment)::
+
+    env = gym.make("N2NRemoval-v0", teacher="conv4", evaluator="mock")
+    agent = Reinforce.for_env(env, ReinforceConfig(seed=0))
+    stats = agent.train(env, iterations=100)
+    agent.save("removal.pt")
+    print(agent.best_reward, agent.best_architecture)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+KINDS = ("removal", "shrink")
+"""The two policy kinds: one per environment."""
+FORMAT = "n2n-reinforce-v1"
+"""Tag stored in every checkpoint written by `Reinforce.save`."""
+
+
+@dataclass
+class ReinforceConfig:
+    """Hyperparameters; `None` means the paper's value for the policy kind."""
+
+    learning_rate: float | None = None
+    """Adam step size. None: 0.003 for removal, 0.01 for shrink (paper section 4.2).
+    Appendix 10.1 says 0.1 for shrink, contradicting section 4.2; we follow section 4.2."""
+    rollouts_per_update: int = 5
+    """m, the number of episodes per gradient update (the paper's batch size of 5)."""
+    baseline_decay: float = 0.9
+    """Decay of the exponential moving average baseline: b <- decay * b + (1 - decay) * mean(R)."""
+    entropy_coef: float = 0.0
+    """Weight of an optional entropy bonus (0: plain REINFORCE, as in the paper)."""
+    max_grad_norm: float = 1.0
+    """Gradients are clipped to this global L2 norm before each Adam step."""
+    hidden_size: int | None = None
+    """LSTM units per layer. None: 30 for removal, 50 for shrink (appendix 10.1)."""
+    num_layers: int = 2
+    """Stacked LSTM layers (appendix 10.1: 2 for both policies)."""
+    seed: int = 0
+    """Seeds the policy initialisation, the action sampling and the first env reset."""
+
+    def resolved(self, kind: str) -> ReinforceConfig:
+        """A copy with the `None` fields replaced by the paper's values for `kind`."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        values = asdict(self)
+        if values["learning_rate"] is None:
+            values["learning_rate"] = 0.003 if kind == "removal" else 0.01
+        if values["hidden_size"] is None:
+            values["hidden_size"] = 30 if kind == "removal" else 50
+        return ReinforceConfig(**values)
+
+
+class RemovalPolicy(nn.Module):
+    """Bidirectional LSTM over the layer table with one keep/remove head shared by all layers.
+
+    Layer t's distribution sees the layers before it (forward state h_{t-1}) and after it
+    (backward state h_{t+1}), as the paper's pi_remove(a_t | h_{t-1}, h_{t+1}, x_t). It does
+    not depend on earlier actions, so all L distributions come from one pass per episode.
+    """
+
+    num_actions = 2
+
+    def __init__(self, feature_size: int, hidden_size: int = 30, num_layers: int = 2) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(feature_size, hidden_size, num_layers, batch_first=True,
+                            bidirectional=True)
+        self.head = nn.Linear(2 * hidden_size, self.num_actions)
+
+    def forward(self, table: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (T, 2) for a (T, F) layer table; `actions` is ignored (interface parity)."""
+        states, _ = self.lstm(table.unsqueeze(0))
+        return self.head(states.squeeze(0))
+
+
+class ShrinkPolicy(nn.Module):
+    """Autoregressive LSTM: step t reads variable t's features and a one-hot of a_{t-1}.
+
+    `step` is used while acting; `forward` replays a whole episode with the actions taken
+    (teacher forcing), so the loss backpropagates through time over the episode.
+    """
+
+    num_actions = 10
+
+    def __init__(self, feature_size: int, hidden_size: int = 50, num_layers: int = 2) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(feature_size + self.num_actions, hidden_size, num_layers,
+                            batch_first=True)
+        self.head = nn.Linear(hidden_size, self.num_actions)
+
+    def _previous(self, action: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """One-hot of the previous action, zeros at the first step."""
+        if action is None:
+            return like.new_zeros(self.num_actions)
+        return nn.functional.one_hot(action, self.num_actions).to(like.dtype)
+
+    def step(self, features: torch.Tensor, previous: torch.Tensor | None,
+             state: tuple[torch.Tensor, torch.Tensor] | None
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Logits (10,) for one variable's (V,) features, and the new LSTM state."""
+        x = torch.cat([features, self._previous(previous, features)]).view(1, 1, -1)
+        out, state = self.lstm(x, state)
+        return self.head(out.view(-1)), state
+
+    def forward(self, table: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Logits (T, 10) for a (T, V) variable table given the episode's (T,) actions."""
+        previous = nn.functional.one_hot(actions[:-1], self.num_actions).to(table.dtype)
+        previous = torch.cat([table.new_zeros(1, self.num_actions), previous])
+        out, _ = self.lstm(torch.cat([table, previous], dim=1).unsqueeze(0))
+        return self.head(out.squeeze(0))
+
+
+@dataclass
+class Episode:
+    """One rollout: what the loss needs to replay it, and what the env reported."""
+
+    table: torch.Tensor
+    """(T, F) features of the real rows (layers or variables) of the reset observation."""
+    actions: torch.Tensor
+    """(T,) actions taken."""
+    masks: torch.Tensor
+    """(T, A) booleans, the action masks the env offered at each step."""
+    reward: float
+    """The terminal reward (the return: rewards before the last step are 0)."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """The terminal info (accuracy, compression, architecture JSON, ...)."""
+
+
+def env_kind(env: gym.Env) -> str:
+    """'removal' or 'shrink', read from the observation space's keys."""
+    keys = set(env.observation_space.spaces)  # type: ignore[attr-defined]
+    if {"layers", "layer_mask"} <= keys:
+        return "removal"
+    if {"variables", "variable_mask"} <= keys:
+        return "shrink"
+    raise ValueError(f"not an N2N environment: observation keys {sorted(keys)}")
+
+
+def observation_table(obs: dict[str, np.ndarray]) -> torch.Tensor:
+    """The (T, F) table of real rows in an observation (the padding rows dropped)."""
+    name, mask = ("layers", "layer_mask") if "layers" in obs else ("variables", "variable_mask")
+    rows = obs[mask].shape[0]
+    table = np.asarray(obs[name], np.float32).reshape(rows, -1)[np.asarray(obs[mask]) > 0]
+    return torch.from_numpy(table.copy())
+
+
+def masked_logits(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Logits with the disallowed actions set to -inf (probability exactly 0)."""
+    return logits.masked_fill(~masks, float("-inf"))
+
+
+def advantages(rewards: list[float], baseline: float | None) -> np.ndarray:
+    """R_k - b for a batch, b the baseline from *earlier* batches.
+
+    The first batch has no earlier batches; each of its rollouts is scored against the
+    mean of the *other* rollouts (leave-one-out), which is also independent of its reward.
+    """
+    r = np.asarray(rewards, np.float64)
+    if baseline is not None:
+        return r - baseline
+    if len(r) == 1:
+        return r.copy()
+    return r - (r.sum() - r) / (len(r) - 1)
+
+
+def update_baseline(baseline: float | None, rewards: list[float], decay: float) -> float:
+    """The EMA baseline after a batch: the batch mean at first, then
+    decay * b + (1 - decay) * mean(rewards)."""
+    mean = float(np.mean(rewards))
+    return mean if baseline is None else decay * baseline + (1.0 - decay) * mean
+
+
+class Reinforce:
+    """A policy, its Adam optimiser, the baseline and the best student found so far."""
+
+    def __init__(self, kind: str, feature_size: int,
+                 config: ReinforceConfig | None = None) -> None:
+        self.kind = kind
+        self.config = (config or ReinforceConfig()).resolved(kind)
+        self.feature_size = feature_size
+        torch.manual_seed(self.config.seed)
+        policy_class = RemovalPolicy if kind == "removal" else ShrinkPolicy
+        self.policy: RemovalPolicy | ShrinkPolicy = policy_class(
+            feature_size, self.config.hidden_size or 0, self.config.num_layers)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(),
+                                          lr=self.config.learning_rate or 0.0)
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+        self.baseline: float | None = None
+        self.iterations = 0
+        self.best_reward = float("-inf")
+        self.best_architecture: str | None = None
+        self._reset_seed: int | None = self.config.seed
+
+    @classmethod
+    def for_env(cls, env: gym.Env, config: ReinforceConfig | None = None) -> Reinforce:
+        """An agent whose policy kind and input size fit `env`."""
+        kind = env_kind(env)
+        spaces = env.observation_space.spaces  # type: ignore[attr-defined]
+        table, mask = ("layers", "layer_mask") if kind == "removal" else (
+            "variables", "variable_mask")
+        return cls(kind, spaces[table].shape[0] // spaces[mask].shape[0], config)
+
+    def sequence_logits(self, episode: Episode) -> torch.Tensor:
+        """Masked logits (T, A) of the current policy for the steps of `episode`."""
+        return masked_logits(self.policy(episode.table, episode.actions), episode.masks)
+
+    def probabilities(self, episode: Episode) -> torch.Tensor:
+        """Action probabilities (T, A) the current policy gives along `episode`."""
+        with torch.no_grad():
+            return torch.softmax(self.sequence_logits(episode), dim=-1)
+
+    @torch.no_grad()
+    def rollout(self, env: gym.Env, greedy: bool = False) -> Episode:
+        """Play one episode, sampling actions (or taking the most likely with `greedy`)."""
+        obs, info = env.reset(seed=self._reset_seed)
+        self._reset_seed = None
+        table = observation_table(obs)
+        all_logits = self.policy(table) if isinstance(self.policy, RemovalPolicy) else None
+        state, previous = None, None
+        actions: list[int] = []
+        masks: list[torch.Tensor] = []
+        terminated = truncated = False
+        reward = 0.0
+        while not (terminated or truncated):
+            t = len(actions)
+            if isinstance(self.policy, ShrinkPolicy):
+                logits, state = self.policy.step(table[t], previous, state)
+            else:
+                logits = all_logits[t]  # type: ignore[index]
+            mask = torch.as_tensor(np.asarray(obs["action_mask"]) > 0)
+            logits = masked_logits(logits, mask)
+            if greedy:
+                action = int(logits.argmax())
+            else:
+                probs = torch.softmax(logits, dim=-1)
+                action = int(torch.multinomial(probs, 1, generator=self.generator))
+            obs, step_reward, terminated, truncated, info = env.step(action)
+            reward += float(step_reward)
+            actions.append(action)
+            masks.append(mask)
+            previous = torch.tensor(action)
+        episode = Episode(table, torch.tensor(actions), torch.stack(masks), reward, info)
+        if reward > self.best_reward:
+            self.best_reward = reward
+            self.best_architecture = info.get("architecture")
+        return episode
+
+    def update(self, episodes: list[Episode]) -> dict[str, float]:
+        """One REINFORCE step on a batch of episodes (paper eq. 2); returns its statistics."""
+        rewards = [episode.reward for episode in episodes]
+        advantage = advantages(rewards, self.baseline)
+        log_probs, entropies = [], []
+        for episode in episodes:
+            dist = torch.distributions.Categorical(logits=self.sequence_logits(episode))
+            log_probs.append(dist.log_prob(episode.actions).sum())
+            entropies.append(dist.entropy().sum())
+        weights = torch.as_tensor(advantage, dtype=torch.float32)
+        policy_loss = -(weights * torch.stack(log_probs)).mean()
+        entropy = torch.stack(entropies).mean()
+        loss = policy_loss - self.config.entropy_coef * entropy
+        self.optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        # Only now, after the advantages were computed, does the batch enter the baseline.
+        self.baseline = update_baseline(self.baseline, rewards, self.config.baseline_decay)
+        self.iterations += 1
+        return {"loss": loss.item(), "entropy": entropy.item(), "baseline": self.baseline}
+
+    def train(self, env: gym.Env, iterations: int) -> list[dict[str, float]]:
+        """Run `iterations` updates of m rollouts each; one statistics dict per iteration.
+
+        Each dict has `iteration`, `mean_reward`, `best_reward` (of this batch),
+        `mean_accuracy`, `mean_compression`, `loss`, `entropy` and `baseline` (after the
+        update). The best student over all of training is in `best_reward` and
+        `best_architecture`.
+        """
+        history = []
+        for _ in range(iterations):
+            episodes = [self.rollout(env) for _ in range(self.config.rollouts_per_update)]
+            stats = self.update(episodes)
+            rewards = [e.reward for e in episodes]
+            history.append({
+                "iteration": float(self.iterations),
+                "mean_reward": float(np.mean(rewards)),
+                "best_reward": float(np.max(rewards)),
+                "mean_accuracy": float(np.mean([e.info.get("accuracy", 0.0)
+                                                for e in episodes])),
+                "mean_compression": float(np.mean([e.info.get("compression", 0.0)
+                                                   for e in episodes])),
+                **stats,
+            })
+        return history
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write policy, optimiser, config, baseline and best student to one torch file.
+
+        Only tensors and plain Python values go in, so `load` can use `weights_only=True`.
+        """
+        torch.save({
+            "format": FORMAT, "kind": self.kind, "feature_size": self.feature_size,
+            "config": asdict(self.config), "state_dict": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "baseline": self.baseline,
+            "iterations": self.iterations, "best_reward": self.best_reward,
+            "best_architecture": self.best_architecture,
+        }, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Reinforce:
+        """Read a file written by `save`. `weights_only=True` refuses pickled objects, so a
+        checkpoint from elsewhere cannot run code on load."""
+        data = torch.load(path, weights_only=True)
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"{os.fspath(path)!r} is not a checkpoint written by "
+                             "Reinforce.save")
+        agent = cls(data["kind"], data["feature_size"], ReinforceConfig(**data["config"]))
+        agent.policy.load_state_dict(data["state_dict"])
+        agent.optimizer.load_state_dict(data["optimizer"])
+        agent.baseline = data["baseline"]
+        agent.iterations = data["iterations"]
+        agent.best_reward = data["best_reward"]
+        agent.best_architecture = data["best_architecture"]
+        return agent

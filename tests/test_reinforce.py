@@ -1,0 +1,192 @@
+"""Tests for the REINFORCE agent (agents/reinforce.py) on the mock evaluator (instant rewards)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import n2n_env  # noqa: F401  (registers the environments)
+from agents.reinforce import (
+    FORMAT,
+    Episode,
+    Reinforce,
+    ReinforceConfig,
+    ShrinkPolicy,
+    advantages,
+    update_baseline,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def removal_env(teacher: str = "conv4") -> gym.Env:
+    return gym.make("N2NRemoval-v0", teacher=teacher, evaluator="mock")
+
+
+def shrink_env() -> gym.Env:
+    return gym.make("N2NShrink-v0", teacher="conv4", evaluator="mock")
+
+
+class Payload:
+    """An arbitrary object: unpickling it would run code a checkpoint must not contain."""
+
+
+def test_config_follows_the_paper() -> None:
+    removal, shrink = ReinforceConfig().resolved("removal"), ReinforceConfig().resolved("shrink")
+    assert (removal.learning_rate, removal.hidden_size) == (0.003, 30)
+    assert (shrink.learning_rate, shrink.hidden_size) == (0.01, 50)
+    assert removal.rollouts_per_update == 5 and removal.num_layers == 2
+    assert ReinforceConfig(learning_rate=0.1).resolved("shrink").learning_rate == 0.1
+    agent = Reinforce.for_env(shrink_env())
+    assert agent.kind == "shrink" and isinstance(agent.policy, ShrinkPolicy)
+    assert agent.policy.lstm.num_layers == 2 and agent.policy.lstm.hidden_size == 50
+
+
+def test_removal_reward_rises() -> None:
+    env = removal_env()
+    agent = Reinforce.for_env(env, ReinforceConfig(seed=0))
+    history = agent.train(env, 120)
+    rewards = [stats["mean_reward"] for stats in history]
+    assert np.mean(rewards[-10:]) > np.mean(rewards[:10]) + 0.2
+    assert agent.best_reward == max(stats["best_reward"] for stats in history)
+    assert '"n2n-architecture"' in agent.best_architecture
+    assert {"mean_accuracy", "mean_compression", "baseline"} <= set(history[-1])
+    assert history[-1]["mean_compression"] > history[0]["mean_compression"]
+
+
+def test_shrink_reward_rises() -> None:
+    env = shrink_env()
+    agent = Reinforce.for_env(env, ReinforceConfig(seed=0))
+    history = agent.train(env, 40)
+    rewards = [stats["mean_reward"] for stats in history]
+    assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.05
+
+
+def test_masks_respected() -> None:
+    env = removal_env("vgg11")
+    agent = Reinforce.for_env(env, ReinforceConfig(seed=1))
+    with torch.no_grad():  # make the policy want to remove everything
+        agent.policy.head.bias.copy_(torch.tensor([20.0, -20.0]))
+    for greedy in (True, False, False):
+        episode = agent.rollout(env, greedy=greedy)  # a masked action would raise ValueError
+        fixed = ~episode.masks[:, 0]
+        assert 0 < int(fixed.sum()) < len(fixed)
+        assert torch.all(episode.actions[fixed] == 1)
+        assert torch.all(episode.actions[~fixed] == 0)
+        probabilities = agent.probabilities(episode)
+        assert torch.all(probabilities[fixed, 0] == 0.0)
+        assert torch.allclose(probabilities.sum(dim=1), torch.ones(len(fixed)))
+    agent.update([agent.rollout(env) for _ in range(3)])  # masked log-probs stay finite
+    assert all(torch.isfinite(p).all() for p in agent.policy.parameters())
+
+
+@pytest.mark.parametrize("make_env", [removal_env, shrink_env])
+def test_save_load_round_trip(make_env, tmp_path: Path) -> None:
+    env = make_env()
+    agent = Reinforce.for_env(env, ReinforceConfig(seed=3, entropy_coef=0.01))
+    agent.train(env, 3)
+    path = tmp_path / "agent.pt"
+    agent.save(path)
+    loaded = Reinforce.load(path)
+    assert loaded.kind == agent.kind and loaded.config == agent.config
+    assert (loaded.baseline, loaded.iterations) == (agent.baseline, agent.iterations)
+    assert (loaded.best_reward, loaded.best_architecture) == (agent.best_reward,
+                                                             agent.best_architecture)
+    episode = agent.rollout(env)
+    assert torch.equal(loaded.probabilities(episode), agent.probabilities(episode))
+    assert torch.equal(loaded.rollout(env, greedy=True).actions,
+                       agent.rollout(env, greedy=True).actions)
+    # The optimiser state came along too: one more identical update keeps them identical.
+    batch = [agent.rollout(env) for _ in range(2)]
+    agent.update(batch)
+    loaded.update(batch)
+    assert torch.equal(loaded.probabilities(episode), agent.probabilities(episode))
+
+
+@pytest.mark.parametrize("teacher", ["vgg11", "resnet18"])
+def test_removal_policy_transfers_to_deeper_teacher(teacher: str, tmp_path: Path) -> None:
+    small = removal_env("conv4")
+    agent = Reinforce.for_env(small, ReinforceConfig(seed=0))
+    agent.train(small, 5)
+    agent.save(tmp_path / "conv4.pt")
+    deep = removal_env(teacher)
+    loaded = Reinforce.load(tmp_path / "conv4.pt")
+    episode = loaded.rollout(deep)
+    obs, _ = deep.reset()
+    num_layers = int(obs["layer_mask"].sum())
+    assert num_layers > 20 and len(episode.actions) == num_layers
+    assert np.isfinite(episode.reward) and "architecture" in episode.info
+    history = loaded.train(deep, 2)  # and keeps training there
+    assert len(history) == 2 and loaded.iterations == 7
+
+
+def test_baseline_is_an_ema_of_earlier_batches() -> None:
+    assert update_baseline(None, [1.0, 2.0, 3.0], 0.9) == pytest.approx(2.0)
+    assert update_baseline(2.0, [4.0, 6.0], 0.9) == pytest.approx(0.9 * 2.0 + 0.1 * 5.0)
+    np.testing.assert_allclose(advantages([3.0, 5.0], 2.0), [1.0, 3.0])
+    # First batch: leave-one-out means, so no rollout is scored against its own reward.
+    np.testing.assert_allclose(advantages([1.0, 2.0, 6.0], None), [-3.0, -1.5, 4.5])
+    env = removal_env()
+    agent = Reinforce.for_env(env, ReinforceConfig(seed=0, baseline_decay=0.8))
+    history = agent.train(env, 4)
+    expected = None
+    for stats in history:
+        expected = update_baseline(expected, [stats["mean_reward"]], 0.8)
+        assert stats["baseline"] == pytest.approx(expected)
+
+
+def test_update_scores_a_batch_against_the_previous_baseline() -> None:
+    env = removal_env()
+    agent = Reinforce.for_env(env, ReinforceConfig(seed=0))
+    episodes = [agent.rollout(env) for _ in range(5)]
+    agent.baseline = 0.1
+    with torch.no_grad():
+        log_probs = torch.stack([
+            torch.distributions.Categorical(logits=agent.sequence_logits(e))
+            .log_prob(e.actions).sum() for e in episodes])
+    rewards = torch.tensor([e.reward for e in episodes], dtype=torch.float32)
+    expected = -((rewards - 0.1) * log_probs).mean()
+    stats = agent.update(episodes)
+    assert stats["loss"] == pytest.approx(float(expected), rel=1e-5)
+    assert agent.baseline == pytest.approx(0.9 * 0.1 + 0.1 * float(rewards.mean()))
+
+
+def test_shrink_lstm_is_trained() -> None:
+    env = shrink_env()
+    agent = Reinforce.for_env(env, ReinforceConfig(seed=0))
+    before = {name: p.detach().clone() for name, p in agent.policy.named_parameters()}
+    agent.update([agent.rollout(env) for _ in range(5)])
+    for name, parameter in agent.policy.named_parameters():
+        assert not torch.equal(parameter, before[name]), f"{name} was not updated"
+
+
+def test_shrink_replay_matches_acting() -> None:
+    """The teacher-forced replay used by the loss gives the distributions acting used."""
+    env = shrink_env()
+    agent = Reinforce.for_env(env, ReinforceConfig(seed=2))
+    episode: Episode = agent.rollout(env)
+    policy = agent.policy
+    assert isinstance(policy, ShrinkPolicy)
+    state, previous, stepped = None, None, []
+    with torch.no_grad():
+        for t, action in enumerate(episode.actions):
+            logits, state = policy.step(episode.table[t], previous, state)
+            stepped.append(torch.softmax(logits, dim=-1))
+            previous = action
+    assert len(set(episode.actions.tolist())) > 1  # the previous action actually varies
+    torch.testing.assert_close(agent.probabilities(episode), torch.stack(stepped))
+
+
+def test_load_refuses_pickled_objects(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "payload": Payload()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        Reinforce.load(path)
+    torch.save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        Reinforce.load(tmp_path / "other.pt")
