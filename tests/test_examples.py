@@ -12,6 +12,7 @@ EXPECTED_OUTPUT = {
     "architecture_tour": "student output (2, 10)",
     "reward_engine": "cache: ",
     "random_agent": "episodes done",
+    "sb3_ppo": "sb3 done",
 }
 
 

@@ -1,0 +1,99 @@
+"""Random search for N2N: the honest baseline every learning agent must beat.
+
+Each episode picks every action uniformly among the allowed ones (`info["action_mask"]`),
+through the public Gymnasium interface only. Episodes are grouped in iterations of m = 5,
+and `RandomSearch.train` returns one statistics dict per iteration in the same shape as
+`agents.reinforce.Reinforce.train`, so a learning curve and this baseline line up at the
+same number of evaluated candidates (students are the expensive part: each one is trained)::
+
+    env = gym.make("N2NRemoval-v0", teacher="conv4", evaluator="mock")
+    search = RandomSearch(RandomSearchConfig(seed=0))
+    stats = search.train(env, iterations=100)
+    print(search.best_reward, search.best_architecture)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+@dataclass
+class RandomSearchConfig:
+    """Settings of the random search (it has no hyperparameters to tune, only bookkeeping)."""
+
+    rollouts_per_update: int = 5
+    """Episodes per iteration: m = 5 as in `ReinforceConfig`, so iterations compare 1:1."""
+    seed: int = 0
+    """Seeds the action sampling and the first env reset."""
+
+
+class RandomSearch:
+    """Uniform sampling among allowed actions, and the best student found so far."""
+
+    def __init__(self, config: RandomSearchConfig | None = None) -> None:
+        self.config = config or RandomSearchConfig()
+        self.rng = np.random.default_rng(self.config.seed)
+        self.iterations = 0
+        self.episodes = 0
+        self.rewards: list[float] = []
+        """The reward of every episode so far, in order."""
+        self.best_reward = float("-inf")
+        self.best_architecture: str | None = None
+        self._reset_seed: int | None = self.config.seed
+
+    @property
+    def mean_reward(self) -> float:
+        """Mean reward over all episodes so far (NaN before the first)."""
+        return float(np.mean(self.rewards)) if self.rewards else float("nan")
+
+    def act(self, action_mask: np.ndarray) -> int:
+        """An action drawn uniformly among those the mask allows."""
+        allowed = np.flatnonzero(np.asarray(action_mask) > 0)
+        if allowed.size == 0:
+            raise ValueError("the action mask allows no action")
+        return int(self.rng.choice(allowed))
+
+    def rollout(self, env: gym.Env) -> tuple[float, dict[str, Any]]:
+        """Play one episode; return its reward (the sum of step rewards) and terminal info."""
+        _, info = env.reset(seed=self._reset_seed)
+        self._reset_seed = None  # seed once, then let the env's RNG run on
+        terminated = truncated = False
+        reward = 0.0
+        while not (terminated or truncated):
+            _, step_reward, terminated, truncated, info = env.step(
+                self.act(info["action_mask"]))
+            reward += float(step_reward)
+        self.episodes += 1
+        self.rewards.append(reward)
+        if reward > self.best_reward:
+            self.best_reward = reward
+            self.best_architecture = info.get("architecture")
+        return reward, info
+
+    def train(self, env: gym.Env, iterations: int) -> list[dict[str, float]]:
+        """Run `iterations` batches of m episodes; one statistics dict per iteration.
+
+        Each dict has `iteration`, `mean_reward`, `best_reward` (of this batch),
+        `mean_accuracy` and `mean_compression`, as `Reinforce.train` (without its update
+        statistics: nothing is learned). The best over all episodes is in `best_reward` and
+        `best_architecture`. "train" keeps the name interchangeable with the learning agents.
+        """
+        history = []
+        for _ in range(iterations):
+            results = [self.rollout(env) for _ in range(self.config.rollouts_per_update)]
+            self.iterations += 1
+            rewards = [reward for reward, _ in results]
+            history.append({
+                "iteration": float(self.iterations),
+                "mean_reward": float(np.mean(rewards)),
+                "best_reward": float(np.max(rewards)),
+                "mean_accuracy": float(np.mean([info.get("accuracy", 0.0)
+                                                for _, info in results])),
+                "mean_compression": float(np.mean([info.get("compression", 0.0)
+                                                   for _, info in results])),
+            })
+        return history

@@ -1,0 +1,138 @@
+"""The two-stage pipeline and ``n2n compress``, on the mock evaluator and a tiny teacher."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from agents.reinforce import Reinforce
+from n2n_env import pipeline
+from n2n_env.arch import Architecture
+from n2n_env.build import build_model
+from n2n_env.cli import main
+from n2n_env.evaluators import MockEvaluator
+
+FAST = {"dataset": "synthetic", "evaluator": "mock", "finetune_epochs": 1, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """A full run from a zoo name (trains a tiny teacher under a private N2N_HOME)."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("N2N_HOME", str(home))
+        result = pipeline.compress("conv4", iterations=3, out=home / "run", teacher_width=0.25,
+                                   teacher_epochs=2, **FAST)
+    return result, home / "teachers" / "conv4-synthetic-w0.25-s0.pt"
+
+
+def _column(path, name):
+    with open(path, newline="") as handle:
+        return [row[name] for row in csv.DictReader(handle)]
+
+
+def test_run_directory_has_every_file(first_run):
+    result, _ = first_run
+    names = {p.name for p in result.out.iterdir()}
+    assert {"student.pt", "student.json", "removal_policy.pt", "shrink_policy.pt",
+            "metrics_removal.csv", "metrics_shrink.csv", "reward.png", "accuracy.png",
+            "compression.png", "result.json", "state.json", "rewards.sqlite"} <= names
+    for stage in pipeline.STAGES:
+        assert _column(result.out / f"metrics_{stage}.csv", "iteration") == ["1", "2", "3"]
+        assert int(_column(result.out / f"metrics_{stage}.csv", "evaluations")[-1]) + int(
+            _column(result.out / f"metrics_{stage}.csv", "cache_hits")[-1]) == 15
+    arch = Architecture.from_json((result.out / "student.json").read_text())
+    model = build_model(arch)
+    model.load_state_dict(torch.load(result.out / "student.pt", weights_only=True))
+    assert (result.out / "reward.png").read_bytes()[:4] == b"\x89PNG"
+    assert Reinforce.load(result.out / "shrink_policy.pt").iterations == 3
+
+
+def test_table_matches_the_student_architectures(first_run):
+    result, checkpoint = first_run
+    assert [r.name for r in result.rows] == ["Teacher", "Student (Stage1)",
+                                             "Student (Stage1+Stage2)"]
+    archs = [Architecture.from_json(r.architecture) for r in result.rows]
+    for row, arch in zip(result.rows, archs):
+        assert row.params == arch.num_params()
+    teacher = torch.load(checkpoint, weights_only=True)
+    assert archs[0].to_json() == teacher["architecture"]
+    assert result.rows[0].test_accuracy == teacher["test_accuracy"]
+    assert archs[2].num_params() <= archs[1].num_params() < archs[0].num_params()
+    assert result.student.architecture == (result.out / "student.json").read_text()
+    state = json.loads((result.out / "state.json").read_text())
+    assert state["stages"]["shrink"]["start"] == result.rows[1].architecture
+    for line, row in zip(result.table().splitlines()[1:], result.rows):
+        assert line.split()[-1] == f"{archs[0].num_params() / row.params:.1f}x"
+    saved = json.loads((result.out / "result.json").read_text())
+    assert [r["params"] for r in saved["rows"]] == [r.params for r in result.rows]
+
+
+def test_resume_continues_and_never_reevaluates(first_run, tmp_path, monkeypatch):
+    _, checkpoint = first_run
+    kwargs = {**FAST, "iterations": 4}
+    clean = pipeline.compress(str(checkpoint), out=tmp_path / "clean", **kwargs)
+    seen: list[str] = []
+    original = MockEvaluator.evaluate
+
+    def counting(self, arch):
+        if len(seen) == 12:
+            raise KeyboardInterrupt
+        seen.append(arch.signature())
+        return original(self, arch)
+
+    monkeypatch.setattr(MockEvaluator, "evaluate", counting)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.compress(str(checkpoint), out=tmp_path / "run", **kwargs)
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert 0 < state["stages"]["removal"]["iteration"] < 4
+    seen.append("interrupted")
+    resumed = pipeline.compress(str(checkpoint), out=tmp_path / "run", resume=True, **kwargs)
+    assert len(set(seen)) == len(seen)  # no candidate evaluated twice across the two runs
+    for stage in pipeline.STAGES:
+        path = f"metrics_{stage}.csv"
+        assert _column(tmp_path / "run" / path, "iteration") == ["1", "2", "3", "4"]
+        assert _column(tmp_path / "run" / path, "reward_mean") == _column(
+            tmp_path / "clean" / path, "reward_mean")
+        assert Reinforce.load(tmp_path / "run" / f"{stage}_policy.pt").iterations == 4
+    assert resumed.student.architecture == clean.student.architecture
+
+
+def test_random_agent_and_bad_names(first_run, tmp_path):
+    _, checkpoint = first_run
+    result = pipeline.compress(str(checkpoint), out=tmp_path / "r", agent="random",
+                               stages=("removal",), iterations=2, **FAST)
+    assert [r.name for r in result.rows] == ["Teacher", "Student (Stage1)"]
+    assert not (tmp_path / "r" / "removal_policy.pt").exists()
+    assert _column(tmp_path / "r" / "metrics_removal.csv", "cache_hits")[-1] != ""
+    with pytest.raises(ValueError, match="reinforce, random"):
+        pipeline.compress(str(checkpoint), agent="ppo", out=tmp_path / "x", **FAST)
+    with pytest.raises(ValueError, match="removal, shrink"):
+        pipeline.compress(str(checkpoint), stages=("removal", "prune"), out=tmp_path / "x",
+                          **FAST)
+    with pytest.raises(ValueError, match="already holds a run"):
+        pipeline.compress(str(checkpoint), out=tmp_path / "r", **FAST)
+    with pytest.raises(ValueError, match="nothing to resume"):
+        pipeline.compress(str(checkpoint), out=tmp_path / "none", resume=True, **FAST)
+
+
+def test_cli_compress(first_run, tmp_path, capsys):
+    _, checkpoint = first_run
+    args = ["compress", "--teacher", str(checkpoint), "--dataset", "synthetic", "--iterations",
+            "1", "--evaluator", "mock", "--finetune-epochs", "1", "--no-progress",
+            "--constraint", "params<=100000"]
+    assert main([*args, "--out", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert "Student (Stage1+Stage2)" in out and str(tmp_path / "cli") in out
+    assert json.loads((tmp_path / "cli" / "result.json").read_text())["settings"][
+        "constraints"] == {"params": 100000.0}
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--constraint", "params<20000"])
+    assert exit_info.value.code == 2
+    assert "params<=N" in capsys.readouterr().err
+    assert main([*args, "--agent", "ppo"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "reinforce, random" in err
