@@ -281,6 +281,96 @@ def _register_data(commands: argparse._SubParsersAction) -> None:
     dl.add_argument("--data-root", metavar="DIR", help="folder to download into")
 
 
+# ------------------------------------------------------------------ compress
+
+
+def _constraint(text: str) -> tuple[str, float]:
+    """``QUANTITY<=BOUND`` (params or flops) as a (quantity, bound) pair."""
+    name, sep, bound = text.replace(" ", "").partition("<=")
+    try:
+        value = float(bound)
+    except ValueError:
+        value = float("nan")
+    if not sep or name not in ("params", "flops") or not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"expected params<=N or flops<=N with N a positive number, got {text!r}")
+    return name, value
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from n2n_env import pipeline
+
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    for stage in stages:
+        _check_choice("stage", stage, pipeline.STAGES)
+    _check_choice("agent", args.agent, pipeline.AGENTS)
+    _check_choice("evaluator", args.evaluator, ("distill", "mock"))
+    if not args.teacher.endswith(".pt"):
+        _check_choice("teacher (or a checkpoint path ending in .pt)", args.teacher, zoo.names())
+    _check_choice("dataset", args.dataset, data.names())
+    if args.resume and args.out and Path(args.out) != Path(args.resume):
+        raise UsageError("--resume DIR continues the run in DIR; do not also give --out")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if device.type == "cpu":
+        use_all_cores()
+    try:
+        result = pipeline.compress(
+            args.teacher, args.dataset, data_root=args.data_root, stages=stages,
+            iterations=args.iterations, agent=args.agent,
+            constraints=dict(args.constraint) or None, evaluator=args.evaluator,
+            policy_init=args.policy_init, out=args.resume or args.out,
+            resume=args.resume is not None, finetune_epochs=args.finetune_epochs,
+            device=str(device), seed=args.seed, progress=not args.no_progress,
+        )
+    except ValueError as exc:
+        if isinstance(exc, (checkpoints.CheckpointError, data.DatasetCorruptError)):
+            raise
+        raise UsageError(str(exc).splitlines()[0]) from None
+    print(result.table())
+    print(f"wall time:  {result.seconds:.1f} s")
+    print(f"run dir:    {result.out}")
+    return 0
+
+
+def _register_compress(commands: argparse._SubParsersAction) -> None:
+    from n2n_env.pipeline import DEFAULT_ITERATIONS
+
+    cmd = _add_command(commands, "compress", _compress,
+                       "compress a teacher: layer removal, then layer shrinkage, then "
+                       "fine-tuning (paper Algorithm 1 and section 3.5)")
+    cmd.add_argument("--teacher", default="conv4", metavar="NAME_OR_CHECKPOINT",
+                     help="zoo model (default conv4) or a teacher checkpoint (.pt)")
+    cmd.add_argument("--dataset", default="digits", metavar="NAME",
+                     help="dataset (default digits; see 'n2n data list')")
+    cmd.add_argument("--data-root", metavar="DIR", help="folder holding dataset files")
+    cmd.add_argument("--stages", default="removal,shrink", metavar="LIST",
+                     help="comma-separated stages, in order (default removal,shrink)")
+    cmd.add_argument("--iterations", type=_positive_int, default=DEFAULT_ITERATIONS,
+                     metavar="N", help=f"policy updates (of 5 rollouts) per stage "
+                     f"(default {DEFAULT_ITERATIONS})")
+    cmd.add_argument("--agent", default="reinforce", metavar="NAME",
+                     help="reinforce (default) or random")
+    cmd.add_argument("--constraint", type=_constraint, action="append", default=[],
+                     metavar="Q<=N", help="hard upper bound, e.g. params<=20000 (repeatable)")
+    cmd.add_argument("--policy-init", metavar="PATH",
+                     help="start stage 1 from a saved removal policy (removal_policy.pt)")
+    cmd.add_argument("--out", metavar="DIR",
+                     help="run directory (default n2n-runs/<teacher>-<dataset>-<time>)")
+    cmd.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    cmd.add_argument("--finetune-epochs", type=_positive_int, metavar="N",
+                     help="epochs of the final training (default: the teacher recipe's)")
+    cmd.add_argument("--evaluator", default="distill", metavar="NAME",
+                     help="distill (default, real training) or mock (instant, NOT REAL)")
+    cmd.add_argument("--device", default="auto", metavar="D",
+                     help="auto (default), cpu, cuda or cuda:N")
+    cmd.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
+                     help="seed (default 0)")
+    cmd.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def _print_table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -295,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_teacher(commands)
     _register_zoo(commands)
     _register_data(commands)
+    _register_compress(commands)
     return parser
 
 

@@ -175,8 +175,10 @@ class DistillationEvaluator:
         started = time.perf_counter()
         steps_done = 0
         try:
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda"
-                                       else []):
+            # Callers may hold autograd off (an agent's rollout under no_grad, say); training
+            # needs it on, whatever the caller's mode.
+            with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(
+                    devices=[self.device] if self.device.type == "cuda" else []):
                 torch.manual_seed(self.seed)
                 student = self._build(arch)
                 steps_done, failure = self._train(student)

@@ -92,3 +92,13 @@ def test_recipe_validation() -> None:
     assert DistillRecipe.paper().init == "scratch"
     assert DistillRecipe(steps=None, epochs=2.0, batch_size=100).total_steps(1050) == 20
     assert DistillRecipe(steps=7).digest() != DistillRecipe(steps=8).digest()
+
+
+def test_evaluates_even_when_the_caller_disabled_autograd(teacher, synthetic) -> None:
+    evaluator = DistillationEvaluator(teacher, synthetic, DistillRecipe(steps=3), device="cpu")
+    with torch.no_grad():
+        under_no_grad = evaluator.evaluate(_student(teacher))
+    with torch.inference_mode():
+        under_inference = evaluator.evaluate(_student(teacher))
+    assert under_no_grad.ok and under_no_grad.optimizer_steps == 3
+    assert under_inference.accuracy == under_no_grad.accuracy

@@ -1,0 +1,399 @@
+"""The two-stage N2N compression pipeline (Ashok et al., ICLR 2018, Algorithm 1, 3.5).
+
+:func:`compress` takes a teacher, searches for a student by layer removal (stage 1,
+``N2NRemoval-v0``), then shrinks the best stage-1 student (stage 2, ``N2NShrink-v0``),
+and finally trains the chosen students with hard and soft labels (:func:`finetune`) to
+report a table like the paper's Table 1. Everything a run produces goes to one run
+directory; after every iteration the agent, the metrics and ``state.json`` are saved, so
+``compress(out=DIR, resume=True)`` continues an interrupted run, and the SQLite reward
+cache (``rewards.sqlite``) means no candidate is ever trained twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import n2n_env  # noqa: F401  (registers the environments)
+from agents.reinforce import Reinforce, ReinforceConfig
+from n2n_env import data as data_mod
+from n2n_env import zoo
+from n2n_env.arch import Architecture
+from n2n_env.checkpoints import load_teacher, teacher_path
+from n2n_env.device import resolve_device
+from n2n_env.finetune import finetune
+from n2n_env.recipes import recipe_for
+from n2n_env.teacher import get_teacher
+
+STAGES = ("removal", "shrink")
+AGENTS = ("reinforce", "random")
+ENV_IDS = {"removal": "N2NRemoval-v0", "shrink": "N2NShrink-v0"}
+STAGE_LABELS = {"removal": "Stage1", "shrink": "Stage2"}
+ROLLOUTS = 5
+"""Episodes per iteration (the paper's batch of m = 5 rollouts)."""
+DEFAULT_ITERATIONS = 40
+"""Iterations per stage of the default run, chosen so that conv4 on digits (search, both
+fine-tunings and, on first use, the teacher) finishes in under 10 minutes on 2 CPU cores."""
+METRIC_FIELDS = ("iteration", "reward_mean", "reward_best", "accuracy_mean", "accuracy_best",
+                 "compression_mean", "compression_best", "best_reward_so_far", "evaluations",
+                 "cache_hits", "seconds")
+RESUMABLE = ("teacher", "dataset", "data_root", "stages", "agent", "constraints", "evaluator",
+             "evaluator_kwargs", "policy_init", "seed", "teacher_width", "teacher_epochs")
+"""Settings a resumed run takes from ``state.json`` rather than from the call."""
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """One row of the result table."""
+
+    name: str
+    test_accuracy: float
+    params: int
+    architecture: str
+
+    def cells(self, teacher: ModelRow) -> tuple[str, str, str, str, str]:
+        """Model, accuracy, #params, delta accuracy and compression, as printed."""
+        delta = 100 * (self.test_accuracy - teacher.test_accuracy)
+        return (self.name, f"{100 * self.test_accuracy:.2f}%", f"{self.params:,}",
+                "-" if self is teacher else f"{delta:+.2f}",
+                f"{teacher.params / self.params:.1f}x" if self.params else "n/a")
+
+
+@dataclass(frozen=True)
+class CompressionResult:
+    """What :func:`compress` found: the table rows (teacher first) and the run directory."""
+
+    rows: tuple[ModelRow, ...]
+    out: Path
+    seconds: float
+
+    @property
+    def teacher(self) -> ModelRow:
+        return self.rows[0]
+
+    @property
+    def student(self) -> ModelRow:
+        """The final student (the last stage's)."""
+        return self.rows[-1]
+
+    def table(self) -> str:
+        """The Table-1-like text table."""
+        rows = [("Model", "Accuracy", "#Params", "dAccuracy", "Compression"),
+                *(row.cells(self.teacher) for row in self.rows)]
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+class RandomAgent:
+    """Uniformly random masked actions, no learning: the baseline the policy must beat."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.iterations = 0
+
+    def reseed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def rollout(self, env: gym.Env) -> tuple[float, dict[str, Any]]:
+        _, info = env.reset()
+        done, reward = False, 0.0
+        while not done:
+            allowed = np.flatnonzero(np.asarray(info["action_mask"]) > 0)
+            _, step_reward, done, truncated, info = env.step(int(self.rng.choice(allowed)))
+            reward += float(step_reward)
+            done = done or truncated
+        return reward, info
+
+
+def compress(teacher: str = "conv4", dataset: str = "digits", *,
+             data_root: str | os.PathLike[str] | None = None,
+             stages: Sequence[str] = STAGES, iterations: int = DEFAULT_ITERATIONS,
+             agent: str = "reinforce", constraints: Mapping[str, float] | None = None,
+             evaluator: str = "distill", evaluator_kwargs: Mapping[str, Any] | None = None,
+             policy_init: str | os.PathLike[str] | None = None,
+             out: str | os.PathLike[str] | None = None, resume: bool = False,
+             finetune_epochs: int | None = None, device: str | None = None, seed: int = 0,
+             progress: bool = True, teacher_width: float = 1.0,
+             teacher_epochs: int | None = None) -> CompressionResult:
+    """Compress ``teacher`` (a zoo name or a teacher checkpoint ``.pt``) on ``dataset``.
+
+    Runs ``agent`` for ``iterations`` iterations of 5 rollouts on each of ``stages``
+    (stage 2 starts from stage 1's best student), fine-tunes each stage's best student for
+    ``finetune_epochs`` (default: the teacher recipe's) and writes everything to ``out``
+    (default ``n2n-runs/<teacher>-<dataset>-<time>``). With ``resume=True`` the settings in
+    ``out/state.json`` are used (``iterations``, ``finetune_epochs``, ``device`` and
+    ``progress`` still come from the call, so a run can be extended).
+    ``teacher_width``/``teacher_epochs`` only matter when a zoo teacher is trained.
+    """
+    started = time.perf_counter()
+    settings: dict[str, Any] = {
+        "teacher": os.fspath(teacher), "dataset": dataset,
+        "data_root": None if data_root is None else os.fspath(data_root),
+        "stages": list(stages), "agent": agent, "constraints": dict(constraints or {}),
+        "evaluator": evaluator, "evaluator_kwargs": dict(evaluator_kwargs or {}),
+        "policy_init": None if policy_init is None else os.fspath(policy_init), "seed": seed,
+        "teacher_width": teacher_width, "teacher_epochs": teacher_epochs}
+    run = _run_dir(out, teacher, dataset)
+    state_path = run / "state.json"
+    if resume:
+        if not state_path.is_file():
+            raise ValueError(f"nothing to resume: {state_path} does not exist")
+        state = json.loads(state_path.read_text())
+        settings.update({k: state["settings"][k] for k in RESUMABLE})
+    elif state_path.exists():
+        raise ValueError(f"{run} already holds a run; resume it or choose another directory")
+    else:
+        state = {"settings": settings, "stages": {}}
+    _validate(settings, iterations)
+    run.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    data = data_mod.load(settings["dataset"], root=settings["data_root"])
+    teacher_model, record, checkpoint = _teacher(settings, data, dev, progress)
+    env_kwargs = {"teacher": os.fspath(checkpoint), "dataset": settings["dataset"],
+                  "data_root": settings["data_root"], "evaluator": settings["evaluator"],
+                  "evaluator_kwargs": settings["evaluator_kwargs"],
+                  "constraints": settings["constraints"] or None,
+                  "cache": os.fspath(run / "rewards.sqlite"), "device": str(dev)}
+    start = record.architecture
+    bests: list[tuple[str, Architecture]] = []
+    for index, stage in enumerate(settings["stages"]):
+        start = _search(stage, index, start, env_kwargs, settings, iterations, run, state,
+                        progress)
+        bests.append((stage, start))
+    recipe = recipe_for(settings["dataset"])
+    if finetune_epochs is not None:
+        recipe = recipe.with_epochs(finetune_epochs)
+    rows = [ModelRow("Teacher", record.test_accuracy, record.architecture.num_params(),
+                     record.architecture.to_json())]
+    trained: dict[str, tuple[float, torch.nn.Module]] = {}
+    for index, (_, arch) in enumerate(bests):
+        key = arch.signature()
+        if key not in trained:
+            result = finetune(arch, teacher_model, data, recipe, device=dev,
+                              seed=settings["seed"], progress=progress)
+            trained[key] = (result.test_accuracy, result.model)
+        label = "+".join(STAGE_LABELS[s] for s, _ in bests[: index + 1])
+        rows.append(ModelRow(f"Student ({label})", trained[key][0], arch.num_params(),
+                             arch.to_json()))
+    if bests:
+        final = bests[-1][1]
+        torch.save({k: v.cpu() for k, v in trained[final.signature()][1].state_dict().items()},
+                   run / "student.pt")
+        (run / "student.json").write_text(final.to_json())
+    result = CompressionResult(tuple(rows), run, time.perf_counter() - started)
+    _plot(run, settings["stages"])
+    (run / "result.json").write_text(json.dumps({
+        "settings": settings, "iterations": iterations, "finetune_epochs": recipe.epochs,
+        "seconds": result.seconds, "teacher_checkpoint": os.fspath(checkpoint),
+        "rows": [asdict(row) for row in rows], "table": result.table(),
+        "stages": state["stages"]}, indent=2))
+    return result
+
+
+def _validate(settings: Mapping[str, Any], iterations: int) -> None:
+    """Reject bad names early, before any teacher is trained, naming what is allowed."""
+    if settings["agent"] not in AGENTS:
+        raise ValueError(f"unknown agent {settings['agent']!r}; allowed: {', '.join(AGENTS)}")
+    bad = [s for s in settings["stages"] if s not in STAGES]
+    if bad or not settings["stages"] or len(set(settings["stages"])) != len(settings["stages"]):
+        raise ValueError(f"stages must be distinct names from {', '.join(STAGES)}, in order; "
+                         f"got {list(settings['stages'])}")
+    if list(settings["stages"]) != [s for s in STAGES if s in settings["stages"]]:
+        raise ValueError("stage 'removal' must come before 'shrink'")
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if settings["policy_init"] is not None and (
+            settings["agent"] != "reinforce" or settings["stages"][0] != "removal"):
+        raise ValueError("policy_init needs agent='reinforce' and the removal stage")
+    if settings["dataset"] not in data_mod.names():
+        raise ValueError(f"unknown dataset {settings['dataset']!r}; allowed: "
+                         f"{', '.join(data_mod.names())}")
+    teacher = settings["teacher"]
+    if not teacher.endswith(".pt") and teacher not in zoo.names():
+        raise ValueError(f"unknown teacher {teacher!r}; use a zoo name "
+                         f"({', '.join(zoo.names())}) or a checkpoint path ending in .pt")
+
+
+def _run_dir(out: str | os.PathLike[str] | None, teacher: str, dataset: str) -> Path:
+    if out is not None:
+        return Path(out)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("n2n-runs") / f"{Path(os.fspath(teacher)).stem}-{dataset}-{stamp}"
+
+
+def _teacher(settings: Mapping[str, Any], data: data_mod.Dataset, dev: torch.device,
+             progress: bool) -> tuple[torch.nn.Module, Any, Path]:
+    """The teacher model, its record and its checkpoint path (trained on first use)."""
+    name = settings["teacher"]
+    if name.endswith(".pt"):
+        model, record = load_teacher(name, dataset_fingerprint=data.fingerprint, device=dev)
+        return model, record, Path(name)
+    model, record = get_teacher(name, settings["dataset"], width=settings["teacher_width"],
+                                data_root=settings["data_root"], device=dev,
+                                epochs=settings["teacher_epochs"], progress=progress)
+    return model, record, teacher_path(name, settings["dataset"], settings["teacher_width"])
+
+
+def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str, Any],
+            settings: Mapping[str, Any], iterations: int, run: Path,
+            state: dict[str, Any], progress: bool) -> Architecture:
+    """Run one stage's search (resuming it if ``state`` has it) and return its best student.
+
+    A stage saved with a different start (stage 1 found a better student after a resume)
+    starts over; the reward cache still answers every candidate seen before.
+    """
+    extra = {"start": start} if stage == "shrink" else {}
+    env = gym.make(ENV_IDS[stage], **env_kwargs, **extra)
+    policy_path = run / f"{stage}_policy.pt"
+    metrics_path = run / f"metrics_{stage}.csv"
+    saved = state["stages"].get(stage)
+    if saved is not None and saved["start"] != start.to_json():
+        saved = None
+    if saved is None:
+        saved = {"start": start.to_json(), "iteration": 0, "best_reward": None,
+                 "best_architecture": None, "evaluations": 0, "cache_hits": 0}
+        metrics_path.unlink(missing_ok=True)
+    learner = _agent(settings, env, policy_path, resumed=saved["iteration"] > 0)
+    rows = _read_metrics(metrics_path)[: saved["iteration"]]
+    bar = tqdm(total=iterations, initial=min(saved["iteration"], iterations),
+               desc=f"stage {index + 1} ({stage})", unit="it", disable=not progress)
+    try:
+        for iteration in range(saved["iteration"] + 1, iterations + 1):
+            tick = time.perf_counter()
+            _reseed(learner, settings["seed"], index, iteration)
+            if isinstance(learner, Reinforce):
+                episodes = [learner.rollout(env) for _ in range(ROLLOUTS)]
+                learner.update(episodes)
+                outcomes = [(e.reward, e.info) for e in episodes]
+            else:
+                outcomes = [learner.rollout(env) for _ in range(ROLLOUTS)]
+                learner.iterations += 1
+            for reward, info in outcomes:
+                hit = bool(info.get("cache_hit"))
+                saved["cache_hits" if hit else "evaluations"] += 1
+                better = saved["best_reward"] is None or reward > saved["best_reward"]
+                if info.get("degenerate_reason") is None and better:
+                    saved["best_reward"], saved["best_architecture"] = reward, info[
+                        "architecture"]
+            rows.append(_metrics_row(iteration, outcomes, saved, time.perf_counter() - tick))
+            if isinstance(learner, Reinforce):
+                learner.save(policy_path)
+            _write_metrics(metrics_path, rows)
+            saved["iteration"] = iteration
+            state["stages"][stage] = saved
+            _atomic_json(run / "state.json", state)
+            bar.update(1)
+            bar.set_postfix(best=f"{saved['best_reward']:.4f}"
+                            if saved["best_reward"] is not None else "-")
+    finally:
+        bar.close()
+        env.close()
+    if saved["best_architecture"] is None:
+        warnings.warn(f"stage {stage}: no valid student found; keeping its start",
+                      stacklevel=3)
+        return start
+    return Architecture.from_json(saved["best_architecture"])
+
+
+def _agent(settings: Mapping[str, Any], env: gym.Env, policy_path: Path,
+           resumed: bool) -> Reinforce | RandomAgent:
+    """A fresh agent, the saved one of an interrupted stage, or the ``policy_init`` one."""
+    if settings["agent"] == "random":
+        return RandomAgent(settings["seed"])
+    if resumed and policy_path.exists():
+        return Reinforce.load(policy_path)
+    init = settings["policy_init"]
+    if init is not None and env.unwrapped.__class__.__name__ == "N2NRemovalEnv":
+        learner = Reinforce.load(init)
+        if learner.kind != "removal":
+            raise ValueError(f"policy_init {init!r} is a {learner.kind} policy, not removal")
+        learner.baseline, learner.iterations = None, 0
+        learner.best_reward, learner.best_architecture = float("-inf"), None
+        return learner
+    return Reinforce.for_env(env, ReinforceConfig(seed=settings["seed"]))
+
+
+def _reseed(learner: Reinforce | RandomAgent, seed: int, stage: int, iteration: int) -> None:
+    """Seed the sampling per iteration, so a resumed run samples as an unbroken one."""
+    value = (seed * 1_000_003 + stage * 10_007 + iteration) % 2**63
+    if isinstance(learner, Reinforce):
+        learner.generator.manual_seed(value)
+    else:
+        learner.reseed(value)
+
+
+def _metrics_row(iteration: int, outcomes: Sequence[tuple[float, Mapping[str, Any]]],
+                 saved: Mapping[str, Any], seconds: float) -> dict[str, float]:
+    rewards = [r for r, _ in outcomes]
+    accuracies = [float(i.get("accuracy", 0.0)) for _, i in outcomes]
+    compressions = [float(i.get("compression", 0.0)) for _, i in outcomes]
+    best = saved["best_reward"]
+    return {"iteration": iteration, "reward_mean": float(np.mean(rewards)),
+            "reward_best": max(rewards), "accuracy_mean": float(np.mean(accuracies)),
+            "accuracy_best": max(accuracies), "compression_mean": float(np.mean(compressions)),
+            "compression_best": max(compressions),
+            "best_reward_so_far": math.nan if best is None else best,
+            "evaluations": saved["evaluations"], "cache_hits": saved["cache_hits"],
+            "seconds": round(seconds, 3)}
+
+
+def _read_metrics(path: Path) -> list[dict[str, float]]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def _write_metrics(path: Path, rows: Sequence[Mapping[str, float]]) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, METRIC_FIELDS)
+        writer.writeheader()
+        counts = ("iteration", "evaluations", "cache_hits")
+        writer.writerows({**row, **{k: int(row[k]) for k in counts}} for row in rows)
+    tmp.replace(path)
+
+
+def _atomic_json(path: Path, value: Any) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    tmp.replace(path)
+
+
+def _plot(run: Path, stages: Sequence[str]) -> None:
+    """reward.png, accuracy.png, compression.png: mean and best per iteration and stage,
+    like the paper's Figure 3."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for quantity in ("reward", "accuracy", "compression"):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for stage in stages:
+            rows = _read_metrics(run / f"metrics_{stage}.csv")
+            x = [row["iteration"] for row in rows]
+            for kind, style in (("mean", "-"), ("best", "--")):
+                ax.plot(x, [row[f"{quantity}_{kind}"] for row in rows], style,
+                        label=f"{STAGE_LABELS[stage]} ({stage}) {kind}")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(quantity)
+        ax.set_title(f"{quantity} per iteration ({ROLLOUTS} rollouts)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        fig.savefig(run / f"{quantity}.png", dpi=100)
+        plt.close(fig)
