@@ -1,0 +1,44 @@
+"""REINFORCE against random search on real MNIST data, both stages (issue 5 results).
+
+Runs ``n2n_env.pipeline.compress`` on ``mnist-10k`` with a CPU-sized teacher for each agent
+at the same number of evaluated candidates (``--iterations`` x 5 per stage), and prints
+each run's Table-1 rows, candidates evaluated and wall time.
+Run: ``python benchmarks/compress_mnist.py --data-root ../shared/datasets``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import tempfile
+from pathlib import Path
+
+from n2n_env.pipeline import compress
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-root", default="../shared/datasets")
+    parser.add_argument("--teacher", default="conv4")
+    parser.add_argument("--teacher-width", type=float, default=0.5)
+    parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--agents", default="reinforce,random")
+    parser.add_argument("--out", default=None, help="parent folder of the run directories")
+    args = parser.parse_args()
+    parent = Path(args.out or tempfile.mkdtemp(prefix="n2n-compress-mnist-"))
+    for agent in args.agents.split(","):
+        result = compress(args.teacher, "mnist-10k", data_root=args.data_root,
+                          teacher_width=args.teacher_width, iterations=args.iterations,
+                          agent=agent, out=parent / agent, progress=False)
+        evaluations = 0
+        for stage in ("removal", "shrink"):
+            with open(result.out / f"metrics_{stage}.csv") as handle:
+                rows = list(csv.DictReader(handle))
+            evaluations += int(rows[-1]["evaluations"])  # the column is cumulative
+        print(f"\n## {agent}: {evaluations} candidates evaluated, {result.seconds:.0f} s, "
+              f"run dir {result.out}")
+        print(result.table(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
