@@ -30,7 +30,14 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from agents.reinforce import KINDS, Episode, Reinforce, RemovalPolicy, ShrinkPolicy, masked_logits
+from agents.reinforce import (
+    Episode,
+    Reinforce,
+    RemovalPolicy,
+    ShrinkPolicy,
+    masked_logits,
+    paper_defaults,
+)
 
 FORMAT = "n2n-actor-critic-v1"
 """Tag stored in every checkpoint written by `ActorCritic.save`."""
@@ -63,14 +70,7 @@ class ActorCriticConfig:
 
     def resolved(self, kind: str) -> ActorCriticConfig:
         """A copy with the `None` fields replaced by the paper's values for `kind`."""
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        values = asdict(self)
-        if values["learning_rate"] is None:
-            values["learning_rate"] = 0.003 if kind == "removal" else 0.01
-        if values["hidden_size"] is None:
-            values["hidden_size"] = 30 if kind == "removal" else 50
-        return ActorCriticConfig(**values)
+        return ActorCriticConfig(**paper_defaults(asdict(self), kind))
 
 
 class RemovalActorCritic(RemovalPolicy):

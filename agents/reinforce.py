@@ -62,14 +62,19 @@ class ReinforceConfig:
 
     def resolved(self, kind: str) -> ReinforceConfig:
         """A copy with the `None` fields replaced by the paper's values for `kind`."""
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        values = asdict(self)
-        if values["learning_rate"] is None:
-            values["learning_rate"] = 0.003 if kind == "removal" else 0.01
-        if values["hidden_size"] is None:
-            values["hidden_size"] = 30 if kind == "removal" else 50
-        return ReinforceConfig(**values)
+        return ReinforceConfig(**paper_defaults(asdict(self), kind))
+
+
+def paper_defaults(values: dict[str, Any], kind: str) -> dict[str, Any]:
+    """``values`` with a None learning rate and hidden size replaced by the paper's:
+    Adam 0.003 and 30 units for removal, 0.01 and 50 units for shrink."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if values["learning_rate"] is None:
+        values["learning_rate"] = 0.003 if kind == "removal" else 0.01
+    if values["hidden_size"] is None:
+        values["hidden_size"] = 30 if kind == "removal" else 50
+    return values
 
 
 class RemovalPolicy(nn.Module):
