@@ -24,7 +24,6 @@ Acting, the training loop and the best-student bookkeeping are inherited from `R
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -114,11 +113,14 @@ class ShrinkActorCritic(ShrinkPolicy):
 class ActorCritic(Reinforce):
     """A `Reinforce` agent whose baseline is the critic's V(s_t) instead of a moving average.
 
-    `rollout`, `train`, `probabilities` and `for_env` are inherited unchanged: the policy
-    modules are subclasses of the REINFORCE ones, so acting is identical.
+    `rollout`, `train`, `probabilities`, `for_env`, `save` and `load` are inherited
+    unchanged: the policy modules are subclasses of the REINFORCE ones, so acting is
+    identical (checkpoints carry their own format tag).
     """
 
     policy: RemovalActorCritic | ShrinkActorCritic
+    checkpoint_format = FORMAT
+    config_class = ActorCriticConfig
 
     def __init__(self, kind: str, feature_size: int,
                  config: ActorCriticConfig | None = None) -> None:
@@ -178,31 +180,3 @@ class ActorCritic(Reinforce):
                 "value_loss": value_loss.item(), "entropy": entropy.item(),
                 "value_error": float((advantages ** 2).mean()),
                 "mean_advantage": float(advantages.mean())}
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write networks, optimiser, config and best student to one torch file.
-
-        Only tensors and plain Python values go in, so `load` can use `weights_only=True`.
-        """
-        torch.save({
-            "format": FORMAT, "kind": self.kind, "feature_size": self.feature_size,
-            "config": asdict(self.config), "state_dict": self.policy.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "iterations": self.iterations,
-            "best_reward": self.best_reward, "best_architecture": self.best_architecture,
-        }, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> ActorCritic:
-        """Read a file written by `save`. `weights_only=True` refuses pickled objects, so a
-        checkpoint from elsewhere cannot run code on load."""
-        data = torch.load(path, weights_only=True)
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{os.fspath(path)!r} is not a checkpoint written by "
-                             "ActorCritic.save")
-        agent = cls(data["kind"], data["feature_size"], ActorCriticConfig(**data["config"]))
-        agent.policy.load_state_dict(data["state_dict"])
-        agent.optimizer.load_state_dict(data["optimizer"])
-        agent.iterations = data["iterations"]
-        agent.best_reward = data["best_reward"]
-        agent.best_architecture = data["best_architecture"]
-        return agent

@@ -199,6 +199,11 @@ def update_baseline(baseline: float | None, rewards: list[float], decay: float) 
 class Reinforce:
     """A policy, its Adam optimiser, the baseline and the best student found so far."""
 
+    checkpoint_format: str = FORMAT
+    """Tag `save` writes and `load` insists on; subclasses use their own."""
+    config_class: type = ReinforceConfig
+    """The config dataclass `load` rebuilds from the checkpoint."""
+
     def __init__(self, kind: str, feature_size: int,
                  config: ReinforceConfig | None = None) -> None:
         self.kind = kind
@@ -324,7 +329,8 @@ class Reinforce:
         Only tensors and plain Python values go in, so `load` can use `weights_only=True`.
         """
         torch.save({
-            "format": FORMAT, "kind": self.kind, "feature_size": self.feature_size,
+            "format": self.checkpoint_format, "kind": self.kind,
+            "feature_size": self.feature_size,
             "config": asdict(self.config), "state_dict": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(), "baseline": self.baseline,
             "iterations": self.iterations, "best_reward": self.best_reward,
@@ -332,14 +338,14 @@ class Reinforce:
         }, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Reinforce:
+    def load(cls, path: str | os.PathLike[str]) -> Any:
         """Read a file written by `save`. `weights_only=True` refuses pickled objects, so a
         checkpoint from elsewhere cannot run code on load."""
         data = torch.load(path, weights_only=True)
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
+        if not isinstance(data, dict) or data.get("format") != cls.checkpoint_format:
             raise ValueError(f"{os.fspath(path)!r} is not a checkpoint written by "
-                             "Reinforce.save")
-        agent = cls(data["kind"], data["feature_size"], ReinforceConfig(**data["config"]))
+                             f"{cls.__name__}.save")
+        agent = cls(data["kind"], data["feature_size"], cls.config_class(**data["config"]))
         agent.policy.load_state_dict(data["state_dict"])
         agent.optimizer.load_state_dict(data["optimizer"])
         agent.baseline = data["baseline"]
