@@ -165,9 +165,33 @@ class N2NEnvBase(gym.Env[dict[str, np.ndarray], int]):
         self.scorer = StudentScorer(**scorer_kwargs)
         self._last_info: dict[str, Any] = {}
 
+    _done: bool = True
+
     def close(self) -> None:
         """Release the evaluation cache's database connection, if any."""
         self.scorer.close()
+
+    def _require_running(self) -> None:
+        if self._done:
+            raise RuntimeError("the episode is over (or reset() was never called); call "
+                               "reset() before step()")
+
+    def _finish(self, student: Architecture) -> tuple[dict[str, np.ndarray], float, bool, bool,
+                                                       dict[str, Any]]:
+        """The terminal step: score the finished student and end the episode."""
+        self._done = True
+        reward, info = self.scorer.score(student)
+        self._last_info = info
+        info["action_mask"] = self.action_masks()
+        return self._observation(), float(reward), True, False, info
+
+    @abstractmethod
+    def action_masks(self) -> np.ndarray:
+        """Allowed actions now (sb3-contrib's MaskablePPO convention)."""
+
+    @abstractmethod
+    def _observation(self) -> dict[str, np.ndarray]:
+        """The observation of the current state."""
 
     def render(self) -> str | np.ndarray | None:
         if self.render_mode is None:

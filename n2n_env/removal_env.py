@@ -145,9 +145,7 @@ class N2NRemovalEnv(N2NEnvBase):
 
     def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool,
                                          dict[str, Any]]:
-        if self._done:
-            raise RuntimeError("the episode is over (or reset() was never called); call "
-                               "reset() before step()")
+        self._require_running()
         action = as_action(action, 2, "0 (remove) or 1 (keep)")
         if not self.action_masks()[action]:
             layer = self.teacher.layers[self._step]
@@ -159,12 +157,7 @@ class N2NRemovalEnv(N2NEnvBase):
         self._step += 1
         if self._step < self.num_layers:
             return self._observation(), 0.0, False, False, {"action_mask": self.action_masks()}
-        self._done = True
-        student = self.teacher.remove(self._decisions[: self.num_layers] > 0)
-        reward, info = self.scorer.score(student)
-        self._last_info = info
-        info["action_mask"] = self.action_masks()
-        return self._observation(), float(reward), True, False, info
+        return self._finish(self.teacher.remove(self._decisions[: self.num_layers] > 0))
 
     def _render_rgb(self) -> np.ndarray:
         widths = [shape[0] if shape else 1 for shape in self.teacher.output_shapes()]

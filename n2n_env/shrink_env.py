@@ -154,21 +154,15 @@ class N2NShrinkEnv(N2NEnvBase):
 
     def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool,
                                          dict[str, Any]]:
-        if self._done:
-            raise RuntimeError("the episode is over (or reset() was never called); call "
-                               "reset() before step()")
+        self._require_running()
         level = as_action(action, 10, "0-9, meaning keep 10%, 20%, ..., 100%") + 1
         self._factors[self._step] = level / 10
         self._decisions[self._step] = level / 10
         self._step += 1
         if self._step < self.num_variables:
             return self._observation(), 0.0, False, False, {"action_mask": self.action_masks()}
-        self._done = True
-        student = self.start.shrink([round(f, 1) for f in self._factors], self.include_kernels)
-        reward, info = self.scorer.score(student)
-        self._last_info = info
-        info["action_mask"] = self.action_masks()
-        return self._observation(), float(reward), True, False, info
+        factors = [round(f, 1) for f in self._factors]
+        return self._finish(self.start.shrink(factors, self.include_kernels))
 
     def _render_rgb(self) -> np.ndarray:
         widths = [scaled_value(v.kind, v.value, round(f * 10))
