@@ -40,6 +40,8 @@ class FinetuneResult:
     seconds: float
 
 
+@torch.inference_mode(False)
+@torch.enable_grad()
 def finetune(arch: Architecture, teacher: nn.Module, data: data_mod.Dataset,
              recipe: Recipe | None = None, *, kd_weight: float = DEFAULT_KD_WEIGHT,
              inherit: bool = True, device: str | torch.device | None = None, seed: int = 0,

@@ -87,6 +87,8 @@ def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimi
     return torch.optim.SGD(params, lr=lr, momentum=recipe.momentum, weight_decay=wd)
 
 
+@torch.inference_mode(False)
+@torch.enable_grad()
 def train_teacher(
     arch: Architecture, data: data_mod.Dataset, recipe: Recipe, *,
     device: str | torch.device | None = None, seed: int = 0, progress: bool = True,

@@ -49,3 +49,15 @@ def test_negative_kd_weight_is_rejected(teacher, synthetic) -> None:
     with pytest.raises(ValueError, match="kd_weight"):
         finetune(build_model(teacher.architecture).architecture, teacher, synthetic,
                  kd_weight=-1.0, progress=False)
+
+
+def test_finetune_trains_even_when_the_caller_disabled_autograd(teacher, synthetic) -> None:
+    import torch
+
+    recipe = Recipe(epochs=1, lr=0.01, batch_size=64)
+    with torch.no_grad():
+        result = finetune(teacher.architecture, teacher, synthetic, recipe, device="cpu",
+                          progress=False, seed=1)
+    free = finetune(teacher.architecture, teacher, synthetic, recipe, device="cpu",
+                    progress=False, seed=1)
+    assert result.test_accuracy == free.test_accuracy
