@@ -152,9 +152,16 @@ class Episode:
     """The terminal info (accuracy, compression, architecture JSON, ...)."""
 
 
-def env_kind(env: gym.Env) -> str:
+def observation_spaces(env: gym.Env | gym.vector.VectorEnv) -> dict[str, gym.spaces.Space]:
+    """The observation's sub-spaces of one episode (a vector env's single-env ones)."""
+    space = env.single_observation_space if isinstance(env, gym.vector.VectorEnv) else (
+        env.observation_space)
+    return dict(space.spaces)  # type: ignore[attr-defined]
+
+
+def env_kind(env: gym.Env | gym.vector.VectorEnv) -> str:
     """'removal' or 'shrink', read from the observation space's keys."""
-    keys = set(env.observation_space.spaces)  # type: ignore[attr-defined]
+    keys = set(observation_spaces(env))
     if {"layers", "layer_mask"} <= keys:
         return "removal"
     if {"variables", "variable_mask"} <= keys:
@@ -168,6 +175,21 @@ def observation_table(obs: dict[str, np.ndarray]) -> torch.Tensor:
     rows = obs[mask].shape[0]
     table = np.asarray(obs[name], np.float32).reshape(rows, -1)[np.asarray(obs[mask]) > 0]
     return torch.from_numpy(table.copy())
+
+
+def worker_info(info: dict[str, Any], index: int) -> dict[str, Any]:
+    """Worker `index`'s own info dict out of a vector env's batched one (Gymnasium stores
+    each key as an array over workers, with a `_key` array saying which workers set it)."""
+    own = {}
+    for key, values in info.items():
+        if key.startswith("_"):
+            continue
+        present = info.get(f"_{key}")
+        if present is not None and not present[index]:
+            continue
+        value = worker_info(values, index) if isinstance(values, dict) else values[index]
+        own[key] = value.item() if isinstance(value, np.generic) else value
+    return own
 
 
 def masked_logits(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -223,10 +245,11 @@ class Reinforce:
         self._reset_seed: int | None = self.config.seed
 
     @classmethod
-    def for_env(cls, env: gym.Env, config: ReinforceConfig | None = None) -> Reinforce:
-        """An agent whose policy kind and input size fit `env`."""
+    def for_env(cls, env: gym.Env | gym.vector.VectorEnv,
+                config: ReinforceConfig | None = None) -> Reinforce:
+        """An agent whose policy kind and input size fit `env` (a plain or vector env)."""
         kind = env_kind(env)
-        spaces = env.observation_space.spaces  # type: ignore[attr-defined]
+        spaces = observation_spaces(env)
         table, mask = ("layers", "layer_mask") if kind == "removal" else (
             "variables", "variable_mask")
         return cls(kind, spaces[table].shape[0] // spaces[mask].shape[0], config)
@@ -259,22 +282,87 @@ class Reinforce:
             else:
                 logits = all_logits[t]  # type: ignore[index]
             mask = torch.as_tensor(np.asarray(obs["action_mask"]) > 0)
-            logits = masked_logits(logits, mask)
-            if greedy:
-                action = int(logits.argmax())
-            else:
-                probs = torch.softmax(logits, dim=-1)
-                action = int(torch.multinomial(probs, 1, generator=self.generator))
+            action = self._choose(masked_logits(logits, mask), greedy)
             obs, step_reward, terminated, truncated, info = env.step(action)
             reward += float(step_reward)
             actions.append(action)
             masks.append(mask)
             previous = torch.tensor(action)
         episode = Episode(table, torch.tensor(actions), torch.stack(masks), reward, info)
-        if reward > self.best_reward:
-            self.best_reward = reward
-            self.best_architecture = info.get("architecture")
+        self._track_best(episode)
         return episode
+
+    def rollouts(self, env: gym.Env | gym.vector.VectorEnv, count: int) -> list[Episode]:
+        """At least `count` episodes: one after another on a plain env, or `num_envs` at a
+        time on a Gymnasium vector env (whole vector batches, so with 2 workers and
+        count=5 this plays 6)."""
+        if not isinstance(env, gym.vector.VectorEnv):
+            return [self.rollout(env) for _ in range(count)]
+        episodes: list[Episode] = []
+        while len(episodes) < count:
+            episodes.extend(self.vector_rollout(env))
+        return episodes
+
+    @torch.no_grad()
+    def vector_rollout(self, envs: gym.vector.VectorEnv, greedy: bool = False) -> list[Episode]:
+        """Play one episode in each of the vector env's workers at once.
+
+        The workers must end their episodes on the same step, which N2N episodes of one
+        teacher do (their length is the number of layers or shrink variables).
+        """
+        obs, _ = envs.reset(seed=self._reset_seed)
+        self._reset_seed = None
+        workers = envs.num_envs
+        tables = [observation_table({k: v[i] for k, v in obs.items()}) for i in range(workers)]
+        removal_logits = ([self.policy(table) for table in tables]
+                          if isinstance(self.policy, RemovalPolicy) else None)
+        states: list[Any] = [None] * workers
+        previous: list[torch.Tensor | None] = [None] * workers
+        actions: list[list[int]] = [[] for _ in range(workers)]
+        masks: list[list[torch.Tensor]] = [[] for _ in range(workers)]
+        rewards = np.zeros(workers)
+        while True:
+            chosen = []
+            for i in range(workers):
+                t = len(actions[i])
+                if removal_logits is not None:
+                    logits = removal_logits[i][t]
+                else:
+                    logits, states[i] = self.policy.step(  # type: ignore[operator]
+                        tables[i][t], previous[i], states[i])
+                mask = torch.as_tensor(np.asarray(obs["action_mask"][i]) > 0)
+                chosen.append(self._choose(masked_logits(logits, mask), greedy))
+                masks[i].append(mask)
+            obs, step_rewards, terminated, truncated, info = envs.step(np.array(chosen))
+            rewards += np.asarray(step_rewards, np.float64)
+            for i, action in enumerate(chosen):
+                actions[i].append(action)
+                previous[i] = torch.tensor(action)
+            done = np.logical_or(terminated, truncated)
+            if done.any():
+                if not done.all():
+                    raise ValueError("the vector env's workers ended their episodes on "
+                                     "different steps; use one teacher for all workers")
+                break
+        episodes = []
+        for i in range(workers):
+            episode = Episode(tables[i], torch.tensor(actions[i]), torch.stack(masks[i]),
+                              float(rewards[i]), worker_info(info, i))
+            self._track_best(episode)
+            episodes.append(episode)
+        return episodes
+
+    def _choose(self, logits: torch.Tensor, greedy: bool) -> int:
+        """The most likely action, or one sampled with the agent's generator."""
+        if greedy:
+            return int(logits.argmax())
+        return int(torch.multinomial(torch.softmax(logits, dim=-1), 1,
+                                     generator=self.generator))
+
+    def _track_best(self, episode: Episode) -> None:
+        if episode.reward > self.best_reward:
+            self.best_reward = episode.reward
+            self.best_architecture = episode.info.get("architecture")
 
     def update(self, episodes: list[Episode]) -> dict[str, float]:
         """One REINFORCE step on a batch of episodes (paper eq. 2); returns its statistics."""
@@ -298,8 +386,10 @@ class Reinforce:
         self.iterations += 1
         return {"loss": loss.item(), "entropy": entropy.item(), "baseline": self.baseline}
 
-    def train(self, env: gym.Env, iterations: int) -> list[dict[str, float]]:
-        """Run `iterations` updates of m rollouts each; one statistics dict per iteration.
+    def train(self, env: gym.Env | gym.vector.VectorEnv,
+              iterations: int) -> list[dict[str, float]]:
+        """Run `iterations` updates of m rollouts each (on a vector env, the rollouts of
+        an update run in its parallel workers); one statistics dict per iteration.
 
         Each dict has `iteration`, `mean_reward`, `best_reward` (of this batch),
         `mean_accuracy`, `mean_compression`, `loss`, `entropy` and `baseline` (after the
@@ -308,7 +398,7 @@ class Reinforce:
         """
         history = []
         for _ in range(iterations):
-            episodes = [self.rollout(env) for _ in range(self.config.rollouts_per_update)]
+            episodes = self.rollouts(env, self.config.rollouts_per_update)
             stats = self.update(episodes)
             rewards = [e.reward for e in episodes]
             history.append({

@@ -310,6 +310,7 @@ def _compress(args: argparse.Namespace) -> int:
     _check_choice("dataset", args.dataset, data.names())
     if args.resume and args.out and Path(args.out) != Path(args.resume):
         raise UsageError("--resume DIR continues the run in DIR; do not also give --out")
+    run = Path(args.resume or args.out or pipeline.default_run_dir(args.teacher, args.dataset))
     try:
         device = resolve_device(args.device)
     except ValueError as exc:
@@ -321,10 +322,19 @@ def _compress(args: argparse.Namespace) -> int:
             args.teacher, args.dataset, data_root=args.data_root, stages=stages,
             iterations=args.iterations, agent=args.agent,
             constraints=dict(args.constraint) or None, evaluator=args.evaluator,
-            policy_init=args.policy_init, out=args.resume or args.out,
-            resume=args.resume is not None, finetune_epochs=args.finetune_epochs,
-            device=str(device), seed=args.seed, progress=not args.no_progress,
+            policy_init=args.policy_init, out=run, resume=args.resume is not None,
+            finetune_epochs=args.finetune_epochs, device=str(device), seed=args.seed,
+            progress=not args.no_progress, teacher_width=args.teacher_width,
+            teacher_epochs=args.teacher_epochs,
         )
+    except KeyboardInterrupt:
+        if (run / "state.json").exists():
+            print(f"n2n: interrupted; continue with: n2n compress --resume {run}",
+                  file=sys.stderr)
+        else:
+            print("n2n: interrupted before the search started; nothing to resume",
+                  file=sys.stderr)
+        return 130
     except ValueError as exc:
         if isinstance(exc, (checkpoints.CheckpointError, data.DatasetCorruptError)):
             raise
@@ -352,11 +362,18 @@ def _register_compress(commands: argparse._SubParsersAction) -> None:
                      metavar="N", help=f"policy updates (of 5 rollouts) per stage "
                      f"(default {DEFAULT_ITERATIONS})")
     cmd.add_argument("--agent", default="reinforce", metavar="NAME",
-                     help="reinforce (default) or random")
+                     help="reinforce (default), actor-critic, ppo, a2c, maskable-ppo, "
+                     "recurrent-ppo (these four need the sb3 extra) or random")
     cmd.add_argument("--constraint", type=_constraint, action="append", default=[],
                      metavar="Q<=N", help="hard upper bound, e.g. params<=20000 (repeatable)")
     cmd.add_argument("--policy-init", metavar="PATH",
-                     help="start stage 1 from a saved removal policy (removal_policy.pt)")
+                     help="start stage 1 from a saved removal policy (removal_policy.pt of "
+                     "a reinforce or actor-critic run, any teacher)")
+    cmd.add_argument("--teacher-width", type=_positive_float, default=1.0, metavar="W",
+                     help="width multiplier of a zoo teacher trained on first use (default 1)")
+    cmd.add_argument("--teacher-epochs", type=_positive_int, metavar="N",
+                     help="epochs to train a zoo teacher on first use (default: the "
+                     "dataset recipe's)")
     cmd.add_argument("--out", metavar="DIR",
                      help="run directory (default n2n-runs/<teacher>-<dataset>-<time>)")
     cmd.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")

@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 import n2n_env  # noqa: F401  (registers the environments)
-from agents.reinforce import Reinforce, ReinforceConfig
+from agents import registry
 from n2n_env import data as data_mod
 from n2n_env import zoo
 from n2n_env.arch import Architecture
@@ -39,7 +39,7 @@ from n2n_env.recipes import recipe_for
 from n2n_env.teacher import get_teacher
 
 STAGES = ("removal", "shrink")
-AGENTS = ("reinforce", "random")
+AGENTS = registry.AGENT_NAMES
 ENV_IDS = {"removal": "N2NRemoval-v0", "shrink": "N2NShrink-v0"}
 STAGE_LABELS = {"removal": "Stage1", "shrink": "Stage2"}
 ROLLOUTS = 5
@@ -50,6 +50,9 @@ fine-tunings and, on first use, the teacher) finishes in under 10 minutes on 2 C
 METRIC_FIELDS = ("iteration", "reward_mean", "reward_best", "accuracy_mean", "accuracy_best",
                  "compression_mean", "compression_best", "best_reward_so_far", "evaluations",
                  "cache_hits", "seconds")
+BOARD_FIELDS = ("reward_mean", "reward_best", "accuracy_mean", "accuracy_best",
+                "compression_mean", "compression_best", "best_reward_so_far")
+"""Metrics also written to TensorBoard (``tensorboard --logdir RUN/tensorboard``)."""
 RESUMABLE = ("teacher", "dataset", "data_root", "stages", "agent", "constraints", "evaluator",
              "evaluator_kwargs", "policy_init", "seed", "teacher_width", "teacher_epochs")
 """Settings a resumed run takes from ``state.json`` rather than from the call."""
@@ -95,27 +98,6 @@ class CompressionResult:
                 *(row.cells(self.teacher) for row in self.rows)]
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
-class RandomAgent:
-    """Uniformly random masked actions, no learning: the baseline the policy must beat."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-        self.iterations = 0
-
-    def reseed(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-
-    def rollout(self, env: gym.Env) -> tuple[float, dict[str, Any]]:
-        _, info = env.reset()
-        done, reward = False, 0.0
-        while not done:
-            allowed = np.flatnonzero(np.asarray(info["action_mask"]) > 0)
-            _, step_reward, done, truncated, info = env.step(int(self.rng.choice(allowed)))
-            reward += float(step_reward)
-            done = done or truncated
-        return reward, info
 
 
 def compress(teacher: str = "conv4", dataset: str = "digits", *,
@@ -205,8 +187,7 @@ def compress(teacher: str = "conv4", dataset: str = "digits", *,
 
 def _validate(settings: Mapping[str, Any], iterations: int) -> None:
     """Reject bad names early, before any teacher is trained, naming what is allowed."""
-    if settings["agent"] not in AGENTS:
-        raise ValueError(f"unknown agent {settings['agent']!r}; allowed: {', '.join(AGENTS)}")
+    registry.check_name(settings["agent"])
     bad = [s for s in settings["stages"] if s not in STAGES]
     if bad or not settings["stages"] or len(set(settings["stages"])) != len(settings["stages"]):
         raise ValueError(f"stages must be distinct names from {', '.join(STAGES)}, in order; "
@@ -216,8 +197,9 @@ def _validate(settings: Mapping[str, Any], iterations: int) -> None:
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     if settings["policy_init"] is not None and (
-            settings["agent"] != "reinforce" or settings["stages"][0] != "removal"):
-        raise ValueError("policy_init needs agent='reinforce' and the removal stage")
+            settings["agent"] not in registry.TRANSFERABLE or settings["stages"][0] != "removal"):
+        raise ValueError(f"policy_init needs the removal stage and an agent among "
+                         f"{', '.join(registry.TRANSFERABLE)}")
     if settings["dataset"] not in data_mod.names():
         raise ValueError(f"unknown dataset {settings['dataset']!r}; allowed: "
                          f"{', '.join(data_mod.names())}")
@@ -227,11 +209,14 @@ def _validate(settings: Mapping[str, Any], iterations: int) -> None:
                          f"({', '.join(zoo.names())}) or a checkpoint path ending in .pt")
 
 
-def _run_dir(out: str | os.PathLike[str] | None, teacher: str, dataset: str) -> Path:
-    if out is not None:
-        return Path(out)
+def default_run_dir(teacher: str | os.PathLike[str], dataset: str) -> Path:
+    """``n2n-runs/<teacher>-<dataset>-<local time>``: a new directory per run."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("n2n-runs") / f"{Path(os.fspath(teacher)).stem}-{dataset}-{stamp}"
+
+
+def _run_dir(out: str | os.PathLike[str] | None, teacher: str, dataset: str) -> Path:
+    return Path(out) if out is not None else default_run_dir(teacher, dataset)
 
 
 def _teacher(settings: Mapping[str, Any], data: data_mod.Dataset, dev: torch.device,
@@ -268,19 +253,14 @@ def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str
         metrics_path.unlink(missing_ok=True)
     learner = _agent(settings, env, policy_path, resumed=saved["iteration"] > 0)
     rows = _read_metrics(metrics_path)[: saved["iteration"]]
+    board = _board(run, stage, saved["iteration"])
     bar = tqdm(total=iterations, initial=min(saved["iteration"], iterations),
                desc=f"stage {index + 1} ({stage})", unit="it", disable=not progress)
     try:
         for iteration in range(saved["iteration"] + 1, iterations + 1):
             tick = time.perf_counter()
-            _reseed(learner, settings["seed"], index, iteration)
-            if isinstance(learner, Reinforce):
-                episodes = [learner.rollout(env) for _ in range(ROLLOUTS)]
-                learner.update(episodes)
-                outcomes = [(e.reward, e.info) for e in episodes]
-            else:
-                outcomes = [learner.rollout(env) for _ in range(ROLLOUTS)]
-                learner.iterations += 1
+            learner.reseed(_iteration_seed(settings["seed"], index, iteration))
+            outcomes = learner.iterate(env)
             for reward, info in outcomes:
                 hit = bool(info.get("cache_hit"))
                 saved["cache_hits" if hit else "evaluations"] += 1
@@ -288,10 +268,13 @@ def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str
                 if info.get("degenerate_reason") is None and better:
                     saved["best_reward"], saved["best_architecture"] = reward, info[
                         "architecture"]
-            rows.append(_metrics_row(iteration, outcomes, saved, time.perf_counter() - tick))
-            if isinstance(learner, Reinforce):
-                learner.save(policy_path)
+            row = _metrics_row(iteration, outcomes, saved, time.perf_counter() - tick)
+            rows.append(row)
+            learner.save(policy_path)
             _write_metrics(metrics_path, rows)
+            for name in BOARD_FIELDS:
+                board.add_scalar(f"{stage}/{name}", row[name], iteration)
+            board.flush()
             saved["iteration"] = iteration
             state["stages"][stage] = saved
             _atomic_json(run / "state.json", state)
@@ -300,6 +283,7 @@ def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str
                             if saved["best_reward"] is not None else "-")
     finally:
         bar.close()
+        board.close()
         env.close()
     if saved["best_architecture"] is None:
         warnings.warn(f"stage {stage}: no valid student found; keeping its start",
@@ -309,30 +293,28 @@ def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str
 
 
 def _agent(settings: Mapping[str, Any], env: gym.Env, policy_path: Path,
-           resumed: bool) -> Reinforce | RandomAgent:
+           resumed: bool) -> registry.SearchAgent:
     """A fresh agent, the saved one of an interrupted stage, or the ``policy_init`` one."""
-    if settings["agent"] == "random":
-        return RandomAgent(settings["seed"])
-    if resumed and policy_path.exists():
-        return Reinforce.load(policy_path)
-    init = settings["policy_init"]
-    if init is not None and env.unwrapped.__class__.__name__ == "N2NRemovalEnv":
-        learner = Reinforce.load(init)
-        if learner.kind != "removal":
-            raise ValueError(f"policy_init {init!r} is a {learner.kind} policy, not removal")
-        learner.baseline, learner.iterations = None, 0
-        learner.best_reward, learner.best_architecture = float("-inf"), None
-        return learner
-    return Reinforce.for_env(env, ReinforceConfig(seed=settings["seed"]))
+    name, seed = settings["agent"], settings["seed"]
+    if resumed:
+        return registry.restore(name, env, policy_path, seed=seed)
+    removal = env.unwrapped.__class__.__name__ == "N2NRemovalEnv"
+    init = settings["policy_init"] if removal else None
+    return registry.make(name, env, seed=seed, policy_init=init)
 
 
-def _reseed(learner: Reinforce | RandomAgent, seed: int, stage: int, iteration: int) -> None:
-    """Seed the sampling per iteration, so a resumed run samples as an unbroken one."""
-    value = (seed * 1_000_003 + stage * 10_007 + iteration) % 2**63
-    if isinstance(learner, Reinforce):
-        learner.generator.manual_seed(value)
-    else:
-        learner.reseed(value)
+def _iteration_seed(seed: int, stage: int, iteration: int) -> int:
+    """The sampling seed of one iteration, so a resumed run samples as an unbroken one."""
+    return (seed * 1_000_003 + stage * 10_007 + iteration) % 2**31
+
+
+def _board(run: Path, stage: str, done: int) -> Any:
+    """A TensorBoard writer for one stage under ``run/tensorboard/<stage>``; on resume,
+    events after the last saved iteration (written before a kill) are dropped."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=os.fspath(run / "tensorboard" / stage),
+                         purge_step=done + 1 if done else None)
 
 
 def _metrics_row(iteration: int, outcomes: Sequence[tuple[float, Mapping[str, Any]]],

@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import json
 
+import gymnasium as gym
 import pytest
 import torch
 
+from agents import registry
 from agents.reinforce import Reinforce
 from n2n_env import pipeline
 from n2n_env.arch import Architecture
@@ -71,9 +73,29 @@ def test_table_matches_the_student_architectures(first_run):
     assert [r["params"] for r in saved["rows"]] == [r.params for r in result.rows]
 
 
-def test_resume_continues_and_never_reevaluates(first_run, tmp_path, monkeypatch):
+def _scalars(run, stage, name):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard" / stage))
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars(f"{stage}/{name}")]
+
+
+def test_tensorboard_logs_match_the_metrics(first_run):
+    result, _ = first_run
+    for stage in pipeline.STAGES:
+        logged = _scalars(result.out, stage, "reward_mean")
+        assert [step for step, _ in logged] == [1, 2, 3]
+        expected = [float(v) for v in _column(result.out / f"metrics_{stage}.csv",
+                                              "reward_mean")]
+        assert [value for _, value in logged] == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("agent", ["reinforce", "actor-critic", "ppo", "maskable-ppo",
+                                   "random"])
+def test_resume_continues_and_never_reevaluates(first_run, tmp_path, monkeypatch, agent):
     _, checkpoint = first_run
-    kwargs = {**FAST, "iterations": 4}
+    kwargs = {**FAST, "iterations": 4, "agent": agent}
     clean = pipeline.compress(str(checkpoint), out=tmp_path / "clean", **kwargs)
     seen: list[str] = []
     original = MockEvaluator.evaluate
@@ -97,7 +119,15 @@ def test_resume_continues_and_never_reevaluates(first_run, tmp_path, monkeypatch
         assert _column(tmp_path / "run" / path, "iteration") == ["1", "2", "3", "4"]
         assert _column(tmp_path / "run" / path, "reward_mean") == _column(
             tmp_path / "clean" / path, "reward_mean")
-        assert Reinforce.load(tmp_path / "run" / f"{stage}_policy.pt").iterations == 4
+        assert [step for step, _ in _scalars(tmp_path / "run", stage, "reward_mean")] == [
+            1, 2, 3, 4]  # the resumed run's log continues without repeating a step
+        if agent != "random":
+            start = Architecture.from_json(resumed.rows[1].architecture)
+            env = gym.make(pipeline.ENV_IDS[stage], teacher=str(checkpoint),
+                           dataset="synthetic", evaluator="mock",
+                           **({"start": start} if stage == "shrink" else {}))
+            restored = registry.restore(agent, env, tmp_path / "run" / f"{stage}_policy.pt")
+            assert restored.iterations == 4
     assert resumed.student.architecture == clean.student.architecture
 
 
@@ -108,8 +138,11 @@ def test_random_agent_and_bad_names(first_run, tmp_path):
     assert [r.name for r in result.rows] == ["Teacher", "Student (Stage1)"]
     assert not (tmp_path / "r" / "removal_policy.pt").exists()
     assert _column(tmp_path / "r" / "metrics_removal.csv", "cache_hits")[-1] != ""
-    with pytest.raises(ValueError, match="reinforce, random"):
-        pipeline.compress(str(checkpoint), agent="ppo", out=tmp_path / "x", **FAST)
+    with pytest.raises(ValueError, match=r"reinforce, actor-critic, ppo, .*, random"):
+        pipeline.compress(str(checkpoint), agent="dqn", out=tmp_path / "x", **FAST)
+    with pytest.raises(ValueError, match=r"policy_init needs .* reinforce, actor-critic"):
+        pipeline.compress(str(checkpoint), agent="ppo", policy_init=tmp_path / "p.pt",
+                          out=tmp_path / "x", **FAST)
     with pytest.raises(ValueError, match="removal, shrink"):
         pipeline.compress(str(checkpoint), stages=("removal", "prune"), out=tmp_path / "x",
                           **FAST)
@@ -133,6 +166,38 @@ def test_cli_compress(first_run, tmp_path, capsys):
         main([*args, "--constraint", "params<20000"])
     assert exit_info.value.code == 2
     assert "params<=N" in capsys.readouterr().err
-    assert main([*args, "--agent", "ppo"]) == 2
+    assert main([*args, "--agent", "dqn"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "reinforce, random" in err
+    assert len(err.splitlines()) == 1 and "reinforce, actor-critic, ppo" in err
+
+
+def test_cli_ctrl_c_names_the_resume_command(first_run, tmp_path, capsys, monkeypatch):
+    _, checkpoint = first_run
+    calls = []
+    original = MockEvaluator.evaluate
+
+    def interrupted(self, arch):
+        calls.append(arch)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        return original(self, arch)
+
+    monkeypatch.setattr(MockEvaluator, "evaluate", interrupted)
+    run = tmp_path / "cli-run"
+    args = ["compress", "--teacher", str(checkpoint), "--dataset", "synthetic", "--iterations",
+            "2", "--evaluator", "mock", "--finetune-epochs", "1", "--no-progress"]
+    assert main([*args, "--out", str(run)]) == 130
+    assert f"n2n compress --resume {run}" in capsys.readouterr().err
+    assert main([*args, "--resume", str(run)]) == 0
+    assert "Student (Stage1+Stage2)" in capsys.readouterr().out
+
+
+def test_cli_trains_a_zoo_teacher_at_the_given_width(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("N2N_HOME", str(tmp_path / "home"))
+    assert main(["compress", "--dataset", "synthetic", "--teacher-width", "0.25",
+                 "--teacher-epochs", "1", "--iterations", "1", "--evaluator", "mock",
+                 "--stages", "removal", "--finetune-epochs", "1", "--no-progress",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "home" / "teachers" / "conv4-synthetic-w0.25-s0.pt").is_file()
+    settings = json.loads((tmp_path / "run" / "result.json").read_text())["settings"]
+    assert settings["teacher_width"] == 0.25 and settings["teacher_epochs"] == 1

@@ -190,3 +190,58 @@ def test_load_refuses_pickled_objects(tmp_path: Path) -> None:
     torch.save({"format": "something-else"}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a checkpoint"):
         Reinforce.load(tmp_path / "other.pt")
+
+
+def vector_env(count: int, teachers: tuple[str, ...] = ("conv4",),
+               env_id: str = "N2NRemoval-v0") -> gym.vector.VectorEnv:
+    def maker(teacher: str):
+        return lambda: gym.make(env_id, teacher=teacher, evaluator="mock")
+
+    return gym.vector.SyncVectorEnv([maker(teachers[i % len(teachers)]) for i in range(count)])
+
+
+@pytest.mark.parametrize("env_id", ["N2NRemoval-v0", "N2NShrink-v0"])
+def test_vector_rollout_matches_replaying_its_actions(env_id: str) -> None:
+    envs = vector_env(3, env_id=env_id)
+    agent = Reinforce.for_env(envs, ReinforceConfig(seed=3))
+    episodes = agent.vector_rollout(envs)
+    assert len(episodes) == 3
+    single = gym.make(env_id, teacher="conv4", evaluator="mock")
+    for episode in episodes:
+        single.reset()
+        for action, mask in zip(episode.actions.tolist(), episode.masks):
+            assert mask[action]
+            _, reward, terminated, _, info = single.step(action)
+        assert terminated and episode.reward == pytest.approx(reward)
+        assert episode.info["architecture"] == info["architecture"]
+        assert episode.info["accuracy"] == pytest.approx(info["accuracy"])
+        assert isinstance(episode.info["rewards"], dict)
+    assert agent.best_reward == max(e.reward for e in episodes)
+
+
+def test_vector_env_training_plays_whole_batches_and_learns() -> None:
+    envs = vector_env(5)
+    agent = Reinforce.for_env(envs, ReinforceConfig(seed=0))
+    assert len(agent.rollouts(vector_env(2), 5)) == 6  # three batches of two workers
+    history = agent.train(envs, 60)
+    rewards = [stats["mean_reward"] for stats in history]
+    assert np.mean(rewards[-10:]) > np.mean(rewards[:10]) + 0.2
+    assert agent.iterations == 60
+
+
+def test_vector_env_in_worker_processes() -> None:
+    makers = [lambda: gym.make("N2NRemoval-v0", evaluator="mock") for _ in range(2)]
+    envs = gym.vector.AsyncVectorEnv(makers)
+    try:
+        agent = Reinforce.for_env(envs, ReinforceConfig(seed=1))
+        history = agent.train(envs, 2)
+    finally:
+        envs.close()
+    assert len(history) == 2 and agent.best_architecture is not None
+
+
+def test_vector_env_workers_must_end_together() -> None:
+    envs = vector_env(2, teachers=("conv4", "vgg11"))
+    agent = Reinforce.for_env(envs)
+    with pytest.raises(ValueError, match="different steps"):
+        agent.vector_rollout(envs)

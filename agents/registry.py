@@ -1,0 +1,221 @@
+"""Every search agent behind one small interface, for drivers such as `n2n compress`.
+
+A search iteration is the paper's unit of work: play m = 5 episodes (each one a trained
+and scored student), then let the agent learn from them. The agents differ in how they
+do that (REINFORCE and actor-critic update once per batch, SB3 collects a rollout of 5
+whole episodes and runs its own update, random search learns nothing), so
+`SearchAgent` hides the difference behind `iterate`, and adds what a resumable driver
+needs: per-iteration reseeding and a policy file that loads with `weights_only=True`::
+
+    env = gym.make("N2NRemoval-v0", evaluator="mock")
+    agent = make("maskable-ppo", env, seed=0)
+    for iteration in range(10):
+        agent.reseed(iteration)
+        outcomes = agent.iterate(env)      # [(reward, terminal info), ...] of 5 episodes
+    agent.save("removal_policy.pt")
+    agent = restore("maskable-ppo", env, "removal_policy.pt", seed=0)
+
+The SB3 agents need the `sb3` extra (`pip install "n2n[sb3]"`); the others do not.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents.actor_critic import ActorCritic, ActorCriticConfig
+from agents.random_search import RandomSearch, RandomSearchConfig
+from agents.reinforce import Reinforce, ReinforceConfig, env_kind
+
+POLICY_GRADIENT = {"reinforce": (Reinforce, ReinforceConfig),
+                   "actor-critic": (ActorCritic, ActorCriticConfig)}
+"""The paper's recurrent agents: name -> (agent class, config class)."""
+SB3_AGENTS = ("ppo", "a2c", "maskable-ppo", "recurrent-ppo")
+"""Stable-Baselines3 / sb3-contrib agents (see `agents.sb3.make_agent`)."""
+AGENT_NAMES = (*POLICY_GRADIENT, *SB3_AGENTS, "random")
+"""Every name `make` accepts."""
+TRANSFERABLE = tuple(POLICY_GRADIENT)
+"""Agents whose saved removal policy can start a search on another teacher."""
+SB3_FORMAT = "n2n-sb3-v1"
+"""Tag stored in every SB3 policy file written by `SB3Agent.save`."""
+Outcome = tuple[float, dict[str, Any]]
+"""One episode's reward and terminal info."""
+
+
+class SearchAgent(Protocol):
+    """What a driver needs from an agent."""
+
+    iterations: int
+    """Search iterations completed (restored by `restore`)."""
+
+    def iterate(self, env: gym.Env) -> list[Outcome]:
+        """Play one batch of episodes on `env`, learn from it, return what each scored."""
+        ...
+
+    def reseed(self, seed: int) -> None:
+        """Seed the agent's sampling (a resumed run then samples as an unbroken one)."""
+        ...
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the agent's learned state to `path` (nothing for agents that learn nothing)."""
+        ...
+
+
+class PolicyGradientAgent:
+    """`Reinforce` or `ActorCritic`: m rollouts, then one policy-gradient update."""
+
+    def __init__(self, learner: Reinforce) -> None:
+        self.learner = learner
+
+    @property
+    def iterations(self) -> int:
+        return self.learner.iterations
+
+    def iterate(self, env: gym.Env) -> list[Outcome]:
+        episodes = self.learner.rollouts(env, self.learner.config.rollouts_per_update)
+        self.learner.update(episodes)
+        return [(episode.reward, episode.info) for episode in episodes]
+
+    def reseed(self, seed: int) -> None:
+        self.learner.generator.manual_seed(seed)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        self.learner.save(path)
+
+
+class RandomAgent:
+    """`RandomSearch`: m uniformly random episodes per iteration, nothing to save."""
+
+    def __init__(self, search: RandomSearch) -> None:
+        self.search = search
+        self.iterations = 0
+
+    def iterate(self, env: gym.Env) -> list[Outcome]:
+        count = self.search.config.rollouts_per_update
+        outcomes = [self.search.rollout(env) for _ in range(count)]
+        self.iterations += 1
+        return outcomes
+
+    def reseed(self, seed: int) -> None:
+        self.search.rng = np.random.default_rng(seed)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Random search has no learned state: nothing is written."""
+
+
+class SB3Agent:
+    """An SB3 algorithm whose every `learn` call is exactly one rollout of 5 whole episodes
+    and one update (`agents.sb3.make_agent` sets n_steps = 5 x episode length)."""
+
+    def __init__(self, name: str, model: Any) -> None:
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        self.name = name
+        self.model = model
+        outcomes: list[Outcome] = []
+        self._outcomes = outcomes
+
+        class TerminalInfos(BaseCallback):  # type: ignore[misc]
+            """Records each finished episode's reward (from the Monitor) and terminal info."""
+
+            def _on_step(self) -> bool:
+                for done, info in zip(self.locals["dones"], self.locals["infos"]):
+                    if done:
+                        details = {k: v for k, v in info.items()
+                                   if k not in ("episode", "terminal_observation")}
+                        outcomes.append((float(info["episode"]["r"]), details))
+                return True
+
+        self._callback = TerminalInfos()
+
+    @property
+    def iterations(self) -> int:
+        return int(self.model.num_timesteps // self.model.n_steps)
+
+    def iterate(self, env: gym.Env) -> list[Outcome]:
+        """One rollout and update. `env` is the one the model was built on (SB3 keeps its
+        own wrapped copy), so it is not used here."""
+        self._outcomes.clear()
+        self.model.learn(total_timesteps=self.model.n_steps, callback=self._callback,
+                         reset_num_timesteps=False)
+        return list(self._outcomes)
+
+    def reseed(self, seed: int) -> None:
+        self.model.set_random_seed(seed)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Policy and optimiser state_dicts and counters: tensors and plain values only, so
+        `restore` loads with `weights_only=True` (SB3's own zip format unpickles)."""
+        policy = self.model.policy
+        torch.save({"format": SB3_FORMAT, "name": self.name,
+                    "state_dict": policy.state_dict(),
+                    "optimizer": policy.optimizer.state_dict(),
+                    "num_timesteps": int(self.model.num_timesteps),
+                    "n_updates": int(getattr(self.model, "_n_updates", 0))}, path)
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        saved = torch.load(path, weights_only=True)
+        if not isinstance(saved, dict) or saved.get("format") != SB3_FORMAT:
+            raise ValueError(f"{os.fspath(path)!r} is not an SB3 policy written by n2n")
+        if saved["name"] != self.name:
+            raise ValueError(f"{os.fspath(path)!r} holds a {saved['name']} policy, "
+                             f"not {self.name}")
+        self.model.policy.load_state_dict(saved["state_dict"])
+        self.model.policy.optimizer.load_state_dict(saved["optimizer"])
+        self.model.num_timesteps = saved["num_timesteps"]
+        self.model._n_updates = saved["n_updates"]
+
+
+def check_name(name: str) -> None:
+    """Raise a ValueError naming the allowed agents if `name` is not one of them."""
+    if name not in AGENT_NAMES:
+        raise ValueError(f"unknown agent {name!r}; allowed: {', '.join(AGENT_NAMES)}")
+
+
+def make(name: str, env: gym.Env, seed: int = 0,
+         policy_init: str | os.PathLike[str] | None = None) -> SearchAgent:
+    """A fresh `name` agent for `env`. `policy_init` (reinforce and actor-critic, removal
+    env only) starts from a saved removal policy, e.g. one trained on another teacher: its
+    weights and optimiser are kept, its baseline and best student are not (they belong to
+    the other teacher's rewards)."""
+    check_name(name)
+    if name in POLICY_GRADIENT:
+        agent_class, config_class = POLICY_GRADIENT[name]
+        if policy_init is None:
+            return PolicyGradientAgent(agent_class.for_env(env, config_class(seed=seed)))
+        learner = agent_class.load(policy_init)
+        if learner.kind != "removal" or learner.kind != env_kind(env):
+            raise ValueError(f"policy_init {os.fspath(policy_init)!r} is a {learner.kind} "
+                             f"policy; it can only start the removal stage")
+        learner.baseline, learner.iterations = None, 0
+        learner.best_reward, learner.best_architecture = float("-inf"), None
+        return PolicyGradientAgent(learner)
+    if policy_init is not None:
+        raise ValueError(f"policy_init needs one of {', '.join(TRANSFERABLE)}, not {name!r}")
+    if name == "random":
+        return RandomAgent(RandomSearch(RandomSearchConfig(seed=seed)))
+    try:
+        from agents.sb3 import make_agent
+    except ImportError as exc:
+        raise ValueError(f"agent {name!r} needs stable-baselines3 and sb3-contrib: "
+                         f"pip install \"n2n[sb3]\" ({exc})") from None
+    return SB3Agent(name, make_agent(name, env, seed=seed))
+
+
+def restore(name: str, env: gym.Env, path: str | os.PathLike[str],
+            seed: int = 0) -> SearchAgent:
+    """The agent `save` wrote to `path`, ready to continue on `env`. Random search saves
+    nothing, so it comes back fresh (its iteration count lives with the driver)."""
+    check_name(name)
+    if name in POLICY_GRADIENT:
+        return PolicyGradientAgent(POLICY_GRADIENT[name][0].load(path))
+    agent = make(name, env, seed=seed)
+    if isinstance(agent, SB3Agent) and Path(path).exists():
+        agent.load(path)
+    return agent
+
