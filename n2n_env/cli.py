@@ -325,7 +325,7 @@ def _compress(args: argparse.Namespace) -> int:
             policy_init=args.policy_init, out=run, resume=args.resume is not None,
             finetune_epochs=args.finetune_epochs, device=str(device), seed=args.seed,
             progress=not args.no_progress, teacher_width=args.teacher_width,
-            teacher_epochs=args.teacher_epochs,
+            teacher_epochs=args.teacher_epochs, anneal_episodes=args.anneal_episodes,
         )
     except KeyboardInterrupt:
         if (run / "state.json").exists():
@@ -365,7 +365,12 @@ def _register_compress(commands: argparse._SubParsersAction) -> None:
                      help="reinforce (default), actor-critic, ppo, a2c, maskable-ppo, "
                      "recurrent-ppo (these four need the sb3 extra) or random")
     cmd.add_argument("--constraint", type=_constraint, action="append", default=[],
-                     metavar="Q<=N", help="hard upper bound, e.g. params<=20000 (repeatable)")
+                     metavar="Q<=N", help="upper bound, e.g. params<=20000 (repeatable); "
+                     "relaxed early in each stage, see --anneal-episodes")
+    cmd.add_argument("--anneal-episodes", type=_non_negative_int, metavar="N",
+                     help="episodes per stage over which a constraint's penalty weight "
+                     "falls from 0 to full (paper 3.3.1; default: half of the stage's "
+                     "episodes; 0: hard from the start)")
     cmd.add_argument("--policy-init", metavar="PATH",
                      help="start stage 1 from a saved removal policy (removal_policy.pt of "
                      "a reinforce or actor-critic run, any teacher)")

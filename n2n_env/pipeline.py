@@ -54,7 +54,8 @@ BOARD_FIELDS = ("reward_mean", "reward_best", "accuracy_mean", "accuracy_best",
                 "compression_mean", "compression_best", "best_reward_so_far")
 """Metrics also written to TensorBoard (``tensorboard --logdir RUN/tensorboard``)."""
 RESUMABLE = ("teacher", "dataset", "data_root", "stages", "agent", "constraints", "evaluator",
-             "evaluator_kwargs", "policy_init", "seed", "teacher_width", "teacher_epochs")
+             "evaluator_kwargs", "policy_init", "seed", "teacher_width", "teacher_epochs",
+             "anneal_episodes")
 """Settings a resumed run takes from ``state.json`` rather than from the call."""
 
 
@@ -109,7 +110,8 @@ def compress(teacher: str = "conv4", dataset: str = "digits", *,
              out: str | os.PathLike[str] | None = None, resume: bool = False,
              finetune_epochs: int | None = None, device: str | None = None, seed: int = 0,
              progress: bool = True, teacher_width: float = 1.0,
-             teacher_epochs: int | None = None) -> CompressionResult:
+             teacher_epochs: int | None = None,
+             anneal_episodes: int | None = None) -> CompressionResult:
     """Compress ``teacher`` (a zoo name or a teacher checkpoint ``.pt``) on ``dataset``.
 
     Runs ``agent`` for ``iterations`` iterations of 5 rollouts on each of ``stages``
@@ -119,6 +121,12 @@ def compress(teacher: str = "conv4", dataset: str = "digits", *,
     ``out/state.json`` are used (``iterations``, ``finetune_epochs``, ``device`` and
     ``progress`` still come from the call, so a run can be extended).
     ``teacher_width``/``teacher_epochs`` only matter when a zoo teacher is trained.
+
+    ``constraints`` (upper bounds such as ``{"params": 20000}``) are relaxed as in the
+    paper's section 3.3.1: a violating student scores eps_t(R+1)-1, eps_t falling from 1 to
+    0 over ``anneal_episodes`` episodes of each stage (default: the first half of the
+    stage's episodes; 0: hard from the start). Only students that meet every constraint
+    can become a stage's best student.
     """
     started = time.perf_counter()
     settings: dict[str, Any] = {
@@ -127,14 +135,16 @@ def compress(teacher: str = "conv4", dataset: str = "digits", *,
         "stages": list(stages), "agent": agent, "constraints": dict(constraints or {}),
         "evaluator": evaluator, "evaluator_kwargs": dict(evaluator_kwargs or {}),
         "policy_init": None if policy_init is None else os.fspath(policy_init), "seed": seed,
-        "teacher_width": teacher_width, "teacher_epochs": teacher_epochs}
+        "teacher_width": teacher_width, "teacher_epochs": teacher_epochs,
+        "anneal_episodes": (iterations * ROLLOUTS // 2 if anneal_episodes is None
+                            else anneal_episodes)}
     run = _run_dir(out, teacher, dataset)
     state_path = run / "state.json"
     if resume:
         if not state_path.is_file():
             raise ValueError(f"nothing to resume: {state_path} does not exist")
         state = json.loads(state_path.read_text())
-        settings.update({k: state["settings"][k] for k in RESUMABLE})
+        settings.update({k: state["settings"][k] for k in RESUMABLE if k in state["settings"]})
     elif state_path.exists():
         raise ValueError(f"{run} already holds a run; resume it or choose another directory")
     else:
@@ -148,6 +158,7 @@ def compress(teacher: str = "conv4", dataset: str = "digits", *,
                   "data_root": settings["data_root"], "evaluator": settings["evaluator"],
                   "evaluator_kwargs": settings["evaluator_kwargs"],
                   "constraints": settings["constraints"] or None,
+                  "anneal_episodes": settings["anneal_episodes"],
                   "cache": os.fspath(run / "rewards.sqlite"), "device": str(dev)}
     start = record.architecture
     bests: list[tuple[str, Architecture]] = []
@@ -252,6 +263,7 @@ def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str
                  "best_architecture": None, "evaluations": 0, "cache_hits": 0}
         metrics_path.unlink(missing_ok=True)
     learner = _agent(settings, env, policy_path, resumed=saved["iteration"] > 0)
+    env.unwrapped.scorer.schedule.episode = saved["evaluations"] + saved["cache_hits"]
     rows = _read_metrics(metrics_path)[: saved["iteration"]]
     board = _board(run, stage, saved["iteration"])
     bar = tqdm(total=iterations, initial=min(saved["iteration"], iterations),
@@ -265,7 +277,7 @@ def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str
                 hit = bool(info.get("cache_hit"))
                 saved["cache_hits" if hit else "evaluations"] += 1
                 better = saved["best_reward"] is None or reward > saved["best_reward"]
-                if info.get("degenerate_reason") is None and better:
+                if _acceptable(info) and better:
                     saved["best_reward"], saved["best_architecture"] = reward, info[
                         "architecture"]
             row = _metrics_row(iteration, outcomes, saved, time.perf_counter() - tick)
@@ -286,10 +298,16 @@ def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str
         board.close()
         env.close()
     if saved["best_architecture"] is None:
-        warnings.warn(f"stage {stage}: no valid student found; keeping its start",
-                      stacklevel=3)
+        warnings.warn(f"stage {stage}: no valid student met the constraints; keeping its "
+                      f"start", stacklevel=3)
         return start
     return Architecture.from_json(saved["best_architecture"])
+
+
+def _acceptable(info: Mapping[str, Any]) -> bool:
+    """A student that can be a stage's best: valid and within every constraint."""
+    return info.get("degenerate_reason") is None and not info.get("rewards", {}).get(
+        "violated")
 
 
 def _agent(settings: Mapping[str, Any], env: gym.Env, policy_path: Path,

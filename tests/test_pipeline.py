@@ -201,3 +201,35 @@ def test_cli_trains_a_zoo_teacher_at_the_given_width(tmp_path, capsys, monkeypat
     assert (tmp_path / "home" / "teachers" / "conv4-synthetic-w0.25-s0.pt").is_file()
     settings = json.loads((tmp_path / "run" / "result.json").read_text())["settings"]
     assert settings["teacher_width"] == 0.25 and settings["teacher_epochs"] == 1
+
+
+def test_constraints_anneal_and_only_feasible_students_win(first_run, tmp_path, monkeypatch):
+    _, checkpoint = first_run
+    teacher_params = Architecture.from_json(first_run[0].rows[0].architecture).num_params()
+    bound = teacher_params // 8
+    kwargs = {**FAST, "iterations": 4, "constraints": {"params": bound}, "anneal_episodes": 12}
+    clean = pipeline.compress(str(checkpoint), out=tmp_path / "clean", **kwargs)
+    assert all(row.params <= bound for row in clean.rows[1:])
+    calls = []
+    original = MockEvaluator.evaluate
+
+    def interrupted(self, arch):
+        calls.append(arch)
+        if len(calls) == 8:
+            raise KeyboardInterrupt
+        return original(self, arch)
+
+    monkeypatch.setattr(MockEvaluator, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.compress(str(checkpoint), out=tmp_path / "run", **kwargs)
+    resumed = pipeline.compress(str(checkpoint), out=tmp_path / "run", resume=True, **kwargs)
+    for stage in pipeline.STAGES:  # equal rewards: the penalty schedule resumed where it was
+        assert _column(tmp_path / "run" / f"metrics_{stage}.csv", "reward_mean") == _column(
+            tmp_path / "clean" / f"metrics_{stage}.csv", "reward_mean")
+    assert resumed.student.architecture == clean.student.architecture
+    settings = json.loads((tmp_path / "run" / "result.json").read_text())["settings"]
+    assert settings["anneal_episodes"] == 12
+    default = pipeline.compress(str(checkpoint), out=tmp_path / "default", stages=("removal",),
+                                **{**kwargs, "anneal_episodes": None})
+    assert json.loads((default.out / "result.json").read_text())["settings"][
+        "anneal_episodes"] == 10  # half of 4 iterations x 5 episodes
