@@ -192,8 +192,8 @@ def make(name: str, env: gym.Env, seed: int = 0,
         if learner.kind != "removal" or learner.kind != env_kind(env):
             raise ValueError(f"policy_init {os.fspath(policy_init)!r} is a {learner.kind} "
                              f"policy; it can only start the removal stage")
-        learner.baseline, learner.iterations = None, 0
-        learner.best_reward, learner.best_architecture = float("-inf"), None
+        learner.forget_rewards()
+        learner.iterations = 0
         return PolicyGradientAgent(learner)
     if policy_init is not None:
         raise ValueError(f"policy_init needs one of {', '.join(TRANSFERABLE)}, not {name!r}")

@@ -254,6 +254,13 @@ class Reinforce:
             "variables", "variable_mask")
         return cls(kind, spaces[table].shape[0] // spaces[mask].shape[0], config)
 
+    def forget_rewards(self) -> None:
+        """Drop what belongs to the previous task's rewards, the baseline and the best
+        student, and keep the policy and optimiser: call it after `load` to transfer a
+        policy to another teacher (the paper's section 4.6)."""
+        self.baseline = None
+        self.best_reward, self.best_architecture = float("-inf"), None
+
     def sequence_logits(self, episode: Episode) -> torch.Tensor:
         """Masked logits (T, A) of the current policy for the steps of `episode`."""
         return masked_logits(self.policy(episode.table, episode.actions), episode.masks)

@@ -120,7 +120,9 @@ def compress(teacher: str = "conv4", dataset: str = "digits", *,
     (default ``n2n-runs/<teacher>-<dataset>-<time>``). With ``resume=True`` the settings in
     ``out/state.json`` are used (``iterations``, ``finetune_epochs``, ``device`` and
     ``progress`` still come from the call, so a run can be extended).
-    ``teacher_width``/``teacher_epochs`` only matter when a zoo teacher is trained.
+    ``teacher_width``/``teacher_epochs`` only matter when a zoo teacher is trained. The
+    teacher is always real (trained, or loaded from its cache), also with
+    ``evaluator="mock"``: the final fine-tuning distils from it.
 
     ``constraints`` (upper bounds such as ``{"params": 20000}``) are relaxed as in the
     paper's section 3.3.1: a violating student scores eps_t(R+1)-1, eps_t falling from 1 to

@@ -245,3 +245,16 @@ def test_vector_env_workers_must_end_together() -> None:
     agent = Reinforce.for_env(envs)
     with pytest.raises(ValueError, match="different steps"):
         agent.vector_rollout(envs)
+
+
+def test_forget_rewards_keeps_the_policy(tmp_path: Path) -> None:
+    env = removal_env()
+    agent = Reinforce.for_env(env, ReinforceConfig(seed=0))
+    agent.train(env, 2)
+    agent.save(tmp_path / "policy.pt")
+    loaded = Reinforce.load(tmp_path / "policy.pt")
+    loaded.forget_rewards()
+    assert loaded.baseline is None and loaded.best_architecture is None
+    assert loaded.best_reward == float("-inf") and loaded.iterations == 2
+    for name, value in agent.policy.state_dict().items():
+        assert torch.equal(value, loaded.policy.state_dict()[name])
