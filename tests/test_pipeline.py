@@ -171,18 +171,23 @@ def test_cli_compress(first_run, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "reinforce, actor-critic, ppo" in err
 
 
-def test_cli_ctrl_c_names_the_resume_command(first_run, tmp_path, capsys, monkeypatch):
-    _, checkpoint = first_run
+def interrupt_evaluation(monkeypatch, number):
+    """Make the mock evaluator's ``number``-th call raise KeyboardInterrupt (a Ctrl-C)."""
     calls = []
     original = MockEvaluator.evaluate
 
     def interrupted(self, arch):
         calls.append(arch)
-        if len(calls) == 7:
+        if len(calls) == number:
             raise KeyboardInterrupt
         return original(self, arch)
 
     monkeypatch.setattr(MockEvaluator, "evaluate", interrupted)
+
+
+def test_cli_ctrl_c_names_the_resume_command(first_run, tmp_path, capsys, monkeypatch):
+    _, checkpoint = first_run
+    interrupt_evaluation(monkeypatch, 7)
     run = tmp_path / "cli-run"
     args = ["compress", "--teacher", str(checkpoint), "--dataset", "synthetic", "--iterations",
             "2", "--evaluator", "mock", "--finetune-epochs", "1", "--no-progress"]
@@ -210,16 +215,7 @@ def test_constraints_anneal_and_only_feasible_students_win(first_run, tmp_path, 
     kwargs = {**FAST, "iterations": 4, "constraints": {"params": bound}, "anneal_episodes": 12}
     clean = pipeline.compress(str(checkpoint), out=tmp_path / "clean", **kwargs)
     assert all(row.params <= bound for row in clean.rows[1:])
-    calls = []
-    original = MockEvaluator.evaluate
-
-    def interrupted(self, arch):
-        calls.append(arch)
-        if len(calls) == 8:
-            raise KeyboardInterrupt
-        return original(self, arch)
-
-    monkeypatch.setattr(MockEvaluator, "evaluate", interrupted)
+    interrupt_evaluation(monkeypatch, 8)
     with pytest.raises(KeyboardInterrupt):
         pipeline.compress(str(checkpoint), out=tmp_path / "run", **kwargs)
     resumed = pipeline.compress(str(checkpoint), out=tmp_path / "run", resume=True, **kwargs)
