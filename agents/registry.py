@@ -29,8 +29,9 @@ import numpy as np
 import torch
 
 from agents.actor_critic import ActorCritic, ActorCriticConfig
+from agents.observations import env_kind
 from agents.random_search import RandomSearch, RandomSearchConfig
-from agents.reinforce import Reinforce, ReinforceConfig, env_kind
+from agents.reinforce import Reinforce, ReinforceConfig
 
 POLICY_GRADIENT = {"reinforce": (Reinforce, ReinforceConfig),
                    "actor-critic": (ActorCritic, ActorCriticConfig)}

@@ -32,6 +32,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from agents.observations import (
+    env_kind,
+    observation_spaces,
+    observation_table,
+    worker_info,
+)
+
 KINDS = ("removal", "shrink")
 """The two policy kinds: one per environment."""
 FORMAT = "n2n-reinforce-v1"
@@ -150,46 +157,6 @@ class Episode:
     """The terminal reward (the return: rewards before the last step are 0)."""
     info: dict[str, Any] = field(default_factory=dict)
     """The terminal info (accuracy, compression, architecture JSON, ...)."""
-
-
-def observation_spaces(env: gym.Env | gym.vector.VectorEnv) -> dict[str, gym.spaces.Space]:
-    """The observation's sub-spaces of one episode (a vector env's single-env ones)."""
-    space = env.single_observation_space if isinstance(env, gym.vector.VectorEnv) else (
-        env.observation_space)
-    return dict(space.spaces)  # type: ignore[attr-defined]
-
-
-def env_kind(env: gym.Env | gym.vector.VectorEnv) -> str:
-    """'removal' or 'shrink', read from the observation space's keys."""
-    keys = set(observation_spaces(env))
-    if {"layers", "layer_mask"} <= keys:
-        return "removal"
-    if {"variables", "variable_mask"} <= keys:
-        return "shrink"
-    raise ValueError(f"not an N2N environment: observation keys {sorted(keys)}")
-
-
-def observation_table(obs: dict[str, np.ndarray]) -> torch.Tensor:
-    """The (T, F) table of real rows in an observation (the padding rows dropped)."""
-    name, mask = ("layers", "layer_mask") if "layers" in obs else ("variables", "variable_mask")
-    rows = obs[mask].shape[0]
-    table = np.asarray(obs[name], np.float32).reshape(rows, -1)[np.asarray(obs[mask]) > 0]
-    return torch.from_numpy(table.copy())
-
-
-def worker_info(info: dict[str, Any], index: int) -> dict[str, Any]:
-    """Worker `index`'s own info dict out of a vector env's batched one (Gymnasium stores
-    each key as an array over workers, with a `_key` array saying which workers set it)."""
-    own = {}
-    for key, values in info.items():
-        if key.startswith("_"):
-            continue
-        present = info.get(f"_{key}")
-        if present is not None and not present[index]:
-            continue
-        value = worker_info(values, index) if isinstance(values, dict) else values[index]
-        own[key] = value.item() if isinstance(value, np.generic) else value
-    return own
 
 
 def masked_logits(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
