@@ -300,8 +300,8 @@ def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str
         board.close()
         env.close()
     if saved["best_architecture"] is None:
-        warnings.warn(f"stage {stage}: no valid student met the constraints; keeping its "
-                      f"start", stacklevel=3)
+        warnings.warn(f"stage {stage}: no valid student within the constraints was found; "
+                      f"keeping its start", stacklevel=3)
         return start
     return Architecture.from_json(saved["best_architecture"])
 

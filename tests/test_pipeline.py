@@ -229,3 +229,11 @@ def test_constraints_anneal_and_only_feasible_students_win(first_run, tmp_path, 
                                 **{**kwargs, "anneal_episodes": None})
     assert json.loads((default.out / "result.json").read_text())["settings"][
         "anneal_episodes"] == 10  # half of 4 iterations x 5 episodes
+
+
+def test_an_impossible_constraint_keeps_the_start_and_says_so(first_run, tmp_path):
+    _, checkpoint = first_run
+    with pytest.warns(UserWarning, match="no valid student within the constraints"):
+        result = pipeline.compress(str(checkpoint), out=tmp_path / "run", iterations=1,
+                                   stages=("removal",), constraints={"params": 1}, **FAST)
+    assert result.student.architecture == result.teacher.architecture
