@@ -55,3 +55,11 @@ def worker_info(info: dict[str, Any], index: int) -> dict[str, Any]:
         value = worker_info(values, index) if isinstance(values, dict) else values[index]
         own[key] = value.item() if isinstance(value, np.generic) else value
     return own
+
+
+def is_feasible(info: dict[str, Any]) -> bool:
+    """Whether a terminal info describes a student worth keeping: a valid network that
+    meets every constraint. (While constraints are annealed, an over-budget student can
+    still earn a high reward; it must never be reported as the best student.)"""
+    return info.get("degenerate_reason") is None and not info.get("rewards", {}).get(
+        "violated")

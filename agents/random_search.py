@@ -20,6 +20,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from agents.observations import is_feasible
+
 
 @dataclass
 class RandomSearchConfig:
@@ -69,7 +71,7 @@ class RandomSearch:
             reward += float(step_reward)
         self.episodes += 1
         self.rewards.append(reward)
-        if reward > self.best_reward:
+        if is_feasible(info) and reward > self.best_reward:
             self.best_reward = reward
             self.best_architecture = info.get("architecture")
         return reward, info

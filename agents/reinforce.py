@@ -34,6 +34,7 @@ from torch import nn
 
 from agents.observations import (
     env_kind,
+    is_feasible,
     observation_spaces,
     observation_table,
     worker_info,
@@ -334,7 +335,7 @@ class Reinforce:
                                      generator=self.generator))
 
     def _track_best(self, episode: Episode) -> None:
-        if episode.reward > self.best_reward:
+        if is_feasible(episode.info) and episode.reward > self.best_reward:
             self.best_reward = episode.reward
             self.best_architecture = episode.info.get("architecture")
 

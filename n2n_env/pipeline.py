@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 import n2n_env  # noqa: F401  (registers the environments)
 from agents import registry
+from agents.observations import is_feasible
 from n2n_env import data as data_mod
 from n2n_env import zoo
 from n2n_env.arch import Architecture
@@ -279,7 +280,7 @@ def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str
                 hit = bool(info.get("cache_hit"))
                 saved["cache_hits" if hit else "evaluations"] += 1
                 better = saved["best_reward"] is None or reward > saved["best_reward"]
-                if _acceptable(info) and better:
+                if is_feasible(info) and better:
                     saved["best_reward"], saved["best_architecture"] = reward, info[
                         "architecture"]
             row = _metrics_row(iteration, outcomes, saved, time.perf_counter() - tick)
@@ -304,12 +305,6 @@ def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str
                       f"keeping its start", stacklevel=3)
         return start
     return Architecture.from_json(saved["best_architecture"])
-
-
-def _acceptable(info: Mapping[str, Any]) -> bool:
-    """A student that can be a stage's best: valid and within every constraint."""
-    return info.get("degenerate_reason") is None and not info.get("rewards", {}).get(
-        "violated")
 
 
 def _agent(settings: Mapping[str, Any], env: gym.Env, policy_path: Path,

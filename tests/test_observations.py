@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import n2n_env  # noqa: F401  (registers the environments)
-from agents.observations import env_kind, observation_table, worker_info
+from agents.observations import env_kind, is_feasible, observation_table, worker_info
 
 
 def test_env_kind_for_plain_and_vector_envs() -> None:
@@ -41,3 +41,10 @@ def test_worker_info_takes_one_workers_values_and_skips_unset_keys() -> None:
     assert first == {"accuracy": 0.5, "architecture": "a", "rewards": {"reward": 0.1}}
     assert second == {"accuracy": 0.9, "rewards": {"reward": 0.2}}
     assert type(first["accuracy"]) is float
+
+
+def test_is_feasible_rejects_degenerate_and_over_budget_students() -> None:
+    assert is_feasible({"degenerate_reason": None, "rewards": {"violated": []}})
+    assert not is_feasible({"degenerate_reason": "empty", "rewards": {"violated": []}})
+    assert not is_feasible({"degenerate_reason": None,
+                            "rewards": {"violated": ["params <= 1"]}})

@@ -81,3 +81,11 @@ def test_seeded() -> None:
     assert first.best_architecture == second.best_architecture
     _, _, env_c = search(seed=4)
     assert [a for _, a in env_a.steps] != [a for _, a in env_c.steps]
+
+
+def test_best_student_is_never_an_over_budget_one() -> None:
+    env = gym.make("N2NRemoval-v0", evaluator="mock", constraints={"params": 1},
+                   anneal_episodes=100)
+    search = RandomSearch(RandomSearchConfig(seed=0))
+    search.train(env, 3)
+    assert max(search.rewards) > 0 and search.best_architecture is None

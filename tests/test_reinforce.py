@@ -258,3 +258,12 @@ def test_forget_rewards_keeps_the_policy(tmp_path: Path) -> None:
     assert loaded.best_reward == float("-inf") and loaded.iterations == 2
     for name, value in agent.policy.state_dict().items():
         assert torch.equal(value, loaded.policy.state_dict()[name])
+
+
+def test_best_student_is_never_an_over_budget_one() -> None:
+    env = gym.make("N2NRemoval-v0", evaluator="mock", constraints={"params": 1},
+                   anneal_episodes=100)  # eps near 1: violators still earn rewards
+    agent = Reinforce.for_env(env, ReinforceConfig(seed=0))
+    history = agent.train(env, 3)
+    assert max(stats["best_reward"] for stats in history) > 0
+    assert agent.best_architecture is None and agent.best_reward == float("-inf")
