@@ -244,18 +244,14 @@ class Reinforce:
         obs, info = env.reset(seed=self._reset_seed)
         self._reset_seed = None
         table = observation_table(obs)
-        all_logits = self.policy(table) if isinstance(self.policy, RemovalPolicy) else None
+        all_logits = self._episode_logits(table)
         state, previous = None, None
         actions: list[int] = []
         masks: list[torch.Tensor] = []
         terminated = truncated = False
         reward = 0.0
         while not (terminated or truncated):
-            t = len(actions)
-            if isinstance(self.policy, ShrinkPolicy):
-                logits, state = self.policy.step(table[t], previous, state)
-            else:
-                logits = all_logits[t]  # type: ignore[index]
+            logits, state = self._step_logits(table, len(actions), all_logits, previous, state)
             mask = torch.as_tensor(np.asarray(obs["action_mask"]) > 0)
             action = self._choose(masked_logits(logits, mask), greedy)
             obs, step_reward, terminated, truncated, info = env.step(action)
@@ -289,8 +285,7 @@ class Reinforce:
         self._reset_seed = None
         workers = envs.num_envs
         tables = [observation_table({k: v[i] for k, v in obs.items()}) for i in range(workers)]
-        removal_logits = ([self.policy(table) for table in tables]
-                          if isinstance(self.policy, RemovalPolicy) else None)
+        removal_logits = [self._episode_logits(table) for table in tables]
         states: list[Any] = [None] * workers
         previous: list[torch.Tensor | None] = [None] * workers
         actions: list[list[int]] = [[] for _ in range(workers)]
@@ -299,12 +294,8 @@ class Reinforce:
         while True:
             chosen = []
             for i in range(workers):
-                t = len(actions[i])
-                if removal_logits is not None:
-                    logits = removal_logits[i][t]
-                else:
-                    logits, states[i] = self.policy.step(  # type: ignore[operator]
-                        tables[i][t], previous[i], states[i])
+                logits, states[i] = self._step_logits(tables[i], len(actions[i]),
+                                                      removal_logits[i], previous[i], states[i])
                 mask = torch.as_tensor(np.asarray(obs["action_mask"][i]) > 0)
                 chosen.append(self._choose(masked_logits(logits, mask), greedy))
                 masks[i].append(mask)
@@ -326,6 +317,18 @@ class Reinforce:
             self._track_best(episode)
             episodes.append(episode)
         return episodes
+
+    def _episode_logits(self, table: torch.Tensor) -> torch.Tensor | None:
+        """The removal policy's logits for every step at once (they do not depend on the
+        actions); None for the shrink policy, which must go step by step."""
+        return self.policy(table) if isinstance(self.policy, RemovalPolicy) else None
+
+    def _step_logits(self, table: torch.Tensor, t: int, episode_logits: torch.Tensor | None,
+                     previous: torch.Tensor | None, state: Any) -> tuple[torch.Tensor, Any]:
+        """Step t's logits and the recurrent state to carry to step t + 1."""
+        if episode_logits is not None:
+            return episode_logits[t], state
+        return self.policy.step(table[t], previous, state)  # type: ignore[operator]
 
     def _choose(self, logits: torch.Tensor, greedy: bool) -> int:
         """The most likely action, or one sampled with the agent's generator."""
