@@ -52,7 +52,8 @@ class SearchAgent(Protocol):
     """What a driver needs from an agent."""
 
     iterations: int
-    """Search iterations completed (restored by `restore`)."""
+    """Search iterations completed (restored by `restore`, except for random search,
+    which saves nothing: its driver keeps the count)."""
 
     def iterate(self, env: gym.Env) -> list[Outcome]:
         """Play one batch of episodes on `env`, learn from it, return what each scored."""
@@ -75,17 +76,21 @@ class PolicyGradientAgent:
 
     @property
     def iterations(self) -> int:
+        """Policy updates so far."""
         return self.learner.iterations
 
     def iterate(self, env: gym.Env) -> list[Outcome]:
+        """m rollouts (in parallel on a vector env), then one update."""
         episodes = self.learner.rollouts(env, self.learner.config.rollouts_per_update)
         self.learner.update(episodes)
         return [(episode.reward, episode.info) for episode in episodes]
 
     def reseed(self, seed: int) -> None:
+        """Seed the action sampling."""
         self.learner.generator.manual_seed(seed)
 
     def save(self, path: str | os.PathLike[str]) -> None:
+        """`Reinforce.save`: policy, optimiser, baseline, counters."""
         self.learner.save(path)
 
 
@@ -97,12 +102,14 @@ class RandomAgent:
         self.iterations = 0
 
     def iterate(self, env: gym.Env) -> list[Outcome]:
+        """m uniformly random episodes."""
         count = self.search.config.rollouts_per_update
         outcomes = [self.search.rollout(env) for _ in range(count)]
         self.iterations += 1
         return outcomes
 
     def reseed(self, seed: int) -> None:
+        """Seed the action sampling."""
         self.search.rng = np.random.default_rng(seed)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -136,6 +143,7 @@ class SB3Agent:
 
     @property
     def iterations(self) -> int:
+        """Rollouts (and updates) so far: SB3's step count over its rollout length."""
         return int(self.model.num_timesteps // self.model.n_steps)
 
     def iterate(self, env: gym.Env) -> list[Outcome]:
@@ -147,6 +155,8 @@ class SB3Agent:
         return list(self._outcomes)
 
     def reseed(self, seed: int) -> None:
+        """Seed SB3's sampling, which draws from torch's and numpy's global generators:
+        reseed right before `iterate`."""
         self.model.set_random_seed(seed)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -160,6 +170,7 @@ class SB3Agent:
                     "n_updates": int(getattr(self.model, "_n_updates", 0))}, path)
 
     def load(self, path: str | os.PathLike[str]) -> None:
+        """Read a file written by `save` into this (freshly made) agent."""
         saved = torch.load(path, weights_only=True)
         if not isinstance(saved, dict) or saved.get("format") != SB3_FORMAT:
             raise ValueError(f"{os.fspath(path)!r} is not an SB3 policy written by n2n")
@@ -176,6 +187,24 @@ def check_name(name: str) -> None:
     """Raise a ValueError naming the allowed agents if `name` is not one of them."""
     if name not in AGENT_NAMES:
         raise ValueError(f"unknown agent {name!r}; allowed: {', '.join(AGENT_NAMES)}")
+
+
+def check_available(name: str) -> None:
+    """`check_name`, and for the SB3 agents a ValueError saying how to install them if the
+    `sb3` extra is missing (so a driver can fail before any expensive work)."""
+    check_name(name)
+    if name in SB3_AGENTS:
+        _sb3_make_agent(name)
+
+
+def _sb3_make_agent(name: str) -> Any:
+    """`agents.sb3.make_agent`, or a ValueError naming the missing extra."""
+    try:
+        from agents.sb3 import make_agent
+    except ImportError as exc:
+        raise ValueError(f"agent {name!r} needs stable-baselines3 and sb3-contrib: "
+                         f"pip install \"n2n[sb3]\" ({exc})") from None
+    return make_agent
 
 
 def make(name: str, env: gym.Env, seed: int = 0,
@@ -195,28 +224,29 @@ def make(name: str, env: gym.Env, seed: int = 0,
                              f"policy; it can only start the removal stage")
         learner.forget_rewards()
         learner.iterations = 0
+        learner.generator.manual_seed(seed)
         return PolicyGradientAgent(learner)
     if policy_init is not None:
         raise ValueError(f"policy_init needs one of {', '.join(TRANSFERABLE)}, not {name!r}")
     if name == "random":
         return RandomAgent(RandomSearch(RandomSearchConfig(seed=seed)))
-    try:
-        from agents.sb3 import make_agent
-    except ImportError as exc:
-        raise ValueError(f"agent {name!r} needs stable-baselines3 and sb3-contrib: "
-                         f"pip install \"n2n[sb3]\" ({exc})") from None
-    return SB3Agent(name, make_agent(name, env, seed=seed))
+    return SB3Agent(name, _sb3_make_agent(name)(name, env, seed=seed))
 
 
 def restore(name: str, env: gym.Env, path: str | os.PathLike[str],
             seed: int = 0) -> SearchAgent:
     """The agent `save` wrote to `path`, ready to continue on `env`. Random search saves
-    nothing, so it comes back fresh (its iteration count lives with the driver)."""
+    nothing, so it comes back fresh (its iteration count lives with the driver); for the
+    others a missing file is a FileNotFoundError, never a silent fresh start."""
     check_name(name)
+    if name == "random":
+        return make(name, env, seed=seed)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no saved {name} agent at {os.fspath(path)!r}")
     if name in POLICY_GRADIENT:
         return PolicyGradientAgent(POLICY_GRADIENT[name][0].load(path))
     agent = make(name, env, seed=seed)
-    if isinstance(agent, SB3Agent) and Path(path).exists():
-        agent.load(path)
+    assert isinstance(agent, SB3Agent)
+    agent.load(path)
     return agent
 

@@ -310,10 +310,13 @@ class Reinforce:
                     raise ValueError("the vector env's workers ended their episodes on "
                                      "different steps; use one teacher for all workers")
                 break
+        # Under Gymnasium's SAME_STEP autoreset the terminal infos are under "final_info"
+        # (the top level already describes the next episode's reset).
+        terminal = info.get("final_info", info)
         episodes = []
         for i in range(workers):
             episode = Episode(tables[i], torch.tensor(actions[i]), torch.stack(masks[i]),
-                              float(rewards[i]), worker_info(info, i))
+                              float(rewards[i]), worker_info(terminal, i))
             self._track_best(episode)
             episodes.append(episode)
         return episodes

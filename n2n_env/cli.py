@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -329,11 +330,11 @@ def _compress(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         if (run / "state.json").exists():
-            print(f"n2n: interrupted; continue with: n2n compress --resume {run}",
-                  file=sys.stderr)
+            print(f"n2n: interrupted; continue with: n2n compress --resume "
+                  f"{shlex.quote(str(run))}", file=sys.stderr)
         else:
-            print("n2n: interrupted before the search started; nothing to resume",
-                  file=sys.stderr)
+            print("n2n: interrupted before the first search iteration finished; nothing "
+                  "to resume", file=sys.stderr)
         return 130
     except ValueError as exc:
         if isinstance(exc, (checkpoints.CheckpointError, data.DatasetCorruptError)):
@@ -358,9 +359,9 @@ def _register_compress(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument("--data-root", metavar="DIR", help="folder holding dataset files")
     cmd.add_argument("--stages", default="removal,shrink", metavar="LIST",
                      help="comma-separated stages, in order (default removal,shrink)")
-    cmd.add_argument("--iterations", type=_positive_int, default=DEFAULT_ITERATIONS,
-                     metavar="N", help=f"policy updates (of 5 rollouts) per stage "
-                     f"(default {DEFAULT_ITERATIONS})")
+    cmd.add_argument("--iterations", type=_positive_int, metavar="N",
+                     help=f"policy updates (of 5 rollouts) per stage (default "
+                     f"{DEFAULT_ITERATIONS}; with --resume, the run's own, or more to extend it)")
     cmd.add_argument("--agent", default="reinforce", metavar="NAME",
                      help="reinforce (default), actor-critic, ppo, a2c, maskable-ppo, "
                      "recurrent-ppo (these four need the sb3 extra) or random")
@@ -368,9 +369,9 @@ def _register_compress(commands: argparse._SubParsersAction) -> None:
                      metavar="Q<=N", help="upper bound, e.g. params<=20000 (repeatable); "
                      "relaxed early in each stage, see --anneal-episodes")
     cmd.add_argument("--anneal-episodes", type=_non_negative_int, metavar="N",
-                     help="episodes per stage over which a constraint's penalty weight "
-                     "falls from 0 to full (paper 3.3.1; default: half of the stage's "
-                     "episodes; 0: hard from the start)")
+                     help="episodes per stage over which eps_t, the share of its reward a "
+                     "student over a constraint keeps, falls from 1 to 0 (paper 3.3.1; "
+                     "default: half of the stage's episodes; 0: hard from the start)")
     cmd.add_argument("--policy-init", metavar="PATH",
                      help="start stage 1 from a saved removal policy (removal_policy.pt of "
                      "a reinforce or actor-critic run, any teacher)")
@@ -383,7 +384,8 @@ def _register_compress(commands: argparse._SubParsersAction) -> None:
                      help="run directory (default n2n-runs/<teacher>-<dataset>-<time>)")
     cmd.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
     cmd.add_argument("--finetune-epochs", type=_positive_int, metavar="N",
-                     help="epochs of the final training (default: the teacher recipe's)")
+                     help="epochs of the final training (default: the teacher recipe's; "
+                     "with --resume, the run's own)")
     cmd.add_argument("--evaluator", default="distill", metavar="NAME",
                      help="distill (default, real training) or mock (instant, NOT REAL)")
     cmd.add_argument("--device", default="auto", metavar="D",

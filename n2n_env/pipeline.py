@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 import n2n_env  # noqa: F401  (registers the environments)
 from agents import registry
-from agents.observations import is_feasible
+from agents.observations import env_kind, is_feasible
 from n2n_env import data as data_mod
 from n2n_env import zoo
 from n2n_env.arch import Architecture
@@ -104,7 +104,7 @@ class CompressionResult:
 
 def compress(teacher: str = "conv4", dataset: str = "digits", *,
              data_root: str | os.PathLike[str] | None = None,
-             stages: Sequence[str] = STAGES, iterations: int = DEFAULT_ITERATIONS,
+             stages: Sequence[str] = STAGES, iterations: int | None = None,
              agent: str = "reinforce", constraints: Mapping[str, float] | None = None,
              evaluator: str = "distill", evaluator_kwargs: Mapping[str, Any] | None = None,
              policy_init: str | os.PathLike[str] | None = None,
@@ -115,12 +115,13 @@ def compress(teacher: str = "conv4", dataset: str = "digits", *,
              anneal_episodes: int | None = None) -> CompressionResult:
     """Compress ``teacher`` (a zoo name or a teacher checkpoint ``.pt``) on ``dataset``.
 
-    Runs ``agent`` for ``iterations`` iterations of 5 rollouts on each of ``stages``
-    (stage 2 starts from stage 1's best student), fine-tunes each stage's best student for
-    ``finetune_epochs`` (default: the teacher recipe's) and writes everything to ``out``
-    (default ``n2n-runs/<teacher>-<dataset>-<time>``). With ``resume=True`` the settings in
-    ``out/state.json`` are used (``iterations``, ``finetune_epochs``, ``device`` and
-    ``progress`` still come from the call, so a run can be extended).
+    Runs ``agent`` for ``iterations`` iterations (default 40) of 5 rollouts on each of
+    ``stages`` (stage 2 starts from stage 1's best student), fine-tunes each stage's best
+    student for ``finetune_epochs`` (default: the teacher recipe's) and writes everything
+    to ``out`` (default ``n2n-runs/<teacher>-<dataset>-<time>``). With ``resume=True`` the
+    settings in ``out/state.json`` are used; ``iterations`` and ``finetune_epochs`` default
+    to the interrupted run's and may be given to extend it; ``device`` and ``progress``
+    come from the call.
     ``teacher_width``/``teacher_epochs`` only matter when a zoo teacher is trained. The
     teacher is always real (trained, or loaded from its cache), also with
     ``evaluator="mock"``: the final fine-tuning distils from it.
@@ -139,8 +140,7 @@ def compress(teacher: str = "conv4", dataset: str = "digits", *,
         "evaluator": evaluator, "evaluator_kwargs": dict(evaluator_kwargs or {}),
         "policy_init": None if policy_init is None else os.fspath(policy_init), "seed": seed,
         "teacher_width": teacher_width, "teacher_epochs": teacher_epochs,
-        "anneal_episodes": (iterations * ROLLOUTS // 2 if anneal_episodes is None
-                            else anneal_episodes)}
+        "anneal_episodes": anneal_episodes}
     run = _run_dir(out, teacher, dataset)
     state_path = run / "state.json"
     if resume:
@@ -152,7 +152,15 @@ def compress(teacher: str = "conv4", dataset: str = "digits", *,
         raise ValueError(f"{run} already holds a run; resume it or choose another directory")
     else:
         state = {"settings": settings, "stages": {}}
-    _validate(settings, iterations)
+    budget = state.get("budget", {})
+    iterations = budget.get("iterations", DEFAULT_ITERATIONS) if iterations is None else (
+        iterations)
+    if finetune_epochs is None:
+        finetune_epochs = budget.get("finetune_epochs")
+    if settings["anneal_episodes"] is None:
+        settings["anneal_episodes"] = iterations * ROLLOUTS // 2
+    _validate(settings, iterations, finetune_epochs)
+    state["budget"] = {"iterations": iterations, "finetune_epochs": finetune_epochs}
     run.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     data = data_mod.load(settings["dataset"], root=settings["data_root"])
@@ -199,9 +207,10 @@ def compress(teacher: str = "conv4", dataset: str = "digits", *,
     return result
 
 
-def _validate(settings: Mapping[str, Any], iterations: int) -> None:
-    """Reject bad names early, before any teacher is trained, naming what is allowed."""
-    registry.check_name(settings["agent"])
+def _validate(settings: Mapping[str, Any], iterations: int,
+              finetune_epochs: int | None) -> None:
+    """Reject bad settings early, before any teacher is trained, naming what is allowed."""
+    registry.check_available(settings["agent"])
     bad = [s for s in settings["stages"] if s not in STAGES]
     if bad or not settings["stages"] or len(set(settings["stages"])) != len(settings["stages"]):
         raise ValueError(f"stages must be distinct names from {', '.join(STAGES)}, in order; "
@@ -210,6 +219,12 @@ def _validate(settings: Mapping[str, Any], iterations: int) -> None:
         raise ValueError("stage 'removal' must come before 'shrink'")
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if finetune_epochs is not None and finetune_epochs < 1:
+        raise ValueError(f"finetune_epochs must be >= 1, got {finetune_epochs}")
+    if settings["anneal_episodes"] < 0:
+        raise ValueError(f"anneal_episodes must be >= 0, got {settings['anneal_episodes']}")
+    if not settings["teacher_width"] > 0:
+        raise ValueError(f"teacher_width must be > 0, got {settings['teacher_width']}")
     if settings["policy_init"] is not None and (
             settings["agent"] not in registry.TRANSFERABLE or settings["stages"][0] != "removal"):
         raise ValueError(f"policy_init needs the removal stage and an agent among "
@@ -265,6 +280,7 @@ def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str
         saved = {"start": start.to_json(), "iteration": 0, "best_reward": None,
                  "best_architecture": None, "evaluations": 0, "cache_hits": 0}
         metrics_path.unlink(missing_ok=True)
+    _settle_policy(policy_path, saved["iteration"])
     learner = _agent(settings, env, policy_path, resumed=saved["iteration"] > 0)
     env.unwrapped.scorer.schedule.episode = saved["evaluations"] + saved["cache_hits"]
     rows = _read_metrics(metrics_path)[: saved["iteration"]]
@@ -285,7 +301,8 @@ def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str
                         "architecture"]
             row = _metrics_row(iteration, outcomes, saved, time.perf_counter() - tick)
             rows.append(row)
-            learner.save(policy_path)
+            pending = _pending(policy_path, iteration)
+            learner.save(pending)
             _write_metrics(metrics_path, rows)
             for name in BOARD_FIELDS:
                 board.add_scalar(f"{stage}/{name}", row[name], iteration)
@@ -293,6 +310,8 @@ def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str
             saved["iteration"] = iteration
             state["stages"][stage] = saved
             _atomic_json(run / "state.json", state)
+            if pending.exists():  # random search writes no policy
+                pending.replace(policy_path)
             bar.update(1)
             bar.set_postfix(best=f"{saved['best_reward']:.4f}"
                             if saved["best_reward"] is not None else "-")
@@ -307,14 +326,33 @@ def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str
     return Architecture.from_json(saved["best_architecture"])
 
 
+def _pending(policy_path: Path, iteration: int) -> Path:
+    """Where iteration ``iteration``'s policy waits until ``state.json`` records it."""
+    return policy_path.with_name(f"{policy_path.name}.{iteration}")
+
+
+def _settle_policy(policy_path: Path, iteration: int) -> None:
+    """Make ``policy_path`` the policy of saved iteration ``iteration``.
+
+    Each iteration writes its policy to a pending file, then ``state.json``, then renames
+    the pending file. A kill between the last two leaves the pending file of the saved
+    iteration (promoted here); a kill before ``state.json`` leaves one of an iteration the
+    state never recorded (deleted here, so that update is not applied twice).
+    """
+    recorded = _pending(policy_path, iteration)
+    if iteration > 0 and recorded.exists():
+        recorded.replace(policy_path)
+    for stale in policy_path.parent.glob(f"{policy_path.name}.*"):
+        stale.unlink()
+
+
 def _agent(settings: Mapping[str, Any], env: gym.Env, policy_path: Path,
            resumed: bool) -> registry.SearchAgent:
     """A fresh agent, the saved one of an interrupted stage, or the ``policy_init`` one."""
     name, seed = settings["agent"], settings["seed"]
     if resumed:
         return registry.restore(name, env, policy_path, seed=seed)
-    removal = env.unwrapped.__class__.__name__ == "N2NRemovalEnv"
-    init = settings["policy_init"] if removal else None
+    init = settings["policy_init"] if env_kind(env) == "removal" else None
     return registry.make(name, env, seed=seed, policy_init=init)
 
 

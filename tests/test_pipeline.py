@@ -194,9 +194,13 @@ def test_cli_ctrl_c_names_the_resume_command(first_run, tmp_path, capsys, monkey
     args = ["compress", "--teacher", str(checkpoint), "--dataset", "synthetic", "--iterations",
             "2", "--evaluator", "mock", "--finetune-epochs", "1", "--no-progress"]
     assert main([*args, "--out", str(run)]) == 130
-    assert f"n2n compress --resume {run}" in capsys.readouterr().err
-    assert main([*args, "--resume", str(run)]) == 0
+    printed = capsys.readouterr().err
+    assert f"n2n compress --resume {run}" in printed
+    # The printed command alone continues the same run: 2 iterations, 1 fine-tuning epoch.
+    assert main(printed.split(": ", 2)[-1].split()[1:]) == 0
     assert "Student (Stage1+Stage2)" in capsys.readouterr().out
+    assert _column(run / "metrics_shrink.csv", "iteration") == ["1", "2"]
+    assert json.loads((run / "result.json").read_text())["finetune_epochs"] == 1
 
 
 def test_cli_trains_a_zoo_teacher_at_the_given_width(tmp_path, capsys, monkeypatch):
@@ -239,3 +243,42 @@ def test_an_impossible_constraint_keeps_the_start_and_says_so(first_run, tmp_pat
         result = pipeline.compress(str(checkpoint), out=tmp_path / "run", iterations=1,
                                    stages=("removal",), constraints={"params": 1}, **FAST)
     assert result.student.architecture == result.teacher.architecture
+
+
+@pytest.mark.parametrize("agent", ["reinforce", "ppo"])
+def test_a_kill_between_policy_and_state_applies_no_update_twice(first_run, tmp_path,
+                                                                  monkeypatch, agent):
+    _, checkpoint = first_run
+    kwargs = {**FAST, "iterations": 4, "agent": agent}
+    clean = pipeline.compress(str(checkpoint), out=tmp_path / "clean", **kwargs)
+    original = pipeline._atomic_json
+    writes = []
+
+    def killed_before_the_second_state(path, value):
+        writes.append(path)
+        if len(writes) == 2:  # iteration 2's policy, metrics and logs are written, not state
+            raise KeyboardInterrupt
+        original(path, value)
+
+    monkeypatch.setattr(pipeline, "_atomic_json", killed_before_the_second_state)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.compress(str(checkpoint), out=tmp_path / "run", **kwargs)
+    monkeypatch.setattr(pipeline, "_atomic_json", original)
+    resumed = pipeline.compress(str(checkpoint), out=tmp_path / "run", resume=True, **kwargs)
+    for stage in pipeline.STAGES:
+        assert _column(tmp_path / "run" / f"metrics_{stage}.csv", "reward_mean") == _column(
+            tmp_path / "clean" / f"metrics_{stage}.csv", "reward_mean")
+        steps = [step for step, _ in _scalars(tmp_path / "run", stage, "reward_mean")]
+        assert sorted(steps) == [1, 2, 3, 4]  # iteration 2's stale log entry was purged
+    assert not list((tmp_path / "run").glob("*_policy.pt.*"))
+    assert resumed.student.architecture == clean.student.architecture
+
+
+def test_bad_settings_fail_before_any_teacher_is_trained(tmp_path, monkeypatch):
+    monkeypatch.setenv("N2N_HOME", str(tmp_path / "home"))
+    for bad, message in (({"anneal_episodes": -1}, "anneal_episodes must be >= 0"),
+                         ({"teacher_width": 0.0}, "teacher_width must be > 0"),
+                         ({"finetune_epochs": 0}, "finetune_epochs must be >= 1")):
+        with pytest.raises(ValueError, match=message):
+            pipeline.compress("conv4", out=tmp_path / "run", **{**FAST, **bad})
+    assert not (tmp_path / "home").exists()

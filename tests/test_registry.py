@@ -107,6 +107,9 @@ def test_unknown_names_and_a_missing_extra(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setitem(sys.modules, "agents.sb3", None)
     with pytest.raises(ValueError, match=r'pip install "n2n\[sb3\]"'):
         registry.make("ppo", removal_env())
+    with pytest.raises(ValueError, match=r'pip install "n2n\[sb3\]"'):
+        registry.check_available("maskable-ppo")
+    registry.check_available("actor-critic")
     assert isinstance(registry.make("reinforce", removal_env()), registry.PolicyGradientAgent)
 
 
@@ -117,3 +120,20 @@ def test_every_episode_of_an_sb3_iteration_is_reported_once() -> None:
     assert [len(batch) for batch in outcomes] == [5, 5, 5]
     monitor_rewards = np.asarray(agent.model.get_env().envs[0].get_episode_rewards())
     assert np.allclose(monitor_rewards, [r for batch in outcomes for r, _ in batch])
+
+
+def test_restore_refuses_a_missing_file(tmp_path: Path) -> None:
+    for name in ("reinforce", "ppo"):
+        with pytest.raises(FileNotFoundError, match="no saved"):
+            registry.restore(name, removal_env(), tmp_path / "missing.pt")
+    assert registry.restore("random", removal_env(), tmp_path / "missing.pt").iterations == 0
+
+
+def test_policy_init_samples_with_the_given_seed(tmp_path: Path) -> None:
+    registry.make("reinforce", removal_env(), seed=0).save(tmp_path / "removal.pt")
+    runs = []
+    for seed in (3, 3, 4):
+        agent = registry.make("reinforce", removal_env(), seed=seed,
+                              policy_init=tmp_path / "removal.pt")
+        runs.append([info["architecture"] for _, info in agent.iterate(removal_env())])
+    assert runs[0] == runs[1] != runs[2]

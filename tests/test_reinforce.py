@@ -193,16 +193,21 @@ def test_load_refuses_pickled_objects(tmp_path: Path) -> None:
 
 
 def vector_env(count: int, teachers: tuple[str, ...] = ("conv4",),
-               env_id: str = "N2NRemoval-v0") -> gym.vector.VectorEnv:
+               env_id: str = "N2NRemoval-v0",
+               autoreset: gym.vector.AutoresetMode = gym.vector.AutoresetMode.NEXT_STEP
+               ) -> gym.vector.VectorEnv:
     def maker(teacher: str):
         return lambda: gym.make(env_id, teacher=teacher, evaluator="mock")
 
-    return gym.vector.SyncVectorEnv([maker(teachers[i % len(teachers)]) for i in range(count)])
+    return gym.vector.SyncVectorEnv([maker(teachers[i % len(teachers)]) for i in range(count)],
+                                    autoreset_mode=autoreset)
 
 
+@pytest.mark.parametrize("autoreset", list(gym.vector.AutoresetMode))
 @pytest.mark.parametrize("env_id", ["N2NRemoval-v0", "N2NShrink-v0"])
-def test_vector_rollout_matches_replaying_its_actions(env_id: str) -> None:
-    envs = vector_env(3, env_id=env_id)
+def test_vector_rollout_matches_replaying_its_actions(
+        env_id: str, autoreset: gym.vector.AutoresetMode) -> None:
+    envs = vector_env(3, env_id=env_id, autoreset=autoreset)
     agent = Reinforce.for_env(envs, ReinforceConfig(seed=3))
     episodes = agent.vector_rollout(envs)
     assert len(episodes) == 3
