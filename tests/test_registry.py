@@ -36,7 +36,7 @@ def test_an_iteration_is_five_scored_episodes(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["reinforce", "actor-critic", "ppo", "maskable-ppo",
-                                  "recurrent-ppo"])
+                                  "recurrent-ppo"])  # a2c: its 5 episodes here are all -1,
 def test_save_and_restore_continue_where_it_stopped(name: str, tmp_path: Path) -> None:
     env = removal_env()
     agent = registry.make(name, env, seed=0)
