@@ -46,7 +46,8 @@ class StudentScorer:
                  cache: str | os.PathLike[str] | None = None,
                  constraints: Mapping[str, float] | Sequence[LinearConstraint] | None = None,
                  anneal_episodes: int = 0, compression_metric: str = "params",
-                 device: str | None = None, teacher_width: float = 1.0) -> None:
+                 device: str | None = None, teacher_width: float = 1.0,
+                 teacher_progress: bool = True) -> None:
         if compression_metric not in COMPRESSION_METRICS:
             raise ValueError(f"compression_metric must be one of {COMPRESSION_METRICS}, "
                              f"got {compression_metric!r}")
@@ -67,6 +68,7 @@ class StudentScorer:
         self.schedule = EpsilonSchedule(anneal_episodes)
         self.compression_metric = compression_metric
         self.teacher_spec, self.teacher_width = teacher, teacher_width
+        self.teacher_progress = teacher_progress
         if self.evaluator_name == "distill":
             _split_distill_kwargs(self.evaluator_kwargs)
         self._given: Evaluator | None = None if isinstance(evaluator, str) else evaluator
@@ -118,7 +120,8 @@ class StudentScorer:
         teacher = self.teacher_spec
         if isinstance(teacher, str) and teacher in zoo.names():
             model, record = get_teacher(teacher, self.dataset, width=self.teacher_width,
-                                        data_root=self.data_root, device=self.device)
+                                        data_root=self.data_root, device=self.device,
+                                        progress=self.teacher_progress)
             accuracy: float | None = record.val_accuracy
         elif isinstance(teacher, str | os.PathLike):
             model, record = load_teacher(teacher, dataset_fingerprint=data.fingerprint,

@@ -77,11 +77,13 @@ class N2NRemovalEnv(N2NEnvBase):
     `gym.make("N2NRemoval-v0", teacher="conv4", dataset="digits", data_root=None,
     evaluator="distill", evaluator_kwargs=None, cache=None, constraints=None,
     anneal_episodes=0, compression_metric="params", device=None, teacher_width=1.0,
-    max_layers=128, render_mode=None)`. `teacher` is a zoo name (trained on first use and
-    cached), a checkpoint path, a model from `build_model`, or an `Architecture` (with
-    `evaluator="mock"`). `evaluator` is `"distill"` (real training), `"mock"` (instant, not
-    real) or an evaluator instance; `evaluator_kwargs` go to it (for distillation: the
-    `DistillRecipe` fields and `seed`). `cache` is a SQLite path shared by processes.
+    teacher_progress=True, max_layers=128, render_mode=None)`. `teacher` is a zoo name
+    (trained on first use and cached), a checkpoint path, a model from `build_model`, or an
+    `Architecture` (with `evaluator="mock"`). `evaluator` is `"distill"` (real training),
+    `"mock"` (instant, not real) or an evaluator instance; `evaluator_kwargs` go to it (for
+    distillation: the `DistillRecipe` fields and `seed`). `cache` is a SQLite path shared
+    by processes. `teacher_progress=False` hides the progress bar of a zoo teacher trained
+    on first use.
 
     ## Version History
 

@@ -258,3 +258,13 @@ def test_unknown_distill_kwargs_fail_at_construction_not_after_teacher_training(
     with pytest.raises(ValueError, match="budget"):
         StudentScorer(teacher="conv4", dataset="digits", evaluator="distill",
                       evaluator_kwargs={"steps": 0})
+
+
+@pytest.mark.parametrize("shown", [True, False])
+def test_teacher_progress_bar_can_be_hidden(tmp_path, monkeypatch, capsys, shown) -> None:
+    monkeypatch.setenv("N2N_HOME", str(tmp_path))
+    scorer = StudentScorer(teacher="conv4", dataset="synthetic", evaluator="distill",
+                           teacher_width=0.25, teacher_progress=shown,
+                           evaluator_kwargs={"steps": 1})
+    scorer.score(scorer.teacher_architecture)
+    assert ("teacher conv4/synthetic" in capsys.readouterr().err) is shown
