@@ -114,24 +114,6 @@ def test_advantage_is_detached_from_the_critic() -> None:
     assert not torch.equal(agent.policy.lstm.weight_ih_l0, lstm)  # the actor did learn
 
 
-def test_masks_respected() -> None:
-    env = removal_env("vgg11")
-    agent = ActorCritic.for_env(env, ActorCriticConfig(seed=1))
-    with torch.no_grad():  # make the policy want to remove everything
-        agent.policy.head.bias.copy_(torch.tensor([20.0, -20.0]))
-    for greedy in (True, False, False):
-        episode = agent.rollout(env, greedy=greedy)  # a masked action would raise ValueError
-        fixed = ~episode.masks[:, 0]
-        assert 0 < int(fixed.sum()) < len(fixed)
-        assert torch.all(episode.actions[fixed] == 1)
-        assert torch.all(episode.actions[~fixed] == 0)
-        probabilities = agent.probabilities(episode)
-        assert torch.all(probabilities[fixed, 0] == 0.0)
-        assert torch.allclose(probabilities.sum(dim=1), torch.ones(len(fixed)))
-    agent.update([agent.rollout(env) for _ in range(3)])  # masked log-probs stay finite
-    assert all(torch.isfinite(p).all() for p in agent.policy.parameters())
-
-
 @pytest.mark.parametrize("make_env", [removal_env, shrink_env])
 def test_save_load_round_trip(make_env, tmp_path: Path) -> None:
     env = make_env()

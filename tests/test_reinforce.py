@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import n2n_env  # noqa: F401  (registers the environments)
+from agents.actor_critic import ActorCritic, ActorCriticConfig
 from agents.reinforce import (
     FORMAT,
     Episode,
@@ -67,9 +68,12 @@ def test_shrink_reward_rises() -> None:
     assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.05
 
 
-def test_masks_respected() -> None:
+@pytest.mark.parametrize("agent_class, config_class", [(Reinforce, ReinforceConfig),
+                                                       (ActorCritic, ActorCriticConfig)])
+def test_masks_respected(agent_class: type[Reinforce], config_class: type) -> None:
+    """For both recurrent agents (actor-critic acts through Reinforce's code)."""
     env = removal_env("vgg11")
-    agent = Reinforce.for_env(env, ReinforceConfig(seed=1))
+    agent = agent_class.for_env(env, config_class(seed=1))
     with torch.no_grad():  # make the policy want to remove everything
         agent.policy.head.bias.copy_(torch.tensor([20.0, -20.0]))
     for greedy in (True, False, False):
