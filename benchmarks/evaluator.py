@@ -7,7 +7,9 @@ b. seconds per candidate with a reference loop written plainly as the paper desc
    (DataLoader, teacher forward on every batch, from-scratch init, 5 epochs, Adam, L2
    logit loss), and the ratio b/a;
 c. Kendall's tau between the two recipes' validation accuracies over the candidates (and
-   between the N2N rewards they give, which is what an agent sees);
+   between the N2N rewards they give, which is what an agent sees); with several reference
+   seeds, also the tau of one reference run against another, i.e. how well the reference
+   predicts itself, the most any cheaper recipe can be expected to reach;
 d. achieved training GFLOP/s of the default budget (3x forward FLOPs per sample, the
    usual forward+backward estimate) for the largest candidate, against the peak of a
    large convolution measured in the same run.
@@ -92,8 +94,25 @@ def peak_conv_gflops(device: torch.device, seconds: float = 3.0) -> float:
 
 
 def _recipe(budget: str) -> DistillRecipe:
-    steps, _, lr = budget.partition("@")
-    return DistillRecipe(steps=int(steps), lr=float(lr) if lr else DistillRecipe().lr)
+    """``STEPS[xBATCH][@LR]`` -> recipe; what is left out keeps DistillRecipe's default."""
+    size, _, lr = budget.partition("@")
+    steps, _, batch = size.partition("x")
+    default = DistillRecipe()
+    return DistillRecipe(steps=int(steps), batch_size=int(batch) if batch else default.batch_size,
+                         lr=float(lr) if lr else default.lr)
+
+
+def _label(budget: str) -> str:
+    recipe, default = _recipe(budget), DistillRecipe()
+    text = f"{recipe.steps} x {recipe.batch_size}" + (f" @ {recipe.lr:g}"
+                                                      if recipe.lr != default.lr else "")
+    return text + (" (default)" if recipe == default else "")
+
+
+def mean_pairwise_tau(rankings: list[list[float]]) -> float:
+    """Mean Kendall tau over every pair of ``rankings``: how well one run predicts another."""
+    taus = [kendalltau(a, b).statistic for i, a in enumerate(rankings) for b in rankings[i + 1:]]
+    return sum(taus) / len(taus)
 
 
 def main() -> None:
@@ -105,12 +124,15 @@ def main() -> None:
                         help="comma-separated name:width pairs")
     parser.add_argument("--teacher-epochs", type=int, default=None)
     parser.add_argument("--candidates", type=int, default=20)
-    parser.add_argument("--budgets", default=str(DistillRecipe().steps),
-                        help="comma-separated budgets to compare, each STEPS or STEPS@LR "
-                             "(Adam learning rate; default that of DistillRecipe)")
+    default = DistillRecipe()
+    parser.add_argument("--budgets", default=f"{default.steps}x{default.batch_size}",
+                        help="comma-separated budgets to compare, each STEPS[xBATCH][@LR] "
+                             "(optimizer steps, batch size, Adam learning rate; what is left "
+                             "out is DistillRecipe's default)")
     parser.add_argument("--reference-repeats", type=int, default=1,
                         help="run the reference with this many seeds; the mean accuracy is "
-                             "the target, and tau between the first two is its noise ceiling")
+                             "the target, and the mean tau between two seeds' runs is how "
+                             "well the reference predicts itself")
     parser.add_argument("--reference-epochs", type=int, default=5)
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -157,9 +179,11 @@ def main() -> None:
             print(line, flush=True)
         target = [sum(values) / len(values) for values in zip(*slow)]
         per_reference = slow_seconds / len(candidates) / len(slow)
+        self_tau = mean_pairwise_tau(slow) if len(slow) > 1 else float("nan")
         if len(slow) > 1:
-            print(f"  {name}: reference vs reference (seeds {args.seed}, {args.seed + 1}) "
-                  f"Kendall tau {kendalltau(slow[0], slow[1]).statistic:.3f}")
+            pairs = len(slow) * (len(slow) - 1) // 2
+            print(f"  {name}: reference run vs another seed's run, mean Kendall tau "
+                  f"{self_tau:.3f} over {pairs} pair{'s' if pairs > 1 else ''}")
         compressions = [compression_ratio(arch.num_params(), teacher.architecture.num_params())
                         for arch in candidates]
         target_rewards = [n2n_reward(c, a, record.val_accuracy)
@@ -169,17 +193,20 @@ def main() -> None:
             budget_rewards = [n2n_reward(c, a, record.val_accuracy)
                               for c, a in zip(compressions, fast[budget])]
             reward_tau = kendalltau(budget_rewards, target_rewards).statistic
-            rows.append((name, width, record.val_accuracy, budget,
-                         fast_seconds[budget] / len(candidates), per_reference, tau, reward_tau,
-                         largest_rate[budget]))
-    print(f"\n| teacher | width | teacher val acc | budget (steps[@lr], batch 128) | s/candidate | "
-          f"reference s/candidate | speed-up | Kendall tau (accuracy) | Kendall tau (reward) | "
-          f"GFLOP/s, largest candidate (peak {peak:.0f}) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, width, accuracy, steps, fast_s, slow_s, tau, reward_tau, rate in rows:
-        print(f"| {name} | {width} | {accuracy:.4f} | {steps} | {fast_s:.2f} | {slow_s:.2f} | "
-              f"{slow_s / fast_s:.1f}x | {tau:.3f} | {reward_tau:.3f} | "
-              f"{rate:.1f} ({rate / peak:.0%}) |")
+            per_run_tau = sum(kendalltau(fast[budget], run).statistic for run in slow) / len(slow)
+            rows.append((name, width, record.val_accuracy, _label(budget),
+                         fast_seconds[budget] / len(candidates), per_reference, tau, per_run_tau,
+                         self_tau, reward_tau, largest_rate[budget]))
+    print(f"\n| teacher | width | teacher val acc | budget (steps x batch) | s/candidate | "
+          f"reference s/candidate | speed-up | tau (accuracy) vs reference mean | "
+          f"tau (accuracy) vs one reference run | reference run vs reference run | "
+          f"tau (reward) vs reference mean | GFLOP/s, largest candidate (peak {peak:.0f}) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (name, width, accuracy, label, fast_s, slow_s, tau, per_run_tau, self_tau, reward_tau,
+         rate) in rows:
+        print(f"| {name} | {width} | {accuracy:.4f} | {label} | {fast_s:.2f} | {slow_s:.2f} | "
+              f"{slow_s / fast_s:.1f}x | {tau:.3f} | {per_run_tau:.3f} | {self_tau:.3f} | "
+              f"{reward_tau:.3f} | {rate:.1f} ({rate / peak:.0%}) |")
 
 
 if __name__ == "__main__":

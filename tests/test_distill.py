@@ -21,8 +21,8 @@ def _student(teacher):
 
 
 def test_distillation_from_scratch_beats_chance_by_a_wide_margin(teacher, synthetic) -> None:
-    evaluator = DistillationEvaluator(teacher, synthetic, DistillRecipe(steps=150, init="scratch"),
-                                      device="cpu")
+    recipe = DistillRecipe(steps=150, batch_size=128, init="scratch")
+    evaluator = DistillationEvaluator(teacher, synthetic, recipe, device="cpu")
     result = evaluator.evaluate(_student(teacher))
     assert result.ok
     assert result.accuracy > 0.6  # chance is 0.1

@@ -1,0 +1,51 @@
+"""The benchmark scripts are where the documented numbers come from: they must keep running.
+
+Each runs as a script on ``digits`` with tiny budgets and a private ``$N2N_HOME`` whose
+teacher was trained for two epochs, and its printed table is checked for the rows and
+columns docs/benchmarks.md quotes.
+"""
+
+from __future__ import annotations
+
+import math
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+
+
+@pytest.fixture()
+def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from n2n_env.teacher import get_teacher
+
+    monkeypatch.setenv("N2N_HOME", str(tmp_path))
+    get_teacher("conv4", "digits", width=0.25, epochs=2, progress=False)
+    return tmp_path
+
+
+def table_rows(out: str) -> list[list[str]]:
+    """The data rows of the markdown table a benchmark prints last."""
+    lines = [line for line in out.splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
+
+
+def test_evaluator_benchmark_compares_budgets_with_a_repeated_reference(
+        private_home: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    script = BENCHMARKS / "evaluator.py"
+    monkeypatch.setattr(sys, "argv", [
+        str(script), "--dataset", "digits", "--teachers", "conv4:0.25", "--candidates", "4",
+        "--budgets", "6x16,3@0.002", "--reference-repeats", "2", "--reference-epochs", "1"])
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert [row[3] for row in rows] == ["6 x 16", "3 x 32 @ 0.002"]
+    assert len({len(row) for row in rows}) == 1 and len(rows[0]) == 12
+    assert all(row[0] == "conv4" and float(row[4]) > 0 and row[6].endswith("x") for row in rows)
+    taus = [float(cell) for row in rows for cell in row[7:11]]
+    assert all(-1.0 <= tau <= 1.0 or math.isnan(tau) for tau in taus), taus
+    assert "mean Kendall tau" in out and "over 1 pair\n" in out
+    assert len([line for line in out.splitlines() if "conv4 candidate" in line]) == 4
