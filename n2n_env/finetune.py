@@ -5,11 +5,19 @@ labels": ``L = CE(f(x), y) + lambda * L_KD(f(x), z)``, with ``L_KD`` the mean sq
 distance to the teacher's logits ``z``. We reuse the teacher's recipe for the dataset
 (epochs, learning-rate schedule, augmentation) and report validation and test accuracy;
 the test split is touched here and nowhere in the search.
+
+The teacher's recipe was tuned for the teacher. A student that lost the batch norm in front
+of a re-initialised classifier, say, can diverge at that learning rate within one epoch
+and would end at chance accuracy. A loss that becomes NaN/inf therefore restarts the
+training from the same initial weights at a tenth of the learning rate (at most
+``MAX_RESTARTS`` times), with a warning; the result records the learning rate that worked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +35,8 @@ from n2n_env.teacher import evaluate_accuracy, make_optimizer
 
 DEFAULT_KD_WEIGHT = 0.1
 """lambda of the final loss; the paper does not state its value."""
+MAX_RESTARTS = 3
+"""How many times a diverged fine-tuning restarts at a tenth of the learning rate."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,12 @@ class FinetuneResult:
     test_accuracy: float
     epochs: int
     seconds: float
+    lr: float
+    """The initial learning rate of the training that produced ``model``: the recipe's,
+    or a tenth of it per restart after a divergence."""
+    diverged: bool = False
+    """True when even the last restart diverged; ``model`` is then that run's (useless)
+    result, reported rather than raised so a finished search is never lost."""
 
 
 @torch.inference_mode(False)
@@ -57,18 +73,48 @@ def finetune(arch: Architecture, teacher: nn.Module, data: data_mod.Dataset,
     teacher = prepare_model(teacher, dev).eval()
     data = data.to(dev)
     torch.manual_seed(seed)
-    student = prepare_model(build_model(arch, teacher if inherit else None, device=dev), dev)
+    initial = prepare_model(build_model(arch, teacher if inherit else None, device=dev), dev)
+    start_state = {name: tensor.clone() for name, tensor in initial.state_dict().items()}
+    fixed_logits = None if recipe.augment else teacher_logits(teacher, data.train.x)
+    attempt = recipe
+    for restart in range(MAX_RESTARTS + 1):
+        initial.load_state_dict(start_state)
+        val_accuracy = _train(initial, teacher, data, attempt, kd_weight, fixed_logits, seed,
+                              desc=f"finetune {arch.name or 'student'}", progress=progress)
+        if val_accuracy is not None:
+            break
+        if restart < MAX_RESTARTS:
+            warnings.warn(f"fine-tuning {arch.name or 'the student'} diverged (non-finite loss) "
+                          f"at lr {attempt.lr:g}; restarting at lr {attempt.lr / 10:g}",
+                          RuntimeWarning, stacklevel=4)
+            attempt = dataclasses.replace(attempt, lr=attempt.lr / 10)
+    else:
+        warnings.warn(f"fine-tuning {arch.name or 'the student'} diverged at every learning "
+                      f"rate from {recipe.lr:g} down to {attempt.lr:g}; its accuracy is "
+                      "reported as measured", RuntimeWarning, stacklevel=4)
+    diverged = val_accuracy is None
+    return FinetuneResult(
+        initial.eval(), evaluate_accuracy(initial, data.val) if diverged else val_accuracy,
+        evaluate_accuracy(initial, data.test), recipe.epochs, time.perf_counter() - started,
+        lr=attempt.lr, diverged=diverged)
+
+
+def _train(student: nn.Module, teacher: nn.Module, data: data_mod.Dataset, recipe: Recipe,
+           kd_weight: float, fixed_logits: torch.Tensor | None, seed: int, *, desc: str,
+           progress: bool) -> float | None:
+    """Train ``student`` in place for the whole recipe; its final validation accuracy, or
+    None as soon as an epoch ends with a non-finite loss."""
+    dev = next(student.parameters()).device
     optimizer = make_optimizer(student, recipe)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(recipe.milestones),
                                                      recipe.gamma)
-    fixed_logits = None if recipe.augment else teacher_logits(teacher, data.train.x)
     shuffle = torch.Generator().manual_seed(seed)
     augment_rng = torch.Generator(device=dev).manual_seed(seed)
-    bar = tqdm(range(recipe.epochs), desc=f"finetune {arch.name or 'student'}",
-               disable=not progress, unit="epoch")
+    bar = tqdm(range(recipe.epochs), desc=desc, disable=not progress, unit="epoch")
     val_accuracy = 0.0
     for _ in bar:
         student.train()
+        finite = torch.ones((), dtype=torch.bool, device=dev)
         order = torch.randperm(len(data.train), generator=shuffle).to(dev)
         for start in range(0, len(order) - 1, recipe.batch_size):
             index = order[start : start + recipe.batch_size]
@@ -87,8 +133,11 @@ def finetune(arch: Architecture, teacher: nn.Module, data: data_mod.Dataset,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            finite &= torch.isfinite(loss.detach())
+        if not bool(finite):
+            bar.close()
+            return None
         schedule.step()
         val_accuracy = evaluate_accuracy(student, data.val)
         bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val_accuracy:.4f}")
-    return FinetuneResult(student.eval(), val_accuracy, evaluate_accuracy(student, data.test),
-                          recipe.epochs, time.perf_counter() - started)
+    return val_accuracy

@@ -35,7 +35,7 @@ from n2n_env import zoo
 from n2n_env.arch import Architecture
 from n2n_env.checkpoints import load_teacher, teacher_path
 from n2n_env.device import resolve_device
-from n2n_env.finetune import finetune
+from n2n_env.finetune import FinetuneResult, finetune
 from n2n_env.recipes import recipe_for
 from n2n_env.teacher import get_teacher
 
@@ -68,6 +68,9 @@ class ModelRow:
     test_accuracy: float
     params: int
     architecture: str
+    finetune_lr: float | None = None
+    """Initial learning rate of the student's final training: the recipe's, or lower after
+    a divergence (see n2n_env.finetune). None for the teacher."""
 
     def cells(self, teacher: ModelRow) -> tuple[str, str, str, str, str]:
         """Model, accuracy, #params, delta accuracy and compression, as printed."""
@@ -182,19 +185,18 @@ def compress(teacher: str = "conv4", dataset: str = "digits", *,
         recipe = recipe.with_epochs(finetune_epochs)
     rows = [ModelRow("Teacher", record.test_accuracy, record.architecture.num_params(),
                      record.architecture.to_json())]
-    trained: dict[str, tuple[float, torch.nn.Module]] = {}
+    trained: dict[str, FinetuneResult] = {}
     for index, (_, arch) in enumerate(bests):
         key = arch.signature()
         if key not in trained:
-            result = finetune(arch, teacher_model, data, recipe, device=dev,
-                              seed=settings["seed"], progress=progress)
-            trained[key] = (result.test_accuracy, result.model)
+            trained[key] = finetune(arch, teacher_model, data, recipe, device=dev,
+                                    seed=settings["seed"], progress=progress)
         label = "+".join(STAGE_LABELS[s] for s, _ in bests[: index + 1])
-        rows.append(ModelRow(f"Student ({label})", trained[key][0], arch.num_params(),
-                             arch.to_json()))
+        rows.append(ModelRow(f"Student ({label})", trained[key].test_accuracy,
+                             arch.num_params(), arch.to_json(), trained[key].lr))
     if bests:
         final = bests[-1][1]
-        torch.save({k: v.cpu() for k, v in trained[final.signature()][1].state_dict().items()},
+        torch.save({k: v.cpu() for k, v in trained[final.signature()].model.state_dict().items()},
                    run / "student.pt")
         (run / "student.json").write_text(final.to_json())
     result = CompressionResult(tuple(rows), run, time.perf_counter() - started)

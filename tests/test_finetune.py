@@ -61,3 +61,38 @@ def test_finetune_trains_even_when_the_caller_disabled_autograd(teacher, synthet
     free = finetune(teacher.architecture, teacher, synthetic, recipe, device="cpu",
                     progress=False, seed=1)
     assert result.test_accuracy == free.test_accuracy
+
+
+def _all_finite(model) -> bool:
+    import torch
+
+    return all(bool(torch.isfinite(tensor).all()) for tensor in model.state_dict().values()
+               if tensor.is_floating_point())
+
+
+def test_a_diverging_finetune_restarts_from_the_start_at_a_tenth_of_the_lr(
+        teacher, synthetic) -> None:
+    recipe = Recipe(epochs=2, lr=3.0, batch_size=64)  # NaN within the first epoch here
+    with pytest.warns(RuntimeWarning, match=r"diverged .* at lr 3; restarting at lr 0.3"):
+        result = finetune(teacher.architecture, teacher, synthetic, recipe, device="cpu",
+                          progress=False)
+    assert result.lr == pytest.approx(0.3) and not result.diverged
+    assert _all_finite(result.model) and result.epochs == 2
+
+
+def test_a_finetune_that_always_diverges_is_reported_not_raised(teacher, synthetic) -> None:
+    recipe = Recipe(epochs=1, lr=1e5, batch_size=64)
+    with pytest.warns(RuntimeWarning) as caught:
+        result = finetune(teacher.architecture, teacher, synthetic, recipe, device="cpu",
+                          progress=False)
+    messages = [str(warning.message) for warning in caught]
+    assert sum("restarting" in message for message in messages) == 3
+    assert any("every learning rate from 100000 down to 100" in m for m in messages)
+    assert result.diverged and result.lr == pytest.approx(100.0)
+    assert 0.0 <= result.test_accuracy <= 1.0
+
+
+def test_a_stable_finetune_keeps_the_recipe_learning_rate(teacher, synthetic) -> None:
+    result = finetune(teacher.architecture, teacher, synthetic,
+                      Recipe(epochs=1, lr=0.01, batch_size=64), device="cpu", progress=False)
+    assert result.lr == 0.01 and not result.diverged and _all_finite(result.model)

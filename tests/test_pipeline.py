@@ -71,6 +71,8 @@ def test_table_matches_the_student_architectures(first_run):
         assert line.split()[-1] == f"{archs[0].num_params() / row.params:.1f}x"
     saved = json.loads((result.out / "result.json").read_text())
     assert [r["params"] for r in saved["rows"]] == [r.params for r in result.rows]
+    recipe_lr = pipeline.recipe_for("synthetic").lr
+    assert [r["finetune_lr"] for r in saved["rows"]] == [None, recipe_lr, recipe_lr]
 
 
 def _scalars(run, stage, name):
