@@ -12,7 +12,7 @@ teacher counts as 0%, as in the reward) and mean accuracy of the 50 students (th
 validation accuracy after the environment's short distillation, 0 for degenerate ones).
 
 Run: ``python examples/transfer.py``: real distillation of every student, both teachers at
-width 0.125; 3 minutes on 2 CPU cores (100 pre-training iterations, then 2 x 10), of
+width 0.125; 4 minutes on 2 CPU cores (100 pre-training iterations, then 2 x 10), of
 which about 11 s train and cache the two teachers on first use. ``--evaluator mock`` runs
 in seconds but its rewards are NOT REAL (a made-up accuracy model, see
 ``n2n_env.evaluators.MockEvaluator``); the output says so. ``--source resnet18 --target
@@ -20,11 +20,12 @@ resnet34`` runs the paper's other pair.
 
 What we measured (digits, width 0.125, Reward / Comp. / Acc. over the first 10 iterations):
 
-- real rewards, defaults: seed 0: pre-trained 0.79 / 72.9% / 89.0%, scratch 0.61 / 55.1% /
-  83.9%; seed 1: 0.97 / 90.0% / 97.2% against 0.54 / 45.7% / 81.1%; seed 2: a tie,
-  0.65 / 68.0% / 80.8% (3 degenerate students) against 0.65 / 57.1% / 84.3%. Pre-training
-  for only 30 iterations did not help (seed 0: 0.49 against 0.61): the vgg11 policy's mean
-  reward only rises from about 0.52 to 0.65 over its 100 iterations.
+- real rewards, defaults: seed 0: pre-trained 0.92 / 81.5% / 96.7%, scratch 0.66 / 46.9% /
+  97.7%. With the earlier distillation budget (25 steps of 128 samples) seed 0 gave
+  0.79 / 72.9% / 89.0% against 0.61 / 55.1% / 83.9%; seed 1 0.97 / 90.0% / 97.2% against
+  0.54 / 45.7% / 81.1%; seed 2 a tie, 0.65 / 68.0% / 80.8% (3 degenerate students) against
+  0.65 / 57.1% / 84.3%; and pre-training for only 30 iterations did not help (seed 0:
+  0.49 against 0.61).
 - mock rewards, seeds 0-4: the pre-trained policy's mean reward was higher for 4 seeds and
   equal for one (0.61 / 0.61). With resnet18 -> resnet34 it was higher for all 5 seeds
   (-0.06 to 0.36 against -0.49 to -0.16): from scratch 24 to 35 of the 50 resnet34
