@@ -73,13 +73,13 @@ def finetune(arch: Architecture, teacher: nn.Module, data: data_mod.Dataset,
     teacher = prepare_model(teacher, dev).eval()
     data = data.to(dev)
     torch.manual_seed(seed)
-    initial = prepare_model(build_model(arch, teacher if inherit else None, device=dev), dev)
-    start_state = {name: tensor.clone() for name, tensor in initial.state_dict().items()}
+    student = prepare_model(build_model(arch, teacher if inherit else None, device=dev), dev)
+    start_state = {name: tensor.clone() for name, tensor in student.state_dict().items()}
     fixed_logits = None if recipe.augment else teacher_logits(teacher, data.train.x)
     attempt = recipe
     for restart in range(MAX_RESTARTS + 1):
-        initial.load_state_dict(start_state)
-        val_accuracy = _train(initial, teacher, data, attempt, kd_weight, fixed_logits, seed,
+        student.load_state_dict(start_state)
+        val_accuracy = _train(student, teacher, data, attempt, kd_weight, fixed_logits, seed,
                               desc=f"finetune {arch.name or 'student'}", progress=progress)
         if val_accuracy is not None:
             break
@@ -94,8 +94,8 @@ def finetune(arch: Architecture, teacher: nn.Module, data: data_mod.Dataset,
                       "reported as measured", RuntimeWarning, stacklevel=4)
     diverged = val_accuracy is None
     return FinetuneResult(
-        initial.eval(), evaluate_accuracy(initial, data.val) if diverged else val_accuracy,
-        evaluate_accuracy(initial, data.test), recipe.epochs, time.perf_counter() - started,
+        student.eval(), evaluate_accuracy(student, data.val) if diverged else val_accuracy,
+        evaluate_accuracy(student, data.test), recipe.epochs, time.perf_counter() - started,
         lr=attempt.lr, diverged=diverged)
 
 
