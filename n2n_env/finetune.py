@@ -75,10 +75,12 @@ def finetune(arch: Architecture, teacher: nn.Module, data: data_mod.Dataset,
     torch.manual_seed(seed)
     student = prepare_model(build_model(arch, teacher if inherit else None, device=dev), dev)
     start_state = {name: tensor.clone() for name, tensor in student.state_dict().items()}
+    start_rng = _rng_state(dev)
     fixed_logits = None if recipe.augment else teacher_logits(teacher, data.train.x)
     attempt = recipe
     for restart in range(MAX_RESTARTS + 1):
         student.load_state_dict(start_state)
+        _set_rng_state(dev, start_rng)  # a restart equals a fresh run at its learning rate
         val_accuracy = _train(student, teacher, data, attempt, kd_weight, fixed_logits, seed,
                               desc=f"finetune {arch.name or 'student'}", progress=progress)
         if val_accuracy is not None:
@@ -97,6 +99,18 @@ def finetune(arch: Architecture, teacher: nn.Module, data: data_mod.Dataset,
         student.eval(), evaluate_accuracy(student, data.val) if diverged else val_accuracy,
         evaluate_accuracy(student, data.test), recipe.epochs, time.perf_counter() - started,
         lr=attempt.lr, diverged=diverged)
+
+
+def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The generator states dropout draws from on ``device``."""
+    return (torch.random.get_rng_state(),
+            torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _set_rng_state(device: torch.device, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+    torch.random.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
 
 
 def _train(student: nn.Module, teacher: nn.Module, data: data_mod.Dataset, recipe: Recipe,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from n2n_env.build import build_model
 from n2n_env.finetune import finetune
@@ -78,6 +79,11 @@ def test_a_diverging_finetune_restarts_from_the_start_at_a_tenth_of_the_lr(
                           progress=False)
     assert result.lr == pytest.approx(0.3) and not result.diverged
     assert _all_finite(result.model) and result.epochs == 2
+    fresh = finetune(teacher.architecture, teacher, synthetic,
+                     Recipe(epochs=2, lr=result.lr, batch_size=64), device="cpu", progress=False)
+    assert (fresh.val_accuracy, fresh.test_accuracy) == (result.val_accuracy, result.test_accuracy)
+    for name, tensor in fresh.model.state_dict().items():
+        assert torch.equal(tensor, result.model.state_dict()[name]), name
 
 
 def test_a_finetune_that_always_diverges_is_reported_not_raised(teacher, synthetic) -> None:
