@@ -18,6 +18,7 @@ off-policy error on the fixed layers only).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import gymnasium as gym
@@ -26,6 +27,7 @@ from sb3_contrib import MaskablePPO, RecurrentPPO
 from sb3_contrib.common.wrappers import ActionMasker
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.logger import HumanOutputFormat, Logger
 from stable_baselines3.common.monitor import Monitor
 
 AGENTS = ("ppo", "a2c", "maskable-ppo", "recurrent-ppo")
@@ -87,6 +89,18 @@ def wrap(env: gym.Env, masked: bool) -> Monitor:
     return Monitor(inner, info_keywords=INFO_KEYWORDS)
 
 
+def diskless_logger(verbose: int = 0) -> Logger:
+    """An SB3 logger that writes no files: the standard output when ``verbose >= 1``,
+    nothing otherwise.
+
+    Without one, SB3 makes a fresh empty ``SB3-<date>`` folder in the temporary directory on
+    every ``learn`` call, and an N2N search calls ``learn`` once per update: a few thousand
+    stray folders per search.
+    """
+    return Logger(folder=None,
+                  output_formats=[HumanOutputFormat(sys.stdout)] if verbose >= 1 else [])
+
+
 def make_agent(name: str, env: gym.Env, seed: int = 0, **overrides: Any) -> BaseAlgorithm:
     """A `name` agent (one of `AGENTS`) on `env`, an N2N environment; `overrides` go to the
     algorithm's constructor and replace the defaults below.
@@ -115,6 +129,9 @@ def make_agent(name: str, env: gym.Env, seed: int = 0, **overrides: Any) -> Base
     MaskablePPO gets the env's `action_masks()` through `ActionMasker`; the other agents
     get `MaskedActionFallback`. RecurrentPPO uses `MultiInputLstmPolicy`, the others
     `MultiInputPolicy` (the observation is a `Dict`).
+
+    The agent logs through `diskless_logger`, unless `tensorboard_log` is given: then SB3
+    writes its usual run folders there.
     """
     if name not in AGENTS:
         raise ValueError(f"unknown agent {name!r}; choose one of {', '.join(AGENTS)}")
@@ -126,13 +143,18 @@ def make_agent(name: str, env: gym.Env, seed: int = 0, **overrides: Any) -> Base
         settings.update(batch_size=n_steps, n_epochs=10)
     settings.update(overrides)
     wrapped = wrap(env, masked=name == "maskable-ppo")
+    agent: BaseAlgorithm
     if name == "ppo":
-        return PPO("MultiInputPolicy", wrapped, **settings)
-    if name == "a2c":
-        return A2C("MultiInputPolicy", wrapped, **settings)
-    if name == "maskable-ppo":
-        return MaskablePPO("MultiInputPolicy", wrapped, **settings)
-    return RecurrentPPO("MultiInputLstmPolicy", wrapped, **settings)
+        agent = PPO("MultiInputPolicy", wrapped, **settings)
+    elif name == "a2c":
+        agent = A2C("MultiInputPolicy", wrapped, **settings)
+    elif name == "maskable-ppo":
+        agent = MaskablePPO("MultiInputPolicy", wrapped, **settings)
+    else:
+        agent = RecurrentPPO("MultiInputLstmPolicy", wrapped, **settings)
+    if settings.get("tensorboard_log") is None:
+        agent.set_logger(diskless_logger(int(settings["verbose"])))
+    return agent
 
 
 def monitor(agent: BaseAlgorithm) -> Monitor:

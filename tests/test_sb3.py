@@ -134,3 +134,26 @@ def test_unknown_agent_name() -> None:
         make_agent("dqn", make_env())
     for name in AGENTS:
         assert name in str(error.value)
+
+
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_learning_leaves_no_folders_behind(verbose: int, tmp_path: Any, monkeypatch: Any,
+                                           capsys: Any) -> None:
+    # SB3's own logger makes an empty SB3-<date> folder in the temp dir on every `learn`.
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    agent = make_agent("ppo", make_env(), seed=0, verbose=verbose)
+    train(agent, 5)
+    train(agent, 5)
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith("SB3-")] == []
+    assert ("total_timesteps" in capsys.readouterr().out) == (verbose == 1)
+
+
+def test_tensorboard_log_still_writes_runs(tmp_path: Any) -> None:
+    agent = make_agent("ppo", make_env(), seed=0, tensorboard_log=str(tmp_path))
+    train(agent, 5)
+    runs = [path for path in tmp_path.iterdir()]
+    assert len(runs) == 1 and runs[0].name.startswith("PPO_")
+    assert any(runs[0].iterdir())  # SB3's tensorboard event file
