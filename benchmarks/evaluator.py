@@ -9,7 +9,9 @@ b. seconds per candidate with a reference loop written plainly as the paper desc
 c. Kendall's tau between the two recipes' validation accuracies over the candidates (and
    between the N2N rewards they give, which is what an agent sees); with several reference
    seeds, also the tau of one reference run against another, i.e. how well the reference
-   predicts itself, the most any cheaper recipe can be expected to reach;
+   predicts itself, the most any cheaper recipe can be expected to reach; with several
+   budget seeds (``--seeds``), each tau is the mean over the budget's seeds, followed by
+   its range, since with 20 candidates one seed's tau moves by a few hundredths;
 d. achieved training GFLOP/s of the default budget (3x forward FLOPs per sample, the
    usual forward+backward estimate) for the largest candidate, against the peak of a
    large convolution measured in the same run.
@@ -115,6 +117,12 @@ def mean_pairwise_tau(rankings: list[list[float]]) -> float:
     return sum(taus) / len(taus)
 
 
+def _spread(values: list[float]) -> str:
+    """``mean`` for one value, ``mean (min-max)`` for several."""
+    text = f"{sum(values) / len(values):.3f}"
+    return text + (f" ({min(values):.2f} to {max(values):.2f})" if len(values) > 1 else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,6 +141,9 @@ def main() -> None:
                         help="run the reference with this many seeds; the mean accuracy is "
                              "the target, and the mean tau between two seeds' runs is how "
                              "well the reference predicts itself")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="run every budget with this many seeds (--seed, --seed + 1, ...); "
+                             "the taus are then means over the seeds, with their range")
     parser.add_argument("--reference-epochs", type=int, default=5)
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -150,26 +161,31 @@ def main() -> None:
         teacher, record = get_teacher(name, args.dataset, width=float(width),
                                       data_root=args.data_root, device=device,
                                       epochs=args.teacher_epochs)
-        evaluators = {budget: DistillationEvaluator(teacher, data, _recipe(budget),
-                                                    device=device, seed=args.seed)
+        seeds = range(args.seed, args.seed + args.seeds)
+        evaluators = {budget: [DistillationEvaluator(teacher, data, _recipe(budget),
+                                                     device=device, seed=seed)
+                               for seed in seeds]
                       for budget in budgets}
         candidates = random_candidates(teacher.architecture, args.candidates, args.seed)
         largest = max(candidates, key=lambda arch: arch.flops())
-        fast: dict[str, list[float]] = {budget: [] for budget in budgets}
+        fast: dict[str, list[list[float]]] = {budget: [[] for _ in seeds] for budget in budgets}
         fast_seconds = dict.fromkeys(budgets, 0.0)
         largest_rate = dict.fromkeys(budgets, 0.0)
         slow: list[list[float]] = [[] for _ in range(args.reference_repeats)]
         slow_seconds = 0.0
         for index, arch in enumerate(candidates):
             line = f"  {name} candidate {index:2d}: {arch.num_params():>9,} params"
-            for budget, evaluator in evaluators.items():
-                result = evaluator.evaluate(arch)
-                fast[budget].append(result.accuracy)
-                fast_seconds[budget] += result.wall_seconds
+            for budget, per_seed in evaluators.items():
+                results = [evaluator.evaluate(arch) for evaluator in per_seed]
+                for accuracies, result in zip(fast[budget], results):
+                    accuracies.append(result.accuracy)
+                seconds = sum(result.wall_seconds for result in results)
+                fast_seconds[budget] += seconds
                 if arch is largest:
-                    largest_rate[budget] = (3 * arch.flops() * result.samples_seen
-                                            / result.wall_seconds / 1e9)
-                line += f"  {budget}: {result.accuracy:.4f} ({result.wall_seconds:.1f}s)"
+                    largest_rate[budget] = (3 * arch.flops() * results[0].samples_seen
+                                            / results[0].wall_seconds / 1e9)
+                line += f"  {budget}: " + " ".join(f"{result.accuracy:.4f}" for result in results)
+                line += f" ({seconds / len(results):.1f}s)"
             for repeat, accuracies in enumerate(slow):
                 start = time.perf_counter()
                 accuracies.append(reference_accuracy(arch, teacher, data, args.reference_epochs,
@@ -189,14 +205,18 @@ def main() -> None:
         target_rewards = [n2n_reward(c, a, record.val_accuracy)
                           for c, a in zip(compressions, target)]
         for budget in budgets:
-            tau = kendalltau(fast[budget], target).statistic
-            budget_rewards = [n2n_reward(c, a, record.val_accuracy)
-                              for c, a in zip(compressions, fast[budget])]
-            reward_tau = kendalltau(budget_rewards, target_rewards).statistic
-            per_run_tau = sum(kendalltau(fast[budget], run).statistic for run in slow) / len(slow)
+            taus, per_run_taus, reward_taus = [], [], []
+            for accuracies in fast[budget]:
+                taus.append(kendalltau(accuracies, target).statistic)
+                per_run_taus.append(sum(kendalltau(accuracies, run).statistic for run in slow)
+                                    / len(slow))
+                rewards = [n2n_reward(c, a, record.val_accuracy)
+                           for c, a in zip(compressions, accuracies)]
+                reward_taus.append(kendalltau(rewards, target_rewards).statistic)
             rows.append((name, width, record.val_accuracy, _label(budget),
-                         fast_seconds[budget] / len(candidates), per_reference, tau, per_run_tau,
-                         self_tau, reward_tau, largest_rate[budget]))
+                         fast_seconds[budget] / len(candidates) / len(seeds), per_reference,
+                         _spread(taus), _spread(per_run_taus), self_tau, _spread(reward_taus),
+                         largest_rate[budget]))
     print(f"\n| teacher | width | teacher val acc | budget (steps x batch) | s/candidate | "
           f"reference s/candidate | speed-up | tau (accuracy) vs reference mean | "
           f"tau (accuracy) vs one reference run | reference run vs reference run | "
@@ -205,8 +225,8 @@ def main() -> None:
     for (name, width, accuracy, label, fast_s, slow_s, tau, per_run_tau, self_tau, reward_tau,
          rate) in rows:
         print(f"| {name} | {width} | {accuracy:.4f} | {label} | {fast_s:.2f} | {slow_s:.2f} | "
-              f"{slow_s / fast_s:.1f}x | {tau:.3f} | {per_run_tau:.3f} | {self_tau:.3f} | "
-              f"{reward_tau:.3f} | {rate:.1f} ({rate / peak:.0%}) |")
+              f"{slow_s / fast_s:.1f}x | {tau} | {per_run_tau} | {self_tau:.3f} | "
+              f"{reward_tau} | {rate:.1f} ({rate / peak:.0%}) |")
 
 
 if __name__ == "__main__":

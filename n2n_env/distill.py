@@ -38,6 +38,7 @@ from n2n_env.build import build_model
 from n2n_env.data import Dataset
 from n2n_env.device import (
     autocast_context,
+    inference_batch_size,
     inference_mode,
     memory_format,
     prepare_model,
@@ -108,9 +109,12 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return loss
 
 
-def teacher_logits(teacher: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """The teacher's logits for every row of ``x``, in float32, on ``x``'s device."""
+def teacher_logits(teacher: nn.Module, x: torch.Tensor,
+                   batch_size: int | None = None) -> torch.Tensor:
+    """The teacher's logits for every row of ``x``, in float32, on ``x``'s device, in batches
+    of ``batch_size`` (by default the device's ``inference_batch_size``)."""
     device = x.device
+    batch_size = batch_size or inference_batch_size(device)
     outputs = []
     with inference_mode(teacher), autocast_context(device):
         for start in range(0, len(x), batch_size):
@@ -209,7 +213,9 @@ class DistillationEvaluator:
     def _train(self, student: nn.Module) -> tuple[int, str | None]:
         """Run the budget; return steps taken and a failure message if the loss diverged."""
         recipe, device = self.recipe, self.device
-        optimizer = torch.optim.Adam(student.parameters(), lr=recipe.lr)
+        # The fused kernel updates every tensor in one pass; on the CPU it halves the step
+        # time of candidates with a large linear layer (docs/benchmarks.md).
+        optimizer = torch.optim.Adam(student.parameters(), lr=recipe.lr, fused=True)
         order = torch.Generator().manual_seed(self.seed)
         total = recipe.total_steps(len(self.train))
         per_epoch = len(self.train) // recipe.batch_size

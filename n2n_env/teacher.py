@@ -37,6 +37,7 @@ from n2n_env.checkpoints import (
 )
 from n2n_env.device import (
     autocast_context,
+    inference_batch_size,
     inference_mode,
     memory_format,
     prepare_model,
@@ -57,10 +58,11 @@ class TrainedTeacher:
 
 
 def evaluate_accuracy(
-    model: torch.nn.Module, split: data_mod.Split, batch_size: int = 1024,
+    model: torch.nn.Module, split: data_mod.Split, batch_size: int | None = None,
     device: str | torch.device | None = None,
 ) -> float:
-    """Top-1 accuracy (fraction in [0, 1]) of ``model`` on ``split``, in batches.
+    """Top-1 accuracy (fraction in [0, 1]) of ``model`` on ``split``, in batches of
+    ``batch_size`` (by default the device's ``inference_batch_size``).
 
     Runs where the model's parameters live unless ``device`` is given (then the model is
     moved there). The model's train/eval mode is restored afterwards.
@@ -68,6 +70,7 @@ def evaluate_accuracy(
     if len(split) == 0:
         raise ValueError("cannot evaluate accuracy on an empty split")
     dev = next(model.parameters()).device if device is None else resolve_device(device)
+    batch_size = batch_size or inference_batch_size(dev)
     model.to(dev)
     correct = torch.zeros((), dtype=torch.int64, device=dev)
     with inference_mode(model), autocast_context(dev):

@@ -8,6 +8,7 @@ columns docs/benchmarks.md quotes.
 from __future__ import annotations
 
 import math
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -38,14 +39,23 @@ def test_evaluator_benchmark_compares_budgets_with_a_repeated_reference(
     script = BENCHMARKS / "evaluator.py"
     monkeypatch.setattr(sys, "argv", [
         str(script), "--dataset", "digits", "--teachers", "conv4:0.25", "--candidates", "4",
-        "--budgets", "6x16,3@0.002", "--reference-repeats", "2", "--reference-epochs", "1"])
+        "--budgets", "6x16,3@0.002", "--reference-repeats", "2", "--reference-epochs", "1",
+        "--seeds", "2"])
     runpy.run_path(str(script), run_name="__main__")
     out = capsys.readouterr().out
     rows = table_rows(out)
     assert [row[3] for row in rows] == ["6 x 16", "3 x 32 @ 0.002"]
     assert len({len(row) for row in rows}) == 1 and len(rows[0]) == 12
     assert all(row[0] == "conv4" and float(row[4]) > 0 and row[6].endswith("x") for row in rows)
-    taus = [float(cell) for row in rows for cell in row[7:11]]
-    assert all(-1.0 <= tau <= 1.0 or math.isnan(tau) for tau in taus), taus
+    # Each budget ran with two seeds: its taus are "mean (min to max)", the mean inside.
+    spreads = [re.fullmatch(r"(\S+) \((\S+) to (\S+)\)", row[column])
+               for row in rows for column in (7, 8, 10)]
+    assert all(spreads), rows
+    for spread in spreads:
+        mean, low, high = (float(value) for value in spread.groups())  # type: ignore[union-attr]
+        assert -1.005 <= low - 0.005 <= mean <= high + 0.005 <= 1.005 or math.isnan(mean)
+    assert all(-1.0 <= float(row[9]) <= 1.0 or math.isnan(float(row[9])) for row in rows)
     assert "mean Kendall tau" in out and "over 1 pair\n" in out
-    assert len([line for line in out.splitlines() if "conv4 candidate" in line]) == 4
+    candidate_lines = [line for line in out.splitlines() if "conv4 candidate" in line]
+    assert len(candidate_lines) == 4
+    assert all(re.search(r"6x16: \d\.\d{4} \d\.\d{4} \(", line) for line in candidate_lines)

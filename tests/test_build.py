@@ -209,8 +209,15 @@ def test_layer_after_a_removed_conv_is_reinitialised_others_inherited(small_zoo)
     assert conv.weight.std() > bound / 4
     assert not torch.equal(conv.weight, t_conv.weight[:, :8])
     assert not torch.equal(conv.bias, t_conv.bias)
-    # The conv after it sees its teacher's input channels again: inherited.
+    # Its batch norm keeps nothing of the teacher's: those scales belong to other features.
+    norm, t_norm = model.layers[8], teacher.layers[9]
+    assert not torch.equal(t_norm.weight, torch.ones(32))
+    assert torch.equal(norm.weight, torch.ones(32)) and torch.equal(norm.bias, torch.zeros(32))
+    assert torch.equal(norm.running_var, torch.ones(32)) and int(norm.num_batches_tracked) == 0
+    # The conv after it sees its teacher's input channels again: inherited, with its norm.
     assert torch.equal(model.layers[10].weight, teacher.layers[11].weight)
+    assert torch.equal(model.layers[11].weight, teacher.layers[12].weight)
+    assert torch.equal(model.layers[11].running_mean, teacher.layers[12].running_mean)
 
 
 def test_layers_fed_by_a_different_producer_of_equal_width_are_reinitialised(small_zoo):
