@@ -92,9 +92,7 @@ def inference_batch_size(device: torch.device) -> int:
 
     A GPU wants large batches. On the CPU, 1,024 images make every activation a fresh
     allocation of 100-200 MB that the kernel must fault in on each call; batches of 128
-    stay in the allocator's reuse range. Scoring the benchmark's largest conv4 candidate on
-    1,000 validation images took a median 0.59 s at 1,024 and 0.17 s at 128 on the 2-core
-    machine (docs/benchmarks.md).
+    stay in the allocator's reuse range (docs/benchmarks.md measures the difference).
     """
     return 1024 if device.type == "cuda" else 128
 

@@ -213,8 +213,8 @@ class DistillationEvaluator:
     def _train(self, student: nn.Module) -> tuple[int, str | None]:
         """Run the budget; return steps taken and a failure message if the loss diverged."""
         recipe, device = self.recipe, self.device
-        # The fused kernel updates every tensor in one pass; on the CPU it halves the step
-        # time of candidates with a large linear layer (docs/benchmarks.md).
+        # The fused kernel updates every tensor in one pass, which matters on the CPU for
+        # candidates with a large linear layer (docs/benchmarks.md).
         optimizer = torch.optim.Adam(student.parameters(), lr=recipe.lr, fused=True)
         order = torch.Generator().manual_seed(self.seed)
         total = recipe.total_steps(len(self.train))
