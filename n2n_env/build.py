@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from n2n_env.arch import INPUT_SLOT, Architecture, Layer, Slot
+from n2n_env.arch import Architecture, Layer, Slot
 
 Channels = torch.Tensor | slice
 """Teacher channel indices a student keeps; ``ALL`` keeps every channel, in order."""
@@ -229,7 +229,6 @@ class _Inheritance:
         """Copy what can be inherited; return the modules that were fully inherited."""
         self._choose_channels()
         inherited: set[nn.Module] = set()
-        copied: set[Slot] = {INPUT_SLOT}  # producers whose weights came from the teacher
         s_inputs = self.s_arch.input_slots()
         s_shapes, t_shapes = self.s_arch.input_shapes(), self.t_arch.input_shapes()
         for i, layer in enumerate(self.s_arch.layers):
@@ -244,7 +243,9 @@ class _Inheritance:
                 continue
             s_module, t_module = self.student.layers[i], self.teacher.layers[t_index]
             if layer.kind == "bn":
-                if s_inputs[("layer", i)] in copied and _copy_norm(s_module, t_module, inputs):
+                kind, source = s_inputs[("layer", i)]
+                fresh_source = kind == "layer" and self.student.layers[source] not in inherited
+                if not fresh_source and _copy_norm(s_module, t_module, inputs):
                     inherited.add(s_module)
                 continue
             if layer.kind == "linear":
@@ -260,7 +261,6 @@ class _Inheritance:
             outputs = self.kept[("layer", i)]
             if outputs is not None and _copy_weights(s_module, t_module, outputs, inputs):
                 inherited.add(s_module)
-                copied.add(("layer", i))
         for b, block in enumerate(self.s_arch.blocks):
             if block.projection is None:
                 continue

@@ -114,7 +114,8 @@ def teacher_logits(teacher: nn.Module, x: torch.Tensor,
     """The teacher's logits for every row of ``x``, in float32, on ``x``'s device, in batches
     of ``batch_size`` (by default the device's ``inference_batch_size``)."""
     device = x.device
-    batch_size = batch_size or inference_batch_size(device)
+    if batch_size is None:
+        batch_size = inference_batch_size(device)
     outputs = []
     with inference_mode(teacher), autocast_context(device):
         for start in range(0, len(x), batch_size):

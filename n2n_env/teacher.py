@@ -70,7 +70,8 @@ def evaluate_accuracy(
     if len(split) == 0:
         raise ValueError("cannot evaluate accuracy on an empty split")
     dev = next(model.parameters()).device if device is None else resolve_device(device)
-    batch_size = batch_size or inference_batch_size(dev)
+    if batch_size is None:
+        batch_size = inference_batch_size(dev)
     model.to(dev)
     correct = torch.zeros((), dtype=torch.int64, device=dev)
     with inference_mode(model), autocast_context(dev):

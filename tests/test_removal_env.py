@@ -169,11 +169,14 @@ def test_maskable_ppo_learns_without_choosing_masked_actions() -> None:
     from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
     from stable_baselines3.common.vec_env import DummyVecEnv
 
+    from agents.sb3 import diskless_logger
+
     venv = DummyVecEnv([make, make])
     assert is_masking_supported(venv)
     assert get_action_masks(venv).shape == (2, 2)
     model = MaskablePPO("MultiInputPolicy", venv, n_steps=40, batch_size=40, n_epochs=1,
                         seed=0, device="cpu")
+    model.set_logger(diskless_logger())  # no empty SB3-<date> folder in the temp dir
     model.learn(total_timesteps=80)
     assert model.num_timesteps == 80
 
