@@ -11,7 +11,8 @@ c. Kendall's tau between the two recipes' validation accuracies over the candida
    seeds, also the tau of one reference run against another, i.e. how well the reference
    predicts itself, the most any cheaper recipe can be expected to reach; with several
    budget seeds (``--seeds``), each tau is the mean over the budget's seeds, followed by
-   its range, since with 20 candidates one seed's tau moves by a few hundredths;
+   its range, since with 20 candidates one seed's tau moves by a few hundredths, and the
+   tau of one seed's run against another's says how repeatable the budget itself is;
 d. achieved training GFLOP/s of the default budget (3x forward FLOPs per sample, the
    usual forward+backward estimate) for the largest candidate, against the peak of a
    large convolution measured in the same run.
@@ -213,20 +214,23 @@ def main() -> None:
                 rewards = [n2n_reward(c, a, record.val_accuracy)
                            for c, a in zip(compressions, accuracies)]
                 reward_taus.append(kendalltau(rewards, target_rewards).statistic)
+            budget_self_tau = (mean_pairwise_tau(fast[budget]) if len(seeds) > 1
+                               else float("nan"))
             rows.append((name, width, record.val_accuracy, _label(budget),
                          fast_seconds[budget] / len(candidates) / len(seeds), per_reference,
-                         _spread(taus), _spread(per_run_taus), self_tau, _spread(reward_taus),
-                         largest_rate[budget]))
+                         _spread(taus), _spread(per_run_taus), self_tau, budget_self_tau,
+                         _spread(reward_taus), largest_rate[budget]))
     print(f"\n| teacher | width | teacher val acc | budget (steps x batch) | s/candidate | "
           f"reference s/candidate | speed-up | tau (accuracy) vs reference mean | "
           f"tau (accuracy) vs one reference run | reference run vs reference run | "
-          f"tau (reward) vs reference mean | GFLOP/s, largest candidate (peak {peak:.0f}) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for (name, width, accuracy, label, fast_s, slow_s, tau, per_run_tau, self_tau, reward_tau,
-         rate) in rows:
+          f"budget run vs budget run | tau (reward) vs reference mean | "
+          f"GFLOP/s, largest candidate (peak {peak:.0f}) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (name, width, accuracy, label, fast_s, slow_s, tau, per_run_tau, self_tau,
+         budget_self_tau, reward_tau, rate) in rows:
         print(f"| {name} | {width} | {accuracy:.4f} | {label} | {fast_s:.2f} | {slow_s:.2f} | "
               f"{slow_s / fast_s:.1f}x | {tau} | {per_run_tau} | {self_tau:.3f} | "
-              f"{reward_tau} | {rate:.1f} ({rate / peak:.0%}) |")
+              f"{budget_self_tau:.3f} | {reward_tau} | {rate:.1f} ({rate / peak:.0%}) |")
 
 
 if __name__ == "__main__":

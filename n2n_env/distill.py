@@ -13,6 +13,9 @@ validation accuracy. This is ~99% of the method's cost, so it is built for speed
   budget ranks candidates against the paper's recipe;
 * many small batches rather than a few large ones, which ranks candidates better for the
   same number of samples;
+* once the budget is spent, batch-norm statistics are re-estimated over a few hundred
+  training images, so the score reflects the trained weights rather than running averages
+  that lag behind them (the same candidate then scores more alike across seeds);
 * on CUDA, bf16 autocast and channels-last; on the CPU, every core.
 
 A student whose loss becomes NaN/inf or that runs out of memory yields an Evaluation with
@@ -70,6 +73,11 @@ class DistillRecipe:
     """lambda: weight of the cross-entropy term added to the L2 logit loss."""
     init: Literal["inherit", "scratch"] = "inherit"
     """Start from the teacher's weights (build_model's inheritance) or from scratch."""
+    batch_norm_samples: int = 512
+    """Training images over which batch-norm statistics are re-estimated once the budget is
+    spent; 0 keeps the running averages. After 100 steps those averages still lag behind
+    the weights (and start from scratch in fresh batch norms), which adds seed-to-seed
+    noise to the score (docs/benchmarks.md)."""
 
     def __post_init__(self) -> None:
         if (self.steps is None) == (self.epochs is None):
@@ -81,6 +89,9 @@ class DistillRecipe:
             raise ValueError("batch_size must be >= 2, lr > 0 and ce_weight >= 0")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.batch_norm_samples < 0:
+            raise ValueError("batch_norm_samples must be >= 0 (0 keeps the running averages), "
+                             f"got {self.batch_norm_samples}")
 
     @classmethod
     def paper(cls) -> DistillRecipe:
@@ -122,6 +133,37 @@ def teacher_logits(teacher: nn.Module, x: torch.Tensor,
             batch = x[start : start + batch_size].contiguous(memory_format=memory_format(device))
             outputs.append(teacher(batch).float())
     return torch.cat(outputs)
+
+
+def recalibrate_batch_norm(model: nn.Module, inputs: torch.Tensor,
+                           batch_size: int | None = None) -> None:
+    """Replace every batch norm's running statistics with their average over ``inputs``.
+
+    The model's weights are untouched; it is left in eval mode. A final batch of a single
+    image is skipped, since batch norm cannot normalise one sample in training mode.
+    """
+    norms = [module for module in model.modules()
+             if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    if not norms or len(inputs) < 2:
+        model.eval()
+        return
+    device = inputs.device
+    if batch_size is None:
+        batch_size = inference_batch_size(device)
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average: every batch counts equally
+    layout = memory_format(device) if inputs.dim() == 4 else torch.contiguous_format
+    model.train()
+    with torch.no_grad(), autocast_context(device):
+        for start in range(0, len(inputs), batch_size):
+            batch = inputs[start : start + batch_size]
+            if len(batch) >= 2:
+                model(batch.contiguous(memory_format=layout))
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.eval()
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -192,6 +234,8 @@ class DistillationEvaluator:
                 torch.manual_seed(self.seed)
                 student = self._build(arch)
                 steps_done, failure = self._train(student)
+                if failure is None and self.recipe.batch_norm_samples > 0:
+                    recalibrate_batch_norm(student, self._batch_norm_images())
                 accuracy = evaluate_accuracy(student, self.val) if failure is None else 0.0
         except (torch.OutOfMemoryError, MemoryError) as error:
             failure = f"out of memory: {str(error).splitlines()[0] if str(error) else 'CPU'}"
@@ -210,6 +254,12 @@ class DistillationEvaluator:
     def _build(self, arch: Architecture) -> nn.Module:
         teacher = self.teacher if self.recipe.init == "inherit" else None
         return prepare_model(build_model(arch, teacher, device=self.device), self.device)
+
+    def _batch_norm_images(self) -> torch.Tensor:
+        """A seeded sample of ``batch_norm_samples`` training images."""
+        order = torch.Generator().manual_seed(self.seed)
+        chosen = torch.randperm(len(self.train), generator=order)[: self.recipe.batch_norm_samples]
+        return self.train.x[chosen.to(self.device)]
 
     def _train(self, student: nn.Module) -> tuple[int, str | None]:
         """Run the budget; return steps taken and a failure message if the loss diverged."""

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from n2n_env.distill import DistillationEvaluator, DistillRecipe, distillation_loss
+from n2n_env import distill
+from n2n_env.distill import (
+    DistillationEvaluator,
+    DistillRecipe,
+    distillation_loss,
+    recalibrate_batch_norm,
+)
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +98,54 @@ def test_recipe_validation() -> None:
     assert DistillRecipe.paper().init == "scratch"
     assert DistillRecipe(steps=None, epochs=2.0, batch_size=100).total_steps(1050) == 20
     assert DistillRecipe(steps=7).digest() != DistillRecipe(steps=8).digest()
+    with pytest.raises(ValueError, match="batch_norm_samples must be >= 0"):
+        DistillRecipe(batch_norm_samples=-1)
+    # Re-estimated statistics change the score, so they must change the cache key too.
+    assert DistillRecipe().digest() != DistillRecipe(batch_norm_samples=0).digest()
+
+
+def test_recalibrated_batch_norm_holds_the_statistics_of_the_given_inputs() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3),
+                                torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    norm = model[1]
+    norm.running_mean.fill_(5.0)
+    weights = {name: value.clone() for name, value in model.state_dict().items()
+               if "running" not in name and "num_batches" not in name}
+    inputs = torch.randn(8, 4) * 3 + 1
+    recalibrate_batch_norm(model, inputs, batch_size=4)
+    with torch.no_grad():
+        features = model[0](inputs)
+    # Two equal batches of 4: the cumulative average of their means is the overall mean.
+    torch.testing.assert_close(norm.running_mean, features.mean(0))
+    halves = features.view(2, 4, 3)
+    torch.testing.assert_close(norm.running_var, halves.var(1, unbiased=True).mean(0))
+    assert norm.momentum == 0.1 and not model.training
+    for name, value in weights.items():
+        assert torch.equal(model.state_dict()[name], value), name
+
+
+def test_recalibration_skips_a_final_single_image_batch() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    recalibrate_batch_norm(model, torch.randn(5, 4), batch_size=2)  # batches of 2, 2 and 1
+    assert int(model[1].num_batches_tracked) == 2
+
+
+def test_evaluator_recalibrates_on_the_recipes_number_of_training_images(
+        teacher, synthetic, monkeypatch) -> None:
+    seen: list[torch.Tensor] = []
+    real = distill.recalibrate_batch_norm
+    monkeypatch.setattr(distill, "recalibrate_batch_norm",
+                        lambda model, inputs: (seen.append(inputs), real(model, inputs)))
+    student = _student(teacher)
+    DistillationEvaluator(teacher, synthetic, DistillRecipe(steps=3, batch_norm_samples=96),
+                          device="cpu").evaluate(student)
+    assert [len(inputs) for inputs in seen] == [96]
+    train_rows = {tuple(row.flatten().tolist()) for row in synthetic.train.x}
+    assert all(tuple(row.flatten().tolist()) in train_rows for row in seen[0])
+    DistillationEvaluator(teacher, synthetic, DistillRecipe(steps=3, batch_norm_samples=0),
+                          device="cpu").evaluate(student)
+    assert len(seen) == 1
 
 
 def test_evaluates_even_when_the_caller_disabled_autograd(teacher, synthetic) -> None:
