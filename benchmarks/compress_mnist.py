@@ -1,8 +1,9 @@
-"""REINFORCE against random search on real MNIST data, both stages (issue 5 results).
+"""Every agent of ``n2n compress`` on real MNIST data, both stages (issue 5 results).
 
 Runs ``n2n_env.pipeline.compress`` on ``mnist-10k`` with a CPU-sized teacher for each agent
-at the same number of evaluated candidates (``--iterations`` x 5 per stage), and prints
-each run's Table-1 rows, candidates evaluated and wall time.
+at the same number of episodes (``--iterations`` x 5 per stage), and prints each run's
+Table-1 rows, the candidates it trained and the best reward of each stage (episodes that
+repeat a candidate are answered by the reward cache), and its wall time.
 Run: ``python benchmarks/compress_mnist.py --data-root ../shared/datasets``.
 """
 
@@ -21,22 +22,27 @@ def main() -> None:
     parser.add_argument("--data-root", default="../shared/datasets")
     parser.add_argument("--teacher", default="conv4")
     parser.add_argument("--teacher-width", type=float, default=0.5)
+    parser.add_argument("--dataset", default="mnist-10k")
     parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--finetune-epochs", type=int, default=None,
+                        help="final fine-tuning epochs (default: the teacher recipe's)")
     parser.add_argument("--agents", default="reinforce,random")
     parser.add_argument("--out", default=None, help="parent folder of the run directories")
     args = parser.parse_args()
     parent = Path(args.out or tempfile.mkdtemp(prefix="n2n-compress-mnist-"))
     for agent in args.agents.split(","):
-        result = compress(args.teacher, "mnist-10k", data_root=args.data_root,
+        result = compress(args.teacher, args.dataset, data_root=args.data_root,
                           teacher_width=args.teacher_width, iterations=args.iterations,
-                          agent=agent, out=parent / agent, progress=False)
-        evaluations = 0
+                          finetune_epochs=args.finetune_epochs, agent=agent,
+                          out=parent / agent, progress=False)
+        trained, best = [], []
         for stage in ("removal", "shrink"):
             with open(result.out / f"metrics_{stage}.csv") as handle:
-                rows = list(csv.DictReader(handle))
-            evaluations += int(rows[-1]["evaluations"])  # the column is cumulative
-        print(f"\n## {agent}: {evaluations} candidates evaluated, {result.seconds:.0f} s, "
-              f"run dir {result.out}")
+                last = list(csv.DictReader(handle))[-1]  # both columns are cumulative
+            trained.append(last["evaluations"])
+            best.append(f"{float(last['best_reward_so_far']):.3f}")
+        print(f"\n## {agent}: {' + '.join(trained)} candidates trained (stage 1 + 2), best "
+              f"reward {' / '.join(best)}, {result.seconds:.0f} s, run dir {result.out}")
         print(result.table(), flush=True)
 
 

@@ -20,13 +20,17 @@ d. achieved training GFLOP/s of the default budget (3x forward FLOPs per sample,
 Run (real data, CPU):
     python benchmarks/evaluator.py --dataset mnist-10k --data-root ../shared/datasets
 Teachers are trained on first use and cached under $N2N_HOME (see docs/teachers.md).
+``--from-log LOG`` trains nothing: it reads the per-candidate accuracies a run printed and
+prints how well each budget and the reference agree with themselves and each other.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import re
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -118,10 +122,50 @@ def mean_pairwise_tau(rankings: list[list[float]]) -> float:
     return sum(taus) / len(taus)
 
 
+def leave_one_out_tau(rankings: list[list[float]]) -> float:
+    """Mean Kendall tau of each run against the mean of the other runs: how well one run of
+    a recipe predicts the average of its reruns."""
+    taus = []
+    for index, run in enumerate(rankings):
+        others = [ranking for other, ranking in enumerate(rankings) if other != index]
+        taus.append(kendalltau(run, [sum(values) / len(values)
+                                     for values in zip(*others)]).statistic)
+    return sum(taus) / len(taus)
+
+
 def _spread(values: list[float]) -> str:
     """``mean`` for one value, ``mean (min-max)`` for several."""
     text = f"{sum(values) / len(values):.3f}"
     return text + (f" ({min(values):.2f} to {max(values):.2f})" if len(values) > 1 else "")
+
+
+def agreement_from_log(path: Path) -> None:
+    """Print, for each teacher of a logged run, the rank agreements of its budgets and of
+    its reference, from the per-candidate accuracies the run printed."""
+    runs: dict[str, dict[str, list[list[float]]]] = {}
+    for line in path.read_text().splitlines():
+        found = re.match(r"\s+(\S+) candidate\s+\d+:", line)
+        if not found:
+            continue
+        teacher = runs.setdefault(found.group(1), {})
+        for recipe, accuracies in re.findall(r"(\S+): ((?:\d\.\d+ ?)+) \(", line):
+            teacher.setdefault(recipe, []).append([float(a) for a in accuracies.split()])
+        references = [float(a) for a in re.findall(r"reference (\d\.\d+)", line)]
+        teacher.setdefault("reference", []).append(references)
+    print("| teacher | recipe | runs | tau (accuracy) vs reference mean | run vs run | "
+          "run vs the mean of the other runs |")
+    print("|---|---|---|---|---|---|")
+    for name, recipes in runs.items():
+        reference = [list(run) for run in zip(*recipes["reference"])]
+        target = [sum(values) / len(values) for values in zip(*reference)]
+        for recipe, per_candidate in recipes.items():
+            seeds = [list(run) for run in zip(*per_candidate)]
+            taus = [kendalltau(run, target).statistic for run in seeds]
+            pairwise = mean_pairwise_tau(seeds) if len(seeds) > 1 else float("nan")
+            held_out = leave_one_out_tau(seeds) if len(seeds) > 2 else float("nan")
+            versus = "-" if recipe == "reference" else _spread(taus)
+            print(f"| {name} | {recipe} | {len(seeds)} | {versus} | {pairwise:.3f} | "
+                  f"{held_out:.3f} |")
 
 
 def main() -> None:
@@ -148,7 +192,12 @@ def main() -> None:
     parser.add_argument("--reference-epochs", type=int, default=5)
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--from-log", type=Path, default=None, metavar="LOG",
+                        help="train nothing: print the rank agreements of a logged run")
     args = parser.parse_args()
+    if args.from_log is not None:
+        agreement_from_log(args.from_log)
+        return
     device = resolve_device(args.device)
     if device.type == "cpu":
         use_all_cores()
@@ -201,6 +250,9 @@ def main() -> None:
             pairs = len(slow) * (len(slow) - 1) // 2
             print(f"  {name}: reference run vs another seed's run, mean Kendall tau "
                   f"{self_tau:.3f} over {pairs} pair{'s' if pairs > 1 else ''}")
+            if len(slow) > 2:
+                print(f"  {name}: reference run vs the mean of the other {len(slow) - 1} runs, "
+                      f"mean Kendall tau {leave_one_out_tau(slow):.3f}")
         compressions = [compression_ratio(arch.num_params(), teacher.architecture.num_params())
                         for arch in candidates]
         target_rewards = [n2n_reward(c, a, record.val_accuracy)

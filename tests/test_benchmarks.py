@@ -61,3 +61,46 @@ def test_evaluator_benchmark_compares_budgets_with_a_repeated_reference(
     candidate_lines = [line for line in out.splitlines() if "conv4 candidate" in line]
     assert len(candidate_lines) == 4
     assert all(re.search(r"6x16: \d\.\d{4} \d\.\d{4} \(", line) for line in candidate_lines)
+
+    # --from-log recomputes the agreements from the printed accuracies alone.
+    log = private_home / "evaluator.log"
+    log.write_text(out)
+    monkeypatch.setattr(sys, "argv", [str(script), "--from-log", str(log)])
+    runpy.run_path(str(script), run_name="__main__")
+    agreements = table_rows(capsys.readouterr().out)
+    assert [row[1] for row in agreements] == ["6x16", "3@0.002", "reference"]
+    assert [row[3] for row in agreements[:2]] == [row[7] for row in rows]
+    assert [row[4] for row in agreements[:2]] == [row[10] for row in rows]
+    assert agreements[2][4] == rows[0][9]
+
+
+def test_reference_agreement_measures() -> None:
+    helpers = runpy.run_path(str(BENCHMARKS / "evaluator.py"))
+    identical, swapped = [1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 40.0, 31.0]
+    runs = [identical, identical, swapped]
+    # Pairs: (identical, identical) agree fully, each pair with `swapped` has one of six
+    # pairs discordant: (1 + 2/3 + 2/3) / 3.
+    assert helpers["mean_pairwise_tau"](runs) == pytest.approx(7 / 9)
+    # Each run against the mean of the other two ranks the last two candidates the other way
+    # round, since `swapped` outweighs `identical` there: 2/3 every time.
+    assert helpers["leave_one_out_tau"](runs) == pytest.approx(2 / 3)
+
+
+def test_compress_benchmark_reports_each_agents_table_and_search(
+        private_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    script = BENCHMARKS / "compress_mnist.py"
+    monkeypatch.setattr(sys, "argv", [
+        str(script), "--dataset", "digits", "--teacher-width", "0.25", "--iterations", "1",
+        "--finetune-epochs", "1", "--agents", "reinforce,random", "--out", str(tmp_path / "runs")])
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    headers = re.findall(r"## (\S+): (\d+) \+ (\d+) candidates trained \(stage 1 \+ 2\), best "
+                         r"reward (\S+) / (\S+), \d+ s, run dir (\S+)", out)
+    assert [header[0] for header in headers] == ["reinforce", "random"]
+    for _, stage1, stage2, best1, best2, run in headers:
+        # One iteration is 5 episodes per stage; repeats are answered by the cache.
+        assert 1 <= int(stage1) <= 5 and 1 <= int(stage2) <= 5
+        assert -1.0 <= float(best1) <= 1.0 and -1.0 <= float(best2) <= 1.0
+        assert (Path(run) / "result.json").is_file()
+    assert out.count("Student (Stage1+Stage2)") == 2

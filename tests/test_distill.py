@@ -96,6 +96,7 @@ def test_recipe_validation() -> None:
     with pytest.raises(ValueError, match="init"):
         DistillRecipe(init="random")  # type: ignore[arg-type]
     assert DistillRecipe.paper().init == "scratch"
+    assert DistillRecipe.paper().batch_norm_samples == 0
     assert DistillRecipe(steps=None, epochs=2.0, batch_size=100).total_steps(1050) == 20
     assert DistillRecipe(steps=7).digest() != DistillRecipe(steps=8).digest()
     with pytest.raises(ValueError, match="batch_norm_samples must be >= 0"):
