@@ -138,7 +138,8 @@ def teacher_logits(teacher: nn.Module, x: torch.Tensor,
 
 def recalibrate_batch_norm(model: nn.Module, inputs: torch.Tensor,
                            batch_size: int | None = None) -> None:
-    """Replace every batch norm's running statistics with their average over ``inputs``.
+    """Replace every batch norm's running statistics with their average over the batches of
+    ``inputs``.
 
     The model's weights are untouched; it is left in eval mode. A final batch of a single
     image is skipped, since batch norm cannot normalise one sample in training mode.
