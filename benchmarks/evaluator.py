@@ -9,7 +9,8 @@ b. seconds per candidate with a reference loop written plainly as the paper desc
 c. Kendall's tau between the two recipes' validation accuracies over the candidates (and
    between the N2N rewards they give, which is what an agent sees); with several reference
    seeds, also the tau of one reference run against another, i.e. how well the reference
-   predicts itself, the most any cheaper recipe can be expected to reach; with several
+   predicts itself, the most any cheaper recipe can be expected to reach (with three or
+   more, also each run against the mean of the others); with several
    budget seeds (``--seeds``), each tau is the mean over the budget's seeds, followed by
    its range, since with 20 candidates one seed's tau moves by a few hundredths, and the
    tau of one seed's run against another's says how repeatable the budget itself is;

@@ -11,7 +11,7 @@ Run: ``python examples/quickstart.py``: 15 iterations of 5 candidates per stage,
 50 epochs of fine-tuning; 2 minutes on 2 CPU cores, including about 12 s to train and
 cache the teacher on first use. We measured a 19,438-parameter student (19.3x smaller)
 with the teacher's test accuracy, 99.44%. ``--iterations 40`` is the ``n2n compress``
-default (about 4 minutes); ``--evaluator mock`` scores candidates with an instant,
+default (about 3.5 minutes); ``--evaluator mock`` scores candidates with an instant,
 NOT REAL accuracy model (the fine-tuned accuracies in the table are still real).
 """
 

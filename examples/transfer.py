@@ -12,7 +12,7 @@ teacher counts as 0%, as in the reward) and mean accuracy of the 50 students (th
 validation accuracy after the environment's short distillation, 0 for degenerate ones).
 
 Run: ``python examples/transfer.py``: real distillation of every student, both teachers at
-width 0.125; 4 minutes on 2 CPU cores (100 pre-training iterations, then 2 x 10), of
+width 0.125; 4.5 minutes on 2 CPU cores (100 pre-training iterations, then 2 x 10), of
 which about 11 s train and cache the two teachers on first use. ``--evaluator mock`` runs
 in seconds but its rewards are NOT REAL (a made-up accuracy model, see
 ``n2n_env.evaluators.MockEvaluator``); the output says so. ``--source resnet18 --target
@@ -20,8 +20,9 @@ resnet34`` runs the paper's other pair.
 
 What we measured (digits, width 0.125, Reward / Comp. / Acc. over the first 10 iterations):
 
-- real rewards, defaults: seed 0: pre-trained 0.92 / 81.5% / 96.7%, scratch 0.66 / 46.9% /
-  97.7%. With the earlier distillation budget (25 steps of 128 samples) seed 0 gave
+- real rewards, defaults: seed 0: pre-trained 0.94 / 81.1% / 98.3%, scratch 0.66 / 47.1% /
+  97.9% (before batch-norm re-estimation, at commit 08dc556: 0.92 / 81.5% / 96.7% against
+  0.66 / 46.9% / 97.7%). With the earlier distillation budget (25 steps of 128 samples) seed 0 gave
   0.79 / 72.9% / 89.0% against 0.61 / 55.1% / 83.9%; seed 1 0.97 / 90.0% / 97.2% against
   0.54 / 45.7% / 81.1%; seed 2 a tie, 0.65 / 68.0% / 80.8% (3 degenerate students) against
   0.65 / 57.1% / 84.3%; and pre-training for only 30 iterations did not help (seed 0:

@@ -141,8 +141,9 @@ def recalibrate_batch_norm(model: nn.Module, inputs: torch.Tensor,
     """Replace every batch norm's running statistics with their average over the batches of
     ``inputs``.
 
-    The model's weights are untouched; it is left in eval mode. A final batch of a single
-    image is skipped, since batch norm cannot normalise one sample in training mode.
+    The model's weights are untouched; it is left in eval mode. Only the batch norms run in
+    training mode, so dropout is off, as it is when the model is scored. A final batch of a
+    single image is skipped, since batch norm cannot normalise one sample in training mode.
     """
     norms = [module for module in model.modules()
              if isinstance(module, nn.modules.batchnorm._BatchNorm)]
@@ -157,7 +158,9 @@ def recalibrate_batch_norm(model: nn.Module, inputs: torch.Tensor,
         norm.reset_running_stats()
         norm.momentum = None  # a cumulative average: every batch counts equally
     layout = memory_format(device) if inputs.dim() == 4 else torch.contiguous_format
-    model.train()
+    model.eval()
+    for norm in norms:
+        norm.train()
     with torch.no_grad(), autocast_context(device):
         for start in range(0, len(inputs), batch_size):
             batch = inputs[start : start + batch_size]
@@ -258,7 +261,8 @@ class DistillationEvaluator:
         return prepare_model(build_model(arch, teacher, device=self.device), self.device)
 
     def _batch_norm_images(self) -> torch.Tensor:
-        """A seeded sample of ``batch_norm_samples`` training images."""
+        """The first ``batch_norm_samples`` training images in the seed's first training
+        order (the images of the first batches trained on)."""
         order = torch.Generator().manual_seed(self.seed)
         chosen = torch.randperm(len(self.train), generator=order)[: self.recipe.batch_norm_samples]
         return self.train.x[chosen.to(self.device)]

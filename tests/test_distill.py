@@ -110,7 +110,9 @@ def test_recalibrated_batch_norm_holds_the_statistics_of_the_given_inputs() -> N
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3),
                                 torch.nn.ReLU(), torch.nn.Linear(3, 2))
     norm = model[1]
+    # Stale statistics from a long training: without a reset they would dominate the average.
     norm.running_mean.fill_(5.0)
+    norm.num_batches_tracked.fill_(100)
     weights = {name: value.clone() for name, value in model.state_dict().items()
                if "running" not in name and "num_batches" not in name}
     inputs = torch.randn(8, 4) * 3 + 1
@@ -124,6 +126,18 @@ def test_recalibrated_batch_norm_holds_the_statistics_of_the_given_inputs() -> N
     assert norm.momentum == 0.1 and not model.training
     for name, value in weights.items():
         assert torch.equal(model.state_dict()[name], value), name
+
+
+def test_recalibration_runs_without_dropout_as_scoring_does() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Dropout(0.9),
+                                torch.nn.BatchNorm1d(3))
+    inputs = torch.randn(64, 4)
+    recalibrate_batch_norm(model, inputs, batch_size=64)
+    with torch.no_grad():
+        features = model[0](inputs)
+    torch.testing.assert_close(model[2].running_var, features.var(0, unbiased=True))
+    assert not model[1].training
 
 
 def test_recalibration_skips_a_final_single_image_batch() -> None:
