@@ -123,14 +123,18 @@ def mean_pairwise_tau(rankings: list[list[float]]) -> float:
     return sum(taus) / len(taus)
 
 
+def mean_run(runs: list[list[float]]) -> list[float]:
+    """Each candidate's accuracy averaged over ``runs``."""
+    return [sum(values) / len(values) for values in zip(*runs)]
+
+
 def leave_one_out_tau(rankings: list[list[float]]) -> float:
     """Mean Kendall tau of each run against the mean of the other runs: how well one run of
     a recipe predicts the average of its reruns."""
     taus = []
     for index, run in enumerate(rankings):
         others = [ranking for other, ranking in enumerate(rankings) if other != index]
-        taus.append(kendalltau(run, [sum(values) / len(values)
-                                     for values in zip(*others)]).statistic)
+        taus.append(kendalltau(run, mean_run(others)).statistic)
     return sum(taus) / len(taus)
 
 
@@ -157,8 +161,7 @@ def agreement_from_log(path: Path) -> None:
           "run vs the mean of the other runs |")
     print("|---|---|---|---|---|---|")
     for name, recipes in runs.items():
-        reference = [list(run) for run in zip(*recipes["reference"])]
-        target = [sum(values) / len(values) for values in zip(*reference)]
+        target = mean_run([list(run) for run in zip(*recipes["reference"])])
         for recipe, per_candidate in recipes.items():
             seeds = [list(run) for run in zip(*per_candidate)]
             taus = [kendalltau(run, target).statistic for run in seeds]
@@ -244,7 +247,7 @@ def main() -> None:
                 slow_seconds += time.perf_counter() - start
                 line += f"  reference {accuracies[-1]:.4f} ({time.perf_counter() - start:.1f}s)"
             print(line, flush=True)
-        target = [sum(values) / len(values) for values in zip(*slow)]
+        target = mean_run(slow)
         per_reference = slow_seconds / len(candidates) / len(slow)
         self_tau = mean_pairwise_tau(slow) if len(slow) > 1 else float("nan")
         if len(slow) > 1:

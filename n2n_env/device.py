@@ -18,6 +18,7 @@ __all__ = [
     "ALLOWED_DEVICES",
     "DeviceUnavailableError",
     "autocast_context",
+    "in_memory_format",
     "inference_batch_size",
     "inference_mode",
     "memory_format",
@@ -85,6 +86,14 @@ def memory_format(device: torch.device) -> torch.memory_format:
     176 to 224 GFLOP/s for conv4 and from 155 to 204 for vgg13; docs/benchmarks.md)."""
     del device
     return torch.channels_last
+
+
+def in_memory_format(inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``inputs`` laid out as ``device``'s models expect: a batch of images (4-D) in
+    :func:`memory_format`, any other tensor (features for a linear layer) as it is."""
+    if inputs.dim() != 4:
+        return inputs.contiguous()
+    return inputs.contiguous(memory_format=memory_format(device))
 
 
 def inference_batch_size(device: torch.device) -> int:

@@ -41,9 +41,9 @@ from n2n_env.build import build_model
 from n2n_env.data import Dataset
 from n2n_env.device import (
     autocast_context,
+    in_memory_format,
     inference_batch_size,
     inference_mode,
-    memory_format,
     prepare_model,
     resolve_device,
     use_all_cores,
@@ -131,8 +131,7 @@ def teacher_logits(teacher: nn.Module, x: torch.Tensor,
     outputs = []
     with inference_mode(teacher), autocast_context(device):
         for start in range(0, len(x), batch_size):
-            batch = x[start : start + batch_size].contiguous(memory_format=memory_format(device))
-            outputs.append(teacher(batch).float())
+            outputs.append(teacher(in_memory_format(x[start : start + batch_size], device)).float())
     return torch.cat(outputs)
 
 
@@ -145,10 +144,10 @@ def recalibrate_batch_norm(model: nn.Module, inputs: torch.Tensor,
     training mode, so dropout is off, as it is when the model is scored. A final batch of a
     single image is skipped, since batch norm cannot normalise one sample in training mode.
     """
+    model.eval()
     norms = [module for module in model.modules()
              if isinstance(module, nn.modules.batchnorm._BatchNorm)]
     if not norms or len(inputs) < 2:
-        model.eval()
         return
     device = inputs.device
     if batch_size is None:
@@ -157,18 +156,15 @@ def recalibrate_batch_norm(model: nn.Module, inputs: torch.Tensor,
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # a cumulative average: every batch counts equally
-    layout = memory_format(device) if inputs.dim() == 4 else torch.contiguous_format
-    model.eval()
-    for norm in norms:
         norm.train()
     with torch.no_grad(), autocast_context(device):
         for start in range(0, len(inputs), batch_size):
             batch = inputs[start : start + batch_size]
             if len(batch) >= 2:
-                model(batch.contiguous(memory_format=layout))
+                model(in_memory_format(batch, device))
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
-    model.eval()
+        norm.eval()
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -215,6 +211,13 @@ class DistillationEvaluator:
             raise ValueError(f"training split has {len(self.train)} samples, fewer than one "
                              f"batch of {self.recipe.batch_size}")
         self.train_logits = teacher_logits(self.teacher, self.train.x)
+        # Batch norms are re-estimated on the first images of the seed's first training
+        # order (the images of the first batches trained on), the same for every candidate.
+        first_order = torch.randperm(len(self.train),
+                                     generator=torch.Generator().manual_seed(seed))
+        self.batch_norm_images = (
+            self.train.x[first_order[: self.recipe.batch_norm_samples].to(self.device)]
+            if self.recipe.batch_norm_samples > 0 else None)
         self.teacher_accuracy = (teacher_accuracy if teacher_accuracy is not None
                                  else evaluate_accuracy(self.teacher, self.val))
         self._teacher_fingerprint = model_fingerprint(self.teacher)
@@ -239,8 +242,8 @@ class DistillationEvaluator:
                 torch.manual_seed(self.seed)
                 student = self._build(arch)
                 steps_done, failure = self._train(student)
-                if failure is None and self.recipe.batch_norm_samples > 0:
-                    recalibrate_batch_norm(student, self._batch_norm_images())
+                if failure is None and self.batch_norm_images is not None:
+                    recalibrate_batch_norm(student, self.batch_norm_images)
                 accuracy = evaluate_accuracy(student, self.val) if failure is None else 0.0
         except (torch.OutOfMemoryError, MemoryError) as error:
             failure = f"out of memory: {str(error).splitlines()[0] if str(error) else 'CPU'}"
@@ -260,13 +263,6 @@ class DistillationEvaluator:
         teacher = self.teacher if self.recipe.init == "inherit" else None
         return prepare_model(build_model(arch, teacher, device=self.device), self.device)
 
-    def _batch_norm_images(self) -> torch.Tensor:
-        """The first ``batch_norm_samples`` training images in the seed's first training
-        order (the images of the first batches trained on)."""
-        order = torch.Generator().manual_seed(self.seed)
-        chosen = torch.randperm(len(self.train), generator=order)[: self.recipe.batch_norm_samples]
-        return self.train.x[chosen.to(self.device)]
-
     def _train(self, student: nn.Module) -> tuple[int, str | None]:
         """Run the budget; return steps taken and a failure message if the loss diverged."""
         recipe, device = self.recipe, self.device
@@ -283,7 +279,7 @@ class DistillationEvaluator:
             permutation = torch.randperm(len(self.train), generator=order).to(device)
             for batch in range(min(per_epoch, total - step)):
                 index = permutation[batch * recipe.batch_size : (batch + 1) * recipe.batch_size]
-                inputs = self.train.x[index].contiguous(memory_format=memory_format(device))
+                inputs = in_memory_format(self.train.x[index], device)
                 with autocast_context(device):
                     logits = student(inputs)
                 loss = distillation_loss(logits, self.train_logits[index], self.train.y[index],

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from n2n_env import data as data_mod
 from n2n_env.arch import Architecture
 from n2n_env.build import build_model
-from n2n_env.device import autocast_context, memory_format, prepare_model, resolve_device
+from n2n_env.device import autocast_context, in_memory_format, prepare_model, resolve_device
 from n2n_env.distill import distillation_loss, teacher_logits
 from n2n_env.recipes import Recipe, recipe_for
 from n2n_env.teacher import evaluate_accuracy, make_optimizer
@@ -75,14 +75,16 @@ def finetune(arch: Architecture, teacher: nn.Module, data: data_mod.Dataset,
     torch.manual_seed(seed)
     student = prepare_model(build_model(arch, teacher if inherit else None, device=dev), dev)
     start_state = {name: tensor.clone() for name, tensor in student.state_dict().items()}
-    start_rng = _rng_state(dev)
     fixed_logits = None if recipe.augment else teacher_logits(teacher, data.train.x)
     attempt = recipe
     for restart in range(MAX_RESTARTS + 1):
         student.load_state_dict(start_state)
-        _set_rng_state(dev, start_rng)  # a restart equals a fresh run at its learning rate
-        val_accuracy = _train(student, teacher, data, attempt, kd_weight, fixed_logits, seed,
-                              desc=f"finetune {arch.name or 'student'}", progress=progress)
+        # Every attempt draws (dropout) from the same random state, so a restart equals a
+        # fresh run at its learning rate.
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            val_accuracy = _train(student, teacher, data, attempt, kd_weight, fixed_logits,
+                                  seed, desc=f"finetune {arch.name or 'student'}",
+                                  progress=progress)
         if val_accuracy is not None:
             break
         if restart < MAX_RESTARTS:
@@ -99,18 +101,6 @@ def finetune(arch: Architecture, teacher: nn.Module, data: data_mod.Dataset,
         student.eval(), evaluate_accuracy(student, data.val) if diverged else val_accuracy,
         evaluate_accuracy(student, data.test), recipe.epochs, time.perf_counter() - started,
         lr=attempt.lr, diverged=diverged)
-
-
-def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The generator states dropout draws from on ``device``."""
-    return (torch.random.get_rng_state(),
-            torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
-
-
-def _set_rng_state(device: torch.device, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
-    torch.random.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
 
 
 def _train(student: nn.Module, teacher: nn.Module, data: data_mod.Dataset, recipe: Recipe,
@@ -137,7 +127,7 @@ def _train(student: nn.Module, teacher: nn.Module, data: data_mod.Dataset, recip
             inputs = data.train.x[index]
             if recipe.augment:
                 inputs = data_mod.random_crop_flip(inputs, generator=augment_rng)
-            inputs = inputs.contiguous(memory_format=memory_format(dev))
+            inputs = in_memory_format(inputs, dev)
             targets = (teacher_logits(teacher, inputs) if fixed_logits is None
                        else fixed_logits[index])
             with autocast_context(dev):

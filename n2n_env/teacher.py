@@ -37,9 +37,9 @@ from n2n_env.checkpoints import (
 )
 from n2n_env.device import (
     autocast_context,
+    in_memory_format,
     inference_batch_size,
     inference_mode,
-    memory_format,
     prepare_model,
     resolve_device,
 )
@@ -78,8 +78,7 @@ def evaluate_accuracy(
         for start in range(0, len(split), batch_size):
             xb = split.x[start : start + batch_size].to(dev, non_blocking=True)
             yb = split.y[start : start + batch_size].to(dev, non_blocking=True)
-            xb = xb.contiguous(memory_format=memory_format(dev))
-            correct += (model(xb).argmax(dim=1) == yb).sum()
+            correct += (model(in_memory_format(xb, dev)).argmax(dim=1) == yb).sum()
     return correct.item() / len(split)
 
 
@@ -185,7 +184,7 @@ def _train_epoch(
         if recipe.augment:
             xb = data_mod.random_crop_flip(xb, generator=augment_rng)
         with autocast_context(dev):
-            loss = F.cross_entropy(model(xb.contiguous(memory_format=memory_format(dev))), yb)
+            loss = F.cross_entropy(model(in_memory_format(xb, dev)), yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -22,3 +22,13 @@ def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert device.memory_format(torch.device("cpu")) == torch.channels_last
     conv = device.prepare_model(torch.nn.Conv2d(4, 8, 3), torch.device("cpu"))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_inputs_take_the_device_layout_only_when_they_are_images() -> None:
+    cpu = torch.device("cpu")
+    images = device.in_memory_format(torch.randn(2, 3, 5, 5), cpu)
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    assert not images.is_contiguous()  # really re-laid out, not merely contiguous
+    features = torch.randn(6, 4).t()  # a non-contiguous view
+    laid_out = device.in_memory_format(features, cpu)
+    assert laid_out.is_contiguous() and torch.equal(laid_out, features)

@@ -65,8 +65,6 @@ def test_finetune_trains_even_when_the_caller_disabled_autograd(teacher, synthet
 
 
 def _all_finite(model) -> bool:
-    import torch
-
     return all(bool(torch.isfinite(tensor).all()) for tensor in model.state_dict().values()
                if tensor.is_floating_point())
 
