@@ -32,7 +32,6 @@ Rules (each is tested):
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -410,72 +409,20 @@ class Architecture:
 
     # ------------------------------------------------------------------ identity
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict; only non-default layer fields are written."""
-        defaults = Layer("relu")
-        layers = [
-            {
-                "kind": layer.kind,
-                **{
-                    f.name: getattr(layer, f.name)
-                    for f in dataclasses.fields(Layer)[1:]
-                    if getattr(layer, f.name) != getattr(defaults, f.name)
-                },
-            }
-            for layer in self.layers
-        ]
-        blocks = [
-            {
-                "start": b.start,
-                "end": b.end,
-                "stride": b.stride,
-                "origin": b.origin,
-                "projection": dataclasses.asdict(b.projection) if b.projection else None,
-            }
-            for b in self.blocks
-        ]
-        return {
-            "format": "n2n-architecture",
-            "version": 1,
-            "name": self.name,
-            "input_shape": list(self.input_shape),
-            "num_classes": self.num_classes,
-            "layers": layers,
-            "blocks": blocks,
-        }
+        """A JSON-ready dict in the architecture format; see :mod:`n2n_env.arch_json`."""
+        from n2n_env.arch_json import architecture_to_dict
+
+        return architecture_to_dict(self)
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Architecture:
-        if not isinstance(data, dict) or data.get("format") != "n2n-architecture":
-            raise ValueError("not an n2n architecture (expected format 'n2n-architecture')")
-        if type(data.get("version")) is not int or data["version"] != 1:
-            raise ValueError(
-                f"unsupported architecture version {data.get('version')!r}; this "
-                "n2n reads version 1"
-            )
-        try:
-            layers = tuple(Layer(**layer) for layer in data["layers"])
-            blocks = tuple(
-                Block(
-                    start=b["start"],
-                    end=b["end"],
-                    stride=b["stride"],
-                    origin=b["origin"],
-                    projection=Projection(**b["projection"]) if b["projection"] else None,
-                )
-                for b in data["blocks"]
-            )
-            return cls(
-                tuple(data["input_shape"]),
-                int(data["num_classes"]),
-                layers,
-                blocks,
-                name=str(data.get("name", "")),
-            )
-        except (KeyError, TypeError) as error:
-            raise ValueError(f"malformed architecture JSON: {error}") from error
+        """The architecture a :meth:`to_dict` dict describes; ValueError for anything else."""
+        from n2n_env.arch_json import architecture_from_dict
+
+        return architecture_from_dict(data)
 
     @classmethod
     def from_json(cls, text: str) -> Architecture:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from n2n_env import data
+from n2n_env import data, data_sources
 from n2n_env.data import DatasetCorruptError, DatasetNotFoundError, Split
 
 ALL_NAMES = (
@@ -299,7 +299,7 @@ def test_torchvision_mnist_from_fake_files(tmp_path: pathlib.Path, monkeypatch) 
     assert ds.train.y.tolist() == ((train_ids + 3) % 10).tolist()
     assert ds.test.y.tolist() == (test_ids % 10).tolist()
     assert data.load("mnist", root=tmp_path, seed=2).fingerprint == ds.fingerprint
-    monkeypatch.setattr(data, "VAL_SIZE", 4999)  # same data and seed, other split indices
+    monkeypatch.setattr(data_sources, "VAL_SIZE", 4999)  # same data and seed, other split indices
     changed = data.load("mnist", root=tmp_path, seed=2)
     assert len(changed.val) == 4999 and changed.fingerprint != ds.fingerprint
 
