@@ -1,5 +1,5 @@
-"""Shared by the N2NRemoval-v0 tests: environments on the mock evaluator, whole episodes and
-deep equality of observations. Not a test module.
+"""Shared by the N2NRemoval-v0 tests: environments on the mock evaluator and whole episodes.
+Not a test module.
 """
 
 from __future__ import annotations
@@ -48,12 +48,3 @@ def random_actions(env: gym.Env, seed: int) -> list[int]:
     rng = np.random.default_rng(seed)
     fixed = ~np.array(env.unwrapped.teacher.removable())
     return [1 if fixed[t] else int(rng.integers(2)) for t in range(len(fixed))]
-
-
-def same(first: Any, second: Any) -> bool:
-    """Deep equality of observations/infos (dicts, arrays, floats, strings)."""
-    if isinstance(first, dict):
-        return first.keys() == second.keys() and all(same(first[k], second[k]) for k in first)
-    if isinstance(first, np.ndarray):
-        return first.dtype == second.dtype and np.array_equal(first, second)
-    return type(first) is type(second) and first == second

@@ -13,6 +13,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+from observations_equal import same
 from removal_episodes import (
     DIGITS,
     F,
@@ -20,7 +21,6 @@ from removal_episodes import (
     make,
     random_actions,
     run,
-    same,
 )
 
 import n2n_env  # noqa: F401  (registers the environments)

@@ -12,6 +12,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+from observations_equal import same
 
 import n2n_env  # noqa: F401  (registers the environments)
 from n2n_env import data, zoo
@@ -46,14 +47,6 @@ def run(env: gym.Env, actions: Sequence[int] | int, seed: int | None = 0
 def random_actions(env: gym.Env, seed: int) -> list[int]:
     rng = np.random.default_rng(seed)
     return rng.integers(0, 10, env.unwrapped.num_variables).tolist()
-
-
-def same(first: Any, second: Any) -> bool:
-    if isinstance(first, dict):
-        return first.keys() == second.keys() and all(same(first[k], second[k]) for k in first)
-    if isinstance(first, np.ndarray):
-        return first.dtype == second.dtype and np.array_equal(first, second)
-    return type(first) is type(second) and first == second
 
 
 def stage1_student(teacher: Architecture) -> Architecture:
