@@ -29,7 +29,7 @@ import json
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
@@ -176,6 +176,20 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+@dataclass
+class TrainedStudent:
+    """A student after its distillation budget, before (or after) it is scored."""
+
+    model: nn.Module | None
+    """The trained student; None when training failed."""
+    failure: str | None
+    """Why training failed (non-finite loss, out of memory), or None."""
+    costs: dict[str, float]
+    """``wall_seconds``, ``optimizer_steps`` and ``samples_seen``, as Evaluation has them."""
+    accuracies: dict[str, float] = field(default_factory=dict)
+    """Scores by split name, filled in by whoever scores the student."""
+
+
 class DistillationEvaluator:
     """Scores a student by validation accuracy after a short distillation from the teacher.
 
@@ -232,32 +246,52 @@ class DistillationEvaluator:
         reason = arch.degenerate_reason(self.max_classifier_inputs)
         if reason is not None:
             return unscored(self.teacher_architecture, arch, reason)
+        trained = self.train_student(arch)
+        if trained.model is not None:
+            started = time.perf_counter()
+            trained.accuracies["val"] = evaluate_accuracy(trained.model, self.val)
+            trained.costs["wall_seconds"] += time.perf_counter() - started
+        return self.evaluation(arch, trained)
+
+    def train_student(self, arch: Architecture) -> TrainedStudent:
+        """Build ``arch`` (inheriting the teacher's weights unless the recipe says scratch),
+        distil it for the recipe's budget and re-estimate its batch norms; nothing is
+        scored. ``arch`` must not be degenerate. :meth:`evaluate` scores the result on
+        validation; an offline benchmark may score it on other splits too."""
         started = time.perf_counter()
-        steps_done = 0
+        steps_done, model = 0, None
         try:
             # Callers may hold autograd off (an agent's rollout under no_grad, say); training
             # needs it on, whatever the caller's mode.
             with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(
                     devices=[self.device] if self.device.type == "cuda" else []):
                 torch.manual_seed(self.seed)
-                student = self._build(arch)
-                steps_done, failure = self._train(student)
+                model = self._build(arch)
+                steps_done, failure = self._train(model)
                 if failure is None and self.batch_norm_images is not None:
-                    recalibrate_batch_norm(student, self.batch_norm_images)
-                accuracy = evaluate_accuracy(student, self.val) if failure is None else 0.0
+                    recalibrate_batch_norm(model, self.batch_norm_images)
         except (torch.OutOfMemoryError, MemoryError) as error:
             failure = f"out of memory: {str(error).splitlines()[0] if str(error) else 'CPU'}"
+            model = None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
         costs = {"wall_seconds": time.perf_counter() - started, "optimizer_steps": steps_done,
                  "samples_seen": steps_done * self.recipe.batch_size}
-        if failure is not None:
-            return unscored(self.teacher_architecture, arch, failure=failure, **costs)
+        return TrainedStudent(model=model if failure is None else None, failure=failure,
+                              costs=costs)
+
+    def evaluation(self, arch: Architecture, trained: TrainedStudent) -> Evaluation:
+        """The Evaluation of a student trained by :meth:`train_student` and scored on
+        validation (``trained.accuracies["val"]``)."""
+        if trained.failure is not None:
+            return unscored(self.teacher_architecture, arch, failure=trained.failure,
+                            **trained.costs)
         params, flops = arch.num_params(), arch.flops()
         return Evaluation(
-            accuracy=accuracy, params=params, flops=flops,
+            accuracy=trained.accuracies["val"], params=params, flops=flops,
             compression=1.0 - params / self.teacher_architecture.num_params(),
-            flops_compression=1.0 - flops / self.teacher_architecture.flops(), **costs)
+            flops_compression=1.0 - flops / self.teacher_architecture.flops(),
+            **trained.costs)
 
     def _build(self, arch: Architecture) -> nn.Module:
         teacher = self.teacher if self.recipe.init == "inherit" else None

@@ -5,7 +5,8 @@ with a single linear classifier (the CIFAR variant the paper's parameter counts 
 ``resnet18``/``resnet34`` are CIFAR-style BasicBlock ResNets with a 3x3 stem. At
 ``width=1.0`` the parameter counts match Table 1 within 2% (VGG-13 on MNIST 9.41M,
 VGG-19 on CIFAR-10 20.04M, ResNet-18 11.17M, ResNet-34 21.28M). ``width`` scales every
-channel and hidden-unit count (at least 1) for CPU-sized experiments.
+channel and hidden-unit count (at least 1) for CPU-sized experiments. ``conv3`` is not the
+paper's: it is N2N-Bench's teacher, small enough to train every student of both MDPs.
 
 A 2x2 max-pool that would take a feature map below 1x1 is left out, so every teacher
 accepts inputs as small as 8x8 (MNIST's 28x28 gets four of VGG's five poolings).
@@ -33,6 +34,8 @@ _VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
     for name, depths in _VGG_STAGE_DEPTHS.items()
 }
 _CONV4_CONFIG: tuple[int | str, ...] = (32, "M", 64, "M", 128, 128, "M")
+_CONV3_CONFIG: tuple[int | str, ...] = (16, "M", 32, "M", 32)
+_CONV3_HIDDEN = 64
 _RESNET_DEPTHS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 
 
@@ -93,12 +96,14 @@ class _Builder:
         input_shape: tuple[int, int, int],
         num_classes: int,
         hidden: int | None = None,
+        dropout: bool = True,
     ) -> Architecture:
         self.add("flatten")
         if hidden is not None:
             self.add("linear", out=self.channels(hidden))
             self.add("relu")
-            self.add("dropout", p=0.5)
+            if dropout:
+                self.add("dropout", p=0.5)
         self.add("linear", out=num_classes)
         return Architecture(
             input_shape, num_classes, tuple(self.layers), tuple(self.blocks), name=name
@@ -111,6 +116,19 @@ def _conv4(
     builder = _Builder(input_shape, width)
     builder.features(_CONV4_CONFIG)
     return builder.finish(name, input_shape, num_classes, hidden=256)
+
+
+def _conv3(
+    name: str, input_shape: tuple[int, int, int], num_classes: int, width: float
+) -> Architecture:
+    """N2N-Bench's teacher (docs/rl-benchmark.md): small enough that every student of both
+    MDPs can be trained on a CPU. Three conv-bn-relu stages (16, 32, 32 channels; the first
+    two end in a 2x2 max-pool), then a hidden linear layer of 64 units and the classifier,
+    with no dropout: 16 layers, of which 13 are removable (2^13 = 8,192 keep masks), and 4
+    shrink variables (10^4 shrink vectors)."""
+    builder = _Builder(input_shape, width)
+    builder.features(_CONV3_CONFIG)
+    return builder.finish(name, input_shape, num_classes, hidden=_CONV3_HIDDEN, dropout=False)
 
 
 def _vgg(
@@ -141,6 +159,7 @@ _FACTORIES: dict[str, Callable[[str, tuple[int, int, int], int, float], Architec
     "conv4": _conv4,
     **{name: _vgg for name in _VGG_CONFIGS},
     **{name: _resnet for name in _RESNET_DEPTHS},
+    "conv3": _conv3,
 }
 
 

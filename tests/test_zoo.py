@@ -12,9 +12,9 @@ from n2n_env.build import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-NAMES = ("conv4", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34")
+NAMES = ("conv4", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34", "conv3")
 CONVS = {"conv4": 4, "vgg11": 8, "vgg13": 10, "vgg16": 13, "vgg19": 16,
-         "resnet18": 17, "resnet34": 33}
+         "resnet18": 17, "resnet34": 33, "conv3": 3}
 
 
 def kinds(arch, kind: str) -> list[int]:
@@ -43,6 +43,15 @@ def test_parameter_counts_match_table_1(name, input_shape, paper_params):
     assert arch.num_params() == pytest.approx(paper_params, rel=0.02)
     model = build_model(arch)
     assert arch.num_params() == sum(p.numel() for p in model.parameters())
+
+
+def test_conv3_spans_the_benchmark_spaces():
+    """N2N-Bench needs 2^12 to 2^14 keep masks and exactly 4 shrink variables."""
+    conv3 = zoo.get("conv3", (1, 28, 28))
+    assert sum(conv3.removable()) == 13
+    assert len(conv3.shrink_variables()) == 4
+    assert "dropout" not in [layer.kind for layer in conv3.layers]
+    assert conv3.input_shapes()[12] == (32 * 7 * 7,)
 
 
 def test_structure_of_the_teachers():
