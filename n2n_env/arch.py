@@ -32,6 +32,7 @@ Rules (each is tested):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -165,11 +166,26 @@ class Architecture:
     layers: tuple[Layer, ...]
     blocks: tuple[Block, ...] = ()
     name: str = field(default="", compare=False)
+    root: str = field(default="", compare=False)
+    """Signature of the root teacher whose layer indices the origins refer to ("" for a
+    root: a teacher, from the zoo or described by hand). ``remove`` and ``shrink`` set it,
+    and ``build_model`` refuses to inherit from any other teacher."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "blocks", tuple(self.blocks))
+        if not isinstance(self.root, str) or (self.root and len(self.root) != 16):
+            raise ValueError(f"root must be '' or a 16-hex-digit signature, got {self.root!r}")
+        if all(layer.origin == -1 for layer in self.layers) and all(
+            block.origin == -1 for block in self.blocks
+        ):
+            # Described by hand: it is its own root, so number its layers and blocks, which
+            # is what lets its students inherit its weights.
+            object.__setattr__(self, "layers", tuple(
+                dataclasses.replace(layer, origin=i) for i, layer in enumerate(self.layers)))
+            object.__setattr__(self, "blocks", tuple(
+                dataclasses.replace(block, origin=b) for b, block in enumerate(self.blocks)))
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
             raise ValueError(
                 f"input_shape must be (C, H, W) of positive ints, got {self.input_shape}"
@@ -433,12 +449,22 @@ class Architecture:
         return cls.from_dict(data)
 
     def signature(self) -> str:
-        """Stable 16-hex-digit hash of everything but the name (origins included, since
-        they decide which teacher weights a student inherits)."""
+        """Stable 16-hex-digit hash of everything but the name and the root (origins
+        included, since they decide which teacher weights a student inherits)."""
+        return self._signature
+
+    @cached_property
+    def _signature(self) -> str:
         data = self.to_dict()
         data.pop("name")
+        data.pop("root", None)
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def root_signature(self) -> str:
+        """Signature of the root teacher this architecture derives from (its own for a
+        root): two architectures share origins exactly when these agree."""
+        return self.root or self.signature()
 
     def summary(self) -> str:
         """A plain-text table of the layers; see :func:`n2n_env.features.describe`."""

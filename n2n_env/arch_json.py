@@ -4,7 +4,8 @@ into its signature.
 
 A dict with ``format: "n2n-architecture"``, ``version: 1``, ``name``, ``input_shape``,
 ``num_classes``, ``layers`` (each layer's ``kind`` plus only the fields that differ from a
-default layer) and ``blocks`` (residual spans with their optional projection). Reading
+default layer) and ``blocks`` (residual spans with their optional projection), and for a derived architecture
+``root``, the signature of the root teacher its origins refer to. Reading
 refuses anything else with a ValueError that says what is wrong, never a wrong network.
 """
 
@@ -40,7 +41,9 @@ def architecture_to_dict(arch: Architecture) -> dict[str, Any]:
         }
         for b in arch.blocks
     ]
+    root = {"root": arch.root} if arch.root else {}
     return {
+        **root,
         "format": "n2n-architecture",
         "version": 1,
         "name": arch.name,
@@ -79,6 +82,7 @@ def architecture_from_dict(data: dict[str, Any]) -> Architecture:
             layers,
             blocks,
             name=str(data.get("name", "")),
+            root=data.get("root", ""),
         )
     except (KeyError, TypeError) as error:
         raise ValueError(f"malformed architecture JSON: {error}") from error

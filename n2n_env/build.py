@@ -116,13 +116,17 @@ def build_model(
     arch: Architecture, teacher: nn.Module | None = None, device: torch.device | str | None = None
 ) -> N2NNet:
     """A freshly initialised network for ``arch``, or, with a ``teacher`` built by this
-    function (any N2NNet whose architecture shares origins with ``arch``), one that
-    inherits the teacher's weights by the rule in this module's docstring.
+    function, one that inherits the teacher's weights by the rule in this module's
+    docstring. The teacher must share ``arch``'s root teacher (``root_signature()``): the
+    root itself or another architecture derived from it; any other teacher is refused
+    with a ValueError naming both, since its weights would be copied wherever they fit.
 
     The model is placed on ``device``, else on the teacher's device, else on the CPU.
     """
     if teacher is not None and not isinstance(getattr(teacher, "architecture", None), Architecture):
         raise TypeError("teacher must be a model from build_model (it carries .architecture)")
+    if teacher is not None:
+        _check_teacher(arch, teacher.architecture)  # type: ignore[arg-type]
     if device is None:
         device = next(teacher.parameters()).device if teacher is not None else "cpu"
     model = N2NNet(arch, device="meta").to_empty(device=device)
@@ -134,6 +138,19 @@ def build_model(
         if module not in inherited and hasattr(module, "reset_parameters"):
             module.reset_parameters()
     return model
+
+
+def _check_teacher(arch: Architecture, teacher: Architecture) -> None:
+    if arch.root_signature() != teacher.root_signature():
+        raise ValueError(
+            f"teacher {teacher.name or 'unnamed'!r} (root signature "
+            f"{teacher.root_signature()}, input {teacher.input_shape}, "
+            f"{teacher.num_classes} classes) is not the teacher that "
+            f"{arch.name or 'the student'!r} derives from (root signature "
+            f"{arch.root_signature()}, input {arch.input_shape}, {arch.num_classes} classes); "
+            "allowed: that root teacher or an architecture derived from it, or no teacher "
+            "(fresh weights)"
+        )
 
 
 class _Inheritance:

@@ -204,6 +204,11 @@ def _resolve_start(start: Architecture | str | os.PathLike[str] | None,
         raise ValueError(f"start architecture is degenerate: {reason}")
     kinds = {layer.origin: layer.kind for layer in teacher.layers}
     foreign = [i for i, layer in enumerate(start.layers) if kinds.get(layer.origin) != layer.kind]
+    if start.root_signature() != teacher.root_signature():
+        raise ValueError(f"start is not derived from the teacher {teacher.name!r}: its root "
+                         f"signature is {start.root_signature()}, the teacher's "
+                         f"{teacher.root_signature()} (derive start with teacher.remove(...) "
+                         "or from a stage-1 result of this teacher)")
     if foreign:
         raise ValueError(f"start is not derived from the teacher {teacher.name!r}: layers "
                          f"{foreign} have no counterpart in it (derive start with "

@@ -94,7 +94,8 @@ def remove(arch: Architecture, keep: Sequence[bool]) -> Architecture:
         if start == end and block.projection is None:
             continue
         blocks.append(dataclasses.replace(block, start=start, end=end))
-    return _repair(dataclasses.replace(arch, layers=tuple(layers), blocks=tuple(blocks)))
+    return _repair(dataclasses.replace(arch, layers=tuple(layers), blocks=tuple(blocks),
+                                       root=arch.root_signature()))
 
 
 def width_groups(arch: Architecture) -> tuple[tuple[Slot, ...], ...]:
@@ -178,7 +179,8 @@ def shrink(
             else:
                 projection = dataclasses.replace(blocks[index].projection, out=width)
                 blocks[index] = dataclasses.replace(blocks[index], projection=projection)
-    return dataclasses.replace(arch, layers=tuple(layers), blocks=tuple(blocks))
+    return dataclasses.replace(arch, layers=tuple(layers), blocks=tuple(blocks),
+                               root=arch.root_signature())
 
 
 def _as_mask(keep: Sequence[bool], length: int) -> list[bool]:

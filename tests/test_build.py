@@ -308,3 +308,46 @@ def test_state_dict_round_trips_through_json_architecture(small_zoo, tmp_path: P
     x = small_zoo.batch(student, size=3, seed=4)
     with torch.no_grad():
         assert torch.equal(rebuilt(x), model(x))
+
+
+def _hand_built() -> Architecture:
+    """A teacher described by hand, with no origins given (docs/environments.md's tiny)."""
+    return Architecture((1, 8, 8), 10, (Layer("conv", out=4, kernel=3, padding=1),
+                                        Layer("relu"), Layer("flatten"),
+                                        Layer("linear", out=32), Layer("linear", out=10)))
+
+
+def test_a_hand_built_teachers_keep_everything_student_equals_it(small_zoo):
+    tiny = _hand_built()
+    assert [layer.origin for layer in tiny.layers] == list(range(len(tiny)))
+    teacher = small_zoo.random_model(tiny, seed=3)
+    student = tiny.remove([True] * len(tiny))
+    assert student.root == tiny.signature()
+    model = build_model(student, teacher=teacher).eval()
+    for name, value in teacher.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value), name
+    halved = build_model(tiny.shrink([0.5, 1.0]), teacher=teacher)
+    assert torch.equal(halved.layers[4].weight, teacher.layers[4].weight)
+    assert halved.layers[3].weight.shape == (32, 128)
+
+
+def test_a_teacher_of_another_architecture_is_refused_naming_both(small_zoo):
+    conv4 = small_zoo.arch("conv4")
+    student = conv4.remove([True] * len(conv4))
+    narrow = zoo.get("conv4", conv4.input_shape, 10, width=0.25)
+    other_shape = zoo.get("conv4", (1, 8, 8), 10, width=0.125)
+    for teacher_arch in (small_zoo.arch("vgg11"), narrow, other_shape, _hand_built()):
+        with pytest.raises(ValueError, match="is not the teacher") as error:
+            build_model(student, teacher=build_model(teacher_arch))
+        assert teacher_arch.root_signature() in str(error.value)
+        assert conv4.signature() in str(error.value) and "allowed" in str(error.value)
+
+
+def test_a_teacher_derived_from_the_same_root_is_accepted(small_zoo):
+    conv4 = small_zoo.arch("conv4")
+    stage1 = conv4.remove([i != 3 for i in range(len(conv4))])
+    teacher = small_zoo.random_model(stage1, seed=2)
+    student = stage1.shrink([1.0] * len(stage1.shrink_variables()))
+    model = build_model(student, teacher=teacher)
+    for name, value in teacher.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value), name

@@ -284,3 +284,28 @@ def test_bad_settings_fail_before_any_teacher_is_trained(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match=message):
             pipeline.compress("conv4", out=tmp_path / "run", **{**FAST, **bad})
     assert not (tmp_path / "home").exists()
+
+
+def test_cli_compresses_a_hand_described_hand_trained_teacher(synthetic, tmp_path, capsys):
+    from n2n_env.arch import Layer
+    from n2n_env.checkpoints import TeacherRecord, save_teacher
+    from n2n_env.recipes import Recipe
+    from n2n_env.teacher import train_teacher
+
+    mynet = Architecture(synthetic.input_shape, synthetic.num_classes, (
+        Layer("conv", out=8, kernel=3, padding=1), Layer("relu"), Layer("maxpool", kernel=2,
+                                                                         stride=2),
+        Layer("flatten"), Layer("linear", out=16), Layer("relu"), Layer("linear", out=10)),
+        name="mynet")
+    recipe = Recipe(epochs=2, lr=0.01, batch_size=64)
+    trained = train_teacher(mynet, synthetic, recipe, device="cpu", progress=False)
+    path = save_teacher(tmp_path / "mynet.pt", trained.model, TeacherRecord(
+        mynet, "synthetic", synthetic.fingerprint, trained.val_accuracy, trained.test_accuracy,
+        recipe))
+    run = tmp_path / "run"
+    assert main(["compress", "--teacher", str(path), "--dataset", "synthetic", "--iterations",
+                 "1", "--evaluator", "mock", "--finetune-epochs", "1", "--no-progress",
+                 "--out", str(run)]) == 0
+    assert "Student (Stage1+Stage2)" in capsys.readouterr().out
+    student = Architecture.from_json((run / "student.json").read_text())
+    assert student.root == mynet.signature()

@@ -423,3 +423,18 @@ def test_start_from_another_teacher_is_refused() -> None:
     other = zoo.get("vgg11", (1, 16, 16), 10, width=0.25)
     with pytest.raises(ValueError, match="not derived from the teacher"):
         gym.make("N2NShrink-v0", evaluator="mock", start=other)
+
+
+def test_a_hand_described_teachers_stage1_student_is_a_start() -> None:
+    tiny = Architecture((1, 8, 8), 10, (Layer("conv", out=4, kernel=3, padding=1),
+                                        Layer("relu"), Layer("flatten"),
+                                        Layer("linear", out=32), Layer("linear", out=10)))
+    start = tiny.remove([True, False, True, True, True])
+    env = gym.make("N2NShrink-v0", teacher=tiny, evaluator="mock", max_layers=8, start=start)
+    assert env.unwrapped.start == start
+
+
+def test_start_from_a_teacher_with_the_same_layers_but_other_widths_is_refused() -> None:
+    other = zoo.get("conv4", DIGITS[0], DIGITS[1], width=0.5)
+    with pytest.raises(ValueError, match="not derived from the teacher.*root signature"):
+        gym.make("N2NShrink-v0", evaluator="mock", start=other.remove([True] * len(other)))
