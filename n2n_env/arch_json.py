@@ -4,8 +4,8 @@ into its signature.
 
 A dict with ``format: "n2n-architecture"``, ``version: 1``, ``name``, ``input_shape``,
 ``num_classes``, ``layers`` (each layer's ``kind`` plus only the fields that differ from a
-default layer) and ``blocks`` (residual spans with their optional projection), and for a derived architecture
-``root``, the signature of the root teacher its origins refer to. Reading
+default layer), ``blocks`` (residual spans with their optional projection) and, for a
+derived architecture, ``root``, the signature of the root teacher its origins refer to. Reading
 refuses anything else with a ValueError that says what is wrong, never a wrong network.
 """
 

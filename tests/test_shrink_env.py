@@ -436,5 +436,5 @@ def test_a_hand_described_teachers_stage1_student_is_a_start() -> None:
 
 def test_start_from_a_teacher_with_the_same_layers_but_other_widths_is_refused() -> None:
     other = zoo.get("conv4", DIGITS[0], DIGITS[1], width=0.5)
-    with pytest.raises(ValueError, match="not derived from the teacher.*root signature"):
+    with pytest.raises(ValueError, match=r"not derived from the teacher.*root signature"):
         gym.make("N2NShrink-v0", evaluator="mock", start=other.remove([True] * len(other)))
