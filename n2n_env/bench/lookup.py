@@ -1,0 +1,113 @@
+"""An evaluator that looks rewards up in an N2N-Bench table instead of training.
+
+:class:`TableEvaluator` answers the :class:`~n2n_env.evaluators.Evaluator` protocol from a
+:class:`~n2n_env.bench.table.BenchTable`: each evaluation draws one of the stored training
+seeds with its ``rng`` (as NAS-Bench-101's query does, so an agent sees the seed-to-seed
+noise of real training), or, with ``reward_seed="mean"``, averages them. The stored
+seconds of that training become the evaluation's ``wall_seconds``: the compute a real
+environment would have spent, which lets agents be compared at equal compute.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from n2n_env.arch import Architecture
+from n2n_env.bench.table import BenchTable, signature_int
+from n2n_env.evaluators import Evaluation
+
+REWARD_SEEDS = ("draw", "mean")
+SHIPPED = {"removal": "removal-conv3-mnist-10k.npz", "shrink": "shrink-conv3-mnist-10k.npz"}
+"""The tables shipped inside the package, by space."""
+
+
+def shipped_table_path(space: str) -> Path:
+    """The path of the table shipped for ``space`` ("removal" or "shrink")."""
+    if space not in SHIPPED:
+        raise ValueError(f"no shipped table for space {space!r}; allowed: {', '.join(SHIPPED)}")
+    return Path(str(resources.files("n2n_env.bench") / "tables" / SHIPPED[space]))
+
+
+def load_table(table: BenchTable | str | os.PathLike[str] | None, space: str) -> BenchTable:
+    """``table`` as a BenchTable: a loaded one, a path, or None for the shipped table of
+    ``space``. A table of the other space is refused."""
+    if table is None:
+        table = shipped_table_path(space)
+    if not isinstance(table, BenchTable):
+        if not isinstance(table, str | os.PathLike):
+            raise TypeError(f"table must be a BenchTable, a path or None, not "
+                            f"{type(table).__name__}")
+        table = BenchTable.load(table)
+    if table.header.space != space:
+        raise ValueError(f"table {table.source!r} enumerates the {table.header.space} space; "
+                         f"this environment needs a {space} table")
+    return table
+
+
+class TableEvaluator:
+    """Stored results of every student of one table, served through the Evaluator
+    protocol. ``evaluate`` refuses an architecture the table does not hold."""
+
+    def __init__(self, table: BenchTable, reward_seed: str = "draw",
+                 rng: np.random.Generator | None = None) -> None:
+        if reward_seed not in REWARD_SEEDS:
+            raise ValueError(f"reward_seed must be one of {REWARD_SEEDS}, got {reward_seed!r}")
+        self.table = table
+        self.reward_seed = reward_seed
+        self.rng = rng if rng is not None else np.random.default_rng()
+        """Draws the seed of each evaluation; an environment hands over its ``np_random``."""
+        self.teacher_architecture: Architecture = table.header.teacher_architecture()
+        self.teacher_accuracy: float = table.header.teacher_accuracy
+        self._index = table.signature_index()
+        teacher = self.teacher_architecture
+        self._teacher_params, self._teacher_flops = teacher.num_params(), teacher.flops()
+
+    def identity(self) -> Mapping[str, str]:
+        header = self.table.header
+        return {"evaluator": "bench-table", "teacher": header.teacher_fingerprint,
+                "dataset": f"{header.dataset}:{header.dataset_fingerprint}",
+                "recipe": header.recipe_digest, "space": header.space,
+                "seeds": ",".join(map(str, header.seeds)), "reward_seed": self.reward_seed}
+
+    def student_index(self, arch: Architecture) -> int:
+        """The table's index of ``arch``; ValueError if the table does not hold it."""
+        index = self._index.get(signature_int(arch))
+        if index is None:
+            raise ValueError(f"architecture {arch.name!r} (signature {arch.signature()}) is not "
+                             f"in the {self.table.header.space} table {self.table.source!r}")
+        return index
+
+    def evaluate(self, arch: Architecture) -> Evaluation:
+        return self.evaluate_student(self.student_index(arch))
+
+    def evaluate_student(self, student: int) -> Evaluation:
+        """The Evaluation of the table's student ``student``, at one drawn seed (or the
+        mean over seeds)."""
+        table = self.table
+        params, flops = int(table.params[student]), int(table.flops[student])
+        sizes = {
+            "params": params, "flops": flops,
+            "compression": 1.0 - params / self._teacher_params if params else 0.0,
+            "flops_compression": 1.0 - flops / self._teacher_flops if flops else 0.0,
+        }
+        reason = table.reason(student)
+        if reason is not None:
+            return Evaluation(accuracy=0.0, degenerate_reason=reason, **sizes)
+        if self.reward_seed == "draw":
+            column = int(self.rng.integers(table.num_seeds))
+            accuracy = float(table.val_accuracy[student, column])
+            seconds = float(table.seconds[student, column])
+        else:
+            values = table.val_accuracy[student]
+            accuracy = (float(np.mean(values)) if np.all(np.isfinite(values))
+                        else float("nan"))
+            seconds = float(np.mean(table.seconds[student]))
+        if not np.isfinite(accuracy):
+            return Evaluation(accuracy=0.0, wall_seconds=seconds,
+                              failure="training diverged at this seed", **sizes)
+        return Evaluation(accuracy=accuracy, wall_seconds=seconds, **sizes)

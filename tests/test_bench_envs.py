@@ -1,0 +1,135 @@
+"""N2NRemovalBench-v0 and N2NShrinkBench-v0: the real MDPs with looked-up rewards."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from bench_tables import fake_table
+from gymnasium.utils.env_checker import check_env
+
+import n2n_env  # noqa: F401  (registers the environments)
+from n2n_env.bench.spaces import make_space
+from n2n_env.reward import n2n_reward
+
+ENV_IDS = {"removal": "N2NRemovalBench-v0", "shrink": "N2NShrinkBench-v0"}
+REAL_IDS = {"removal": "N2NRemoval-v0", "shrink": "N2NShrink-v0"}
+
+
+@pytest.fixture(scope="module", params=["removal", "shrink"])
+def table(request):
+    return fake_table(request.param)
+
+
+def play(env, actions, seed=None):
+    env.reset(seed=seed)
+    for action in actions:
+        _, reward, terminated, truncated, info = env.step(action)
+    assert terminated and not truncated
+    return reward, info
+
+
+def test_gymnasium_checker_passes(table):
+    env = gym.make(ENV_IDS[table.header.space], table=table)
+    check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_sb3_checker_passes(table):
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    sb3_check_env(gym.make(ENV_IDS[table.header.space], table=table).unwrapped, warn=True)
+
+
+def test_spaces_and_info_keys_equal_the_real_environment(table):
+    space = table.header.space
+    bench = gym.make(ENV_IDS[space], table=table).unwrapped
+    teacher = table.header.teacher_architecture()
+    kwargs = {"start": table.header.space_object().start} if space == "shrink" else {}
+    real = gym.make(REAL_IDS[space], teacher=teacher, evaluator="mock", **kwargs).unwrapped
+    assert bench.observation_space == real.observation_space
+    assert bench.action_space == real.action_space
+    actions = table.header.space_object().actions(table.num_episodes - 1)
+    _, bench_info = play(bench, actions, seed=0)
+    _, real_info = play(real, actions, seed=0)
+    assert set(bench_info) == set(real_info) | {"simulated_seconds", "simulated_seconds_total"}
+    np.testing.assert_array_equal(bench_info["action_mask"], real_info["action_mask"])
+
+
+def test_lookups_equal_the_stored_values(table):
+    env = gym.make(ENV_IDS[table.header.space], table=table).unwrapped
+    space = make_space(table.header.space, table.header.teacher_architecture(),
+                       table.header.space_object().start
+                       if table.header.space == "shrink" else None)
+    teacher_accuracy = table.header.teacher_accuracy
+    compression = table.compression()
+    for episode in range(0, table.num_episodes, 7):
+        reward, info = play(env, space.actions(episode), seed=episode)
+        student = table.student_of(episode)
+        if table.reason(student) is not None:
+            assert reward == -1.0 and info["degenerate_reason"] == table.reason(student)
+            assert info["simulated_seconds"] == 0.0
+            continue
+        # the drawn seed is one of the stored ones, with its own seconds
+        seeds = [k for k in range(table.num_seeds)
+                 if np.float32(info["accuracy"]) == table.val_accuracy[student, k]]
+        assert seeds, "the accuracy is none of the stored seeds'"
+        assert info["simulated_seconds"] == pytest.approx(float(table.seconds[student, seeds[0]]))
+        assert info["params"] == table.params[student]
+        assert info["compression"] == pytest.approx(compression[student])
+        assert reward == pytest.approx(
+            n2n_reward(compression[student], info["accuracy"], teacher_accuracy))
+
+
+def test_mean_reward_seed_averages_the_seeds(table):
+    env = gym.make(ENV_IDS[table.header.space], table=table, reward_seed="mean").unwrapped
+    space = table.header.space_object()
+    episode = table.num_episodes - 1
+    _, info = play(env, space.actions(episode), seed=3)
+    student = table.student_of(episode)
+    assert info["accuracy"] == pytest.approx(float(np.mean(table.val_accuracy[student])))
+    assert info["simulated_seconds"] == pytest.approx(float(np.mean(table.seconds[student])))
+
+
+def test_identical_seeds_give_identical_episodes(table):
+    space = table.header.space_object()
+    rng = np.random.default_rng(1)
+    episodes = rng.integers(0, table.num_episodes, 30)
+
+    def run(seed):
+        env = gym.make(ENV_IDS[table.header.space], table=table)
+        env.reset(seed=seed)
+        outcomes = []
+        for episode in episodes:
+            reward, info = play(env, space.actions(int(episode)))
+            outcomes.append((reward, info["accuracy"], info["simulated_seconds_total"]))
+        return outcomes
+
+    assert run(5) == run(5)
+    assert run(5) != run(6)  # other seeds draw other stored trainings
+
+
+def test_simulated_seconds_accumulate_across_resets(table):
+    env = gym.make(ENV_IDS[table.header.space], table=table).unwrapped
+    space = table.header.space_object()
+    total = 0.0
+    for episode in (table.num_episodes - 1, table.num_episodes - 2, table.num_episodes - 1):
+        _, info = play(env, space.actions(episode), seed=episode)
+        total += info["simulated_seconds"]
+        assert info["simulated_seconds_total"] == pytest.approx(total)
+    assert total > 0
+
+
+def test_a_table_of_the_other_space_is_refused():
+    with pytest.raises(ValueError, match="needs a shrink table"):
+        gym.make("N2NShrinkBench-v0", table=fake_table("removal"))
+
+
+def test_reward_seed_is_checked_at_make(table):
+    with pytest.raises(ValueError, match="reward_seed must be one of"):
+        gym.make(ENV_IDS[table.header.space], table=table, reward_seed="median")
+
+
+def test_a_table_file_path_is_accepted(table, tmp_path):
+    path = table.save(tmp_path / "table.npz")
+    env = gym.make(ENV_IDS[table.header.space], table=str(path))
+    assert env.unwrapped._evaluator.table.num_episodes == table.num_episodes
