@@ -51,7 +51,8 @@ def test_spaces_and_info_keys_equal_the_real_environment(table):
     actions = table.header.space_object().actions(table.num_episodes - 1)
     _, bench_info = play(bench, actions, seed=0)
     _, real_info = play(real, actions, seed=0)
-    assert set(bench_info) == set(real_info) | {"simulated_seconds", "simulated_seconds_total"}
+    assert set(bench_info) == set(real_info) | {
+        "simulated_seconds", "simulated_seconds_total", "table_seed"}
     np.testing.assert_array_equal(bench_info["action_mask"], real_info["action_mask"])
 
 
@@ -70,10 +71,9 @@ def test_lookups_equal_the_stored_values(table):
             assert info["simulated_seconds"] == 0.0
             continue
         # the drawn seed is one of the stored ones, with its own seconds
-        seeds = [k for k in range(table.num_seeds)
-                 if np.float32(info["accuracy"]) == table.val_accuracy[student, k]]
-        assert seeds, "the accuracy is none of the stored seeds'"
-        assert info["simulated_seconds"] == pytest.approx(float(table.seconds[student, seeds[0]]))
+        column = table.header.seeds.index(info["table_seed"])
+        assert np.float32(info["accuracy"]) == table.val_accuracy[student, column]
+        assert info["simulated_seconds"] == pytest.approx(float(table.seconds[student, column]))
         assert info["params"] == table.params[student]
         assert info["compression"] == pytest.approx(compression[student])
         assert reward == pytest.approx(

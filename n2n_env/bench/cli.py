@@ -44,6 +44,16 @@ def _shard(text: str) -> tuple[int, int]:
     return shard
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -66,7 +76,7 @@ def _read_architecture(path: str) -> Architecture:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from n2n_env.bench.build import BuildError, BuildSettings, build
+    from n2n_env.bench.build import BuildSettings, build
     from n2n_env.device import use_all_cores
 
     if args.threads is not None:
@@ -103,9 +113,6 @@ def _build(args: argparse.Namespace) -> int:
         progress=not args.no_progress, command=shlex.join(words))
     try:
         status = build(settings)
-    except BuildError as error:
-        print(f"n2n: error: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"n2n: interrupted; finished parts are kept in {work}; rerun the same command "
               "to continue", file=sys.stderr)
@@ -119,11 +126,148 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table_path(space: str, given: str | None) -> Path:
+    from n2n_env.bench.lookup import shipped_table_path
+
+    return Path(given) if given else shipped_table_path(space)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from n2n_env.bench.landscape import describe
+    from n2n_env.bench.table import BenchTable
+
+    print(describe(BenchTable.load(_table_path(args.space, args.table))))
+    return 0
+
+
+def _rl(args: argparse.Namespace) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from agents import registry
+    from n2n_env.bench import report
+    from n2n_env.bench.rl import RunSpec, read_logs, run_all
+    from n2n_env.bench.table import BenchTable
+
+    agents = tuple(a.strip() for a in (args.agents or _agents_default()).split(",")
+                   if a.strip())
+    for agent in agents:
+        try:
+            registry.check_available(agent)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    path = _table_path(args.space, args.table)
+    table = BenchTable.load(path)
+    if table.header.space != args.space:
+        raise UsageError(f"{path} is a {table.header.space} table, not a {args.space} one")
+    evaluations = None if args.seconds else args.evaluations
+    budget = (f"{args.seconds:g} simulated seconds per run" if args.seconds
+              else f"{evaluations} evaluations per run")
+    out = Path(args.out or f"n2n-bench-rl/{args.space}")
+    words = ["n2n", "bench", "rl", args.space, "--agents", ",".join(agents), "--seeds",
+             str(args.seeds), "--reward-seed", args.reward_seed, "--out", str(out)]
+    words += ["--seconds", f"{args.seconds:g}"] if args.seconds else [
+        "--evaluations", str(evaluations)]
+    if args.table:
+        words += ["--table", args.table]
+    settings = {"table": str(path), "table_digest": table.digest(), "agents": list(agents),
+                "seeds": args.seeds, "evaluations": evaluations, "seconds": args.seconds,
+                "reward_seed": args.reward_seed}
+    run_file = out / "run.json"
+    if run_file.exists():
+        found = json.loads(run_file.read_text())
+        if {k: found.get(k) for k in settings if k != "agents"} != {
+                k: v for k, v in settings.items() if k != "agents"}:
+            raise UsageError(f"{out} holds a run with other settings ({run_file}); pass "
+                             "another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    run_file.write_text(json.dumps({**settings, "command": shlex.join(words)}, indent=1))
+    specs = [RunSpec(agent, seed, str(path), evaluations, args.seconds, args.reward_seed)
+             for agent in agents for seed in range(args.seeds)]
+    with tqdm(total=len(specs), desc="n2n bench rl", unit="run",
+              disable=args.no_progress) as bar:
+        logs = run_all(specs, out, workers=args.workers, on_done=lambda _: bar.update(1))
+    records = read_logs(logs)
+    summaries = report.summarize(records, table, evaluations)
+    text = report.markdown(summaries, table, budget, shlex.join(words))
+    (out / "results.md").write_text(text)
+    report.write_summary(summaries, out / "summary.json")
+    plots = report.plot(records, table, out, evaluations)
+    print(text)
+    print(f"episode logs: {out / 'episodes'}; plots: {', '.join(p.name for p in plots)}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    import json
+
+    from n2n_env.bench.replay import validate
+    from n2n_env.bench.rl import read_logs
+    from n2n_env.bench.table import BenchTable
+
+    paths: list[Path] = []
+    table_path = Path(args.table) if args.table else None
+    for given in map(Path, args.logs):
+        if given.is_dir():
+            paths += sorted((given / "episodes").glob("*.csv"))
+            if table_path is None and (given / "run.json").exists():
+                table_path = Path(json.loads((given / "run.json").read_text())["table"])
+        else:
+            paths.append(given)
+    if table_path is None:
+        raise UsageError("name the table the logs were made against: --table FILE (or pass "
+                         "a run directory with its run.json)")
+    if not paths:
+        raise UsageError(f"no episode logs in {', '.join(args.logs)}")
+    try:
+        records = read_logs(paths)
+    except OSError as error:
+        raise UsageError(f"cannot read a log: {error}") from None
+    except ValueError as error:
+        print(f"n2n: error: {error}", file=sys.stderr)
+        return 1
+    table = BenchTable.load(table_path)
+    mismatches = validate(records, table)
+    if mismatches:
+        for mismatch in mismatches[:20]:
+            print(f"MISMATCH {mismatch}")
+        print(f"{len(mismatches)} mismatches in {len(records)} episodes of {len(paths)} logs "
+              f"against {table_path}")
+        return 1
+    print(f"{len(records)} episodes of {len(paths)} logs replayed against {table_path}: "
+          "every reward, student, true reward and simulated time matches")
+    return 0
+
+
+def _agents_default() -> str:
+    from agents.registry import AGENT_NAMES
+
+    return ",".join(AGENT_NAMES)
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]
+             ) -> Callable[[argparse.Namespace], int]:
+    """``handler`` with damaged or foreign tables, parts and logs reported on one line."""
+
+    def run(args: argparse.Namespace) -> int:
+        from n2n_env.bench.build import BuildError
+        from n2n_env.bench.table import BenchTableError
+
+        try:
+            return handler(args)
+        except (BenchTableError, BuildError) as error:
+            print(f"n2n: error: {error}", file=sys.stderr)
+            return 1
+
+    return run
+
+
 def register(commands: argparse._SubParsersAction, add_command: AddCommand) -> None:
     """Add the ``bench`` command group to the ``n2n`` parser."""
     group = commands.add_parser("bench", help="N2N-Bench: tables of real rewards for RL research")
     sub = group.add_subparsers(dest="bench_command", metavar="COMMAND", required=True)
-    cmd = add_command(sub, "build", _build,
+    cmd = add_command(sub, "build", _guarded(_build),
                       "train every distinct student of a search space at every seed and "
                       "store the results as a table (resumable; hours on a CPU)")
     cmd.add_argument("space", choices=SPACES, help="removal (every keep mask of the teacher) "
@@ -152,3 +296,34 @@ def register(commands: argparse._SubParsersAction, add_command: AddCommand) -> N
     cmd.add_argument("--device", default="auto", metavar="D",
                      help="auto (default: CUDA when available), cpu, cuda or cuda:N")
     cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    cmd = add_command(sub, "info", _guarded(_info), "describe a table: how it was built, its "
+                      "optimum, the noise between seeds and how hard random search finds it")
+    cmd.add_argument("space", choices=SPACES, help="which shipped table (or --table's space)")
+    cmd.add_argument("--table", metavar="FILE", help="a table file (default: the shipped one)")
+
+    cmd = add_command(sub, "rl", _guarded(_rl), "run agents x seeds on a benchmark environment and "
+                      "report regret with interquartile means and bootstrap intervals")
+    cmd.add_argument("space", choices=SPACES, help="N2NRemovalBench-v0 or N2NShrinkBench-v0")
+    cmd.add_argument("--table", metavar="FILE", help="a table file (default: the shipped one)")
+    cmd.add_argument("--agents", default=None, metavar="LIST",
+                     help="comma-separated agents (default: every built-in one)")
+    cmd.add_argument("--seeds", type=_positive, default=20, metavar="N",
+                     help="runs per agent, seeds 0..N-1 (default 20)")
+    cmd.add_argument("--evaluations", type=_positive, default=300, metavar="N",
+                     help="evaluations (episodes) per run (default 300)")
+    cmd.add_argument("--seconds", type=_positive_seconds, metavar="S",
+                     help="budget in simulated seconds per run instead of evaluations")
+    cmd.add_argument("--reward-seed", choices=("draw", "mean"), default="draw",
+                     help="draw one stored seed per evaluation (default) or use the mean")
+    cmd.add_argument("--out", metavar="DIR", help="run directory (default n2n-bench-rl/SPACE);"
+                     " rerunning continues it")
+    cmd.add_argument("--workers", type=_positive, default=1, metavar="N",
+                     help="worker processes, one torch thread each (default 1)")
+    cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    cmd = add_command(sub, "validate", _guarded(_validate), "replay logged episodes against "
+                      "the table and check every reward")
+    cmd.add_argument("logs", nargs="+", metavar="LOG",
+                     help="episode CSV files or 'n2n bench rl' run directories")
+    cmd.add_argument("--table", metavar="FILE", help="the table (default: the run's)")

@@ -4,11 +4,13 @@ Each is its real environment (same observation and action spaces, masks, reward 
 constraints and ``info`` keys) whose evaluator is a
 :class:`~n2n_env.bench.lookup.TableEvaluator`: the terminal reward costs a dictionary
 lookup instead of a distillation, while every number in it was measured by real training.
-Two keys are added to the terminal ``info``:
+Three keys are added to the terminal ``info``:
 
 * ``simulated_seconds``: what this evaluation cost when the table was built;
 * ``simulated_seconds_total``: the running total since the environment was made (across
-  resets), so that agents can be compared at equal compute.
+  resets), so that agents can be compared at equal compute;
+* ``table_seed``: the stored training seed whose accuracy was served (None for the mean,
+  or for a degenerate student), so that a logged episode can be replayed exactly.
 
 Every evaluation is charged, repeated students included: the benchmark models an
 environment without a reward cache, as NAS-Bench-101's queries do.
@@ -59,6 +61,7 @@ class _Simulated:
         self.simulated_seconds_total += seconds
         info["simulated_seconds"] = seconds
         info["simulated_seconds_total"] = self.simulated_seconds_total
+        info["table_seed"] = self._evaluator.last_seed
         return outcome
 
 
@@ -92,7 +95,7 @@ class N2NRemovalBenchEnv(_Simulated, N2NRemovalEnv):
     ## Episode End
 
     After one decision per teacher layer. The terminal `info` has N2NRemoval-v0's keys plus
-    `simulated_seconds` and `simulated_seconds_total`.
+    `simulated_seconds`, `simulated_seconds_total` and `table_seed`.
 
     ## Arguments
 
@@ -151,7 +154,7 @@ class N2NShrinkBenchEnv(_Simulated, N2NShrinkEnv):
     ## Episode End
 
     After one decision per shrink variable. The terminal `info` has N2NShrink-v0's keys
-    plus `simulated_seconds` and `simulated_seconds_total`.
+    plus `simulated_seconds`, `simulated_seconds_total` and `table_seed`.
 
     ## Arguments
 

@@ -63,6 +63,12 @@ class TableEvaluator:
         """Draws the seed of each evaluation; an environment hands over its ``np_random``."""
         self.teacher_architecture: Architecture = table.header.teacher_architecture()
         self.teacher_accuracy: float = table.header.teacher_accuracy
+        self.last_seed: int | None = None
+        """The stored training seed the last evaluation drew (None: the mean, or no
+        training)."""
+        self.next_column: int | None = None
+        """If set, the next evaluation uses this seed column instead of drawing one (a
+        replay of a logged episode), then it is cleared."""
         self._index = table.signature_index()
         teacher = self.teacher_architecture
         self._teacher_params, self._teacher_flops = teacher.num_params(), teacher.flops()
@@ -96,10 +102,12 @@ class TableEvaluator:
             "flops_compression": 1.0 - flops / self._teacher_flops if flops else 0.0,
         }
         reason = table.reason(student)
+        forced, self.next_column, self.last_seed = self.next_column, None, None
         if reason is not None:
             return Evaluation(accuracy=0.0, degenerate_reason=reason, **sizes)
-        if self.reward_seed == "draw":
-            column = int(self.rng.integers(table.num_seeds))
+        if self.reward_seed == "draw" or forced is not None:
+            column = int(self.rng.integers(table.num_seeds)) if forced is None else forced
+            self.last_seed = table.header.seeds[column]
             accuracy = float(table.val_accuracy[student, column])
             seconds = float(table.seconds[student, column])
         else:

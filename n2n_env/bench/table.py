@@ -14,6 +14,7 @@ torch import, so the benchmark environments load a table in milliseconds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -194,6 +195,13 @@ class BenchTable:
                         else (self.flops, teacher.flops()))
         values = 1.0 - sizes.astype(np.float64) / total
         return np.where(sizes > 0, values, 0.0)
+
+    def digest(self) -> str:
+        """A hash of the header and every array: which table a log was made against."""
+        digest = hashlib.sha256(json.dumps(asdict(self.header), sort_keys=True).encode())
+        for name in _ARRAYS:
+            digest.update(np.ascontiguousarray(getattr(self, name)).tobytes())
+        return digest.hexdigest()[:16]
 
     def signature_index(self) -> dict[int, int]:
         """Architecture signature (as an int) -> student index."""
