@@ -133,3 +133,12 @@ def test_a_table_file_path_is_accepted(table, tmp_path):
     path = table.save(tmp_path / "table.npz")
     env = gym.make(ENV_IDS[table.header.space], table=str(path))
     assert env.unwrapped._evaluator.table.num_episodes == table.num_episodes
+
+
+def test_a_missing_shipped_table_says_how_to_build_it(monkeypatch, tmp_path):
+    from n2n_env.bench import lookup
+    from n2n_env.bench.table import BenchTableError
+
+    monkeypatch.setattr(lookup, "shipped_table_path", lambda space: tmp_path / "absent.npz")
+    with pytest.raises(BenchTableError, match="n2n bench build removal"):
+        gym.make("N2NRemovalBench-v0")

@@ -35,6 +35,7 @@ from n2n_env.arch import Architecture
 from n2n_env.bench.spaces import SPACES, Catalogue, catalogue, make_space
 from n2n_env.bench.table import OK, BenchTable, TableHeader, signature_int
 from n2n_env.checkpoints import TeacherRecord, load_teacher, save_teacher
+from n2n_env.device import resolve_device
 from n2n_env.distill import DistillationEvaluator, DistillRecipe, model_fingerprint
 from n2n_env.teacher import evaluate_accuracy, get_teacher
 
@@ -120,7 +121,8 @@ def build(settings: BuildSettings) -> BuildStatus:
     space = make_space(settings.space, record.architecture, settings.start,
                        settings.include_kernels)
     students = catalogue(space)
-    identity = _identity(settings, record, model_fingerprint(teacher), data.fingerprint)
+    device = resolve_device(settings.device).type
+    identity = _identity(settings, record, model_fingerprint(teacher), data.fingerprint, device)
     _claim(work, identity)
     trainable = students.trainable
     parts = [trainable[start : start + settings.part_size]
@@ -161,9 +163,12 @@ def _teacher(settings: BuildSettings, data: data_mod.Dataset,
 
 
 def _identity(settings: BuildSettings, record: TeacherRecord, teacher_fingerprint: str,
-              dataset_fingerprint: str) -> dict[str, Any]:
-    """Everything that decides the stored numbers; parts of another identity are refused."""
+              dataset_fingerprint: str, device: str) -> dict[str, Any]:
+    """Everything that decides the stored numbers; parts of another identity are refused.
+    The device type is part of it: CUDA trains in bf16 and reads wall seconds, so a CPU
+    build is never continued on a GPU (or the other way round)."""
     return {
+        "device": device,
         "space": settings.space, "teacher": teacher_fingerprint,
         "teacher_name": record.architecture.name, "dataset": settings.dataset,
         "dataset_fingerprint": dataset_fingerprint, "recipe": asdict(settings.recipe),

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from n2n_env.arch import Architecture
-from n2n_env.bench.table import BenchTable, signature_int
+from n2n_env.bench.table import BenchTable, BenchTableError, signature_int
 from n2n_env.evaluators import Evaluation
 
 REWARD_SEEDS = ("draw", "mean")
@@ -38,6 +38,11 @@ def load_table(table: BenchTable | str | os.PathLike[str] | None, space: str) ->
     ``space``. A table of the other space is refused."""
     if table is None:
         table = shipped_table_path(space)
+        if not table.is_file():
+            raise BenchTableError(
+                f"this copy of n2n ships no {space} table ({table} is missing); build it "
+                f"with 'n2n bench build {space} --data-root DIR --out {table}' (hours on a "
+                "CPU, docs/rl-benchmark.md) or pass table=FILE")
     if not isinstance(table, BenchTable):
         if not isinstance(table, str | os.PathLike):
             raise TypeError(f"table must be a BenchTable, a path or None, not "

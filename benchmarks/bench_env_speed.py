@@ -1,0 +1,62 @@
+"""How fast are the N2N-Bench environments? (issue 12 target: >= 50,000 steps per second
+with a random policy)
+
+Plays uniformly random episodes (actions drawn among the allowed ones, as random search
+does) on N2NRemovalBench-v0 and N2NShrinkBench-v0 for a few seconds each, on the raw
+environment and through ``gym.make``'s wrappers, and prints steps and episodes per second.
+Uses the shipped tables, or ``--removal-table`` / ``--shrink-table`` files.
+
+Run: ``python benchmarks/bench_env_speed.py`` (about 20 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import gymnasium as gym
+import numpy as np
+
+import n2n_env  # noqa: F401  (registers the environments)
+
+TARGET = 50_000
+
+
+def measure(env: gym.Env, seconds: float, seed: int = 0) -> tuple[float, float]:
+    """(steps per second, episodes per second) of random episodes on ``env``."""
+    rng = np.random.default_rng(seed)
+    _, info = env.reset(seed=seed)
+    steps = episodes = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        allowed = np.flatnonzero(info["action_mask"])
+        _, _, terminated, _, info = env.step(int(allowed[rng.integers(len(allowed))]))
+        steps += 1
+        if terminated:
+            episodes += 1
+            _, info = env.reset()
+    elapsed = time.perf_counter() - started
+    return steps / elapsed, episodes / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--removal-table", help="table file (default: the shipped one)")
+    parser.add_argument("--shrink-table", help="table file (default: the shipped one)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="per measurement")
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, Python {platform.python_version()}")
+    print("| environment | wrappers | steps/s | episodes/s | target |")
+    print("|---|---|---|---|---|")
+    for env_id, table in (("N2NRemovalBench-v0", args.removal_table),
+                          ("N2NShrinkBench-v0", args.shrink_table)):
+        made = gym.make(env_id, table=table)
+        for label, env in (("gym.make", made), ("raw", made.unwrapped)):
+            steps, episodes = measure(env, args.seconds)
+            verdict = "met" if steps >= TARGET else "NOT met"
+            print(f"| {env_id} | {label} | {steps:,.0f} | {episodes:,.0f} | {verdict} |")
+
+
+if __name__ == "__main__":
+    main()
