@@ -10,10 +10,11 @@ reward, which is terminal-only (0 on every step but the last) on fixed-length ep
 The env is wrapped in SB3's `Monitor` with `info_keywords=("accuracy", "compression")`,
 so every finished episode's reward, length, accuracy and compression are logged (and
 `monitor(agent)` gives them back). Only MaskablePPO uses the action masks: the others may
-pick a masked action (removing a fixed layer), which the env refuses with a `ValueError`,
-so for them `make_agent` adds `MaskedActionFallback`, which turns a masked action into
-the nearest allowed one (the policy is then trained on the action it sampled, a small
-off-policy error on the fixed layers only).
+pick a masked action (removing a fixed layer). The env takes it as the allowed one by
+default (and raises under `invalid_action="raise"`); `make_agent` also adds
+`MaskedActionFallback`, which turns a masked action into the nearest allowed one for any
+environment (the policy is then trained on the action it sampled, a small off-policy
+error on the fixed layers only).
 """
 
 from __future__ import annotations
@@ -30,12 +31,21 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import HumanOutputFormat, Logger
 from stable_baselines3.common.monitor import Monitor
 
+from agents.step_features import CurrentStepExtractor
+
 AGENTS = ("ppo", "a2c", "maskable-ppo", "recurrent-ppo")
 """The names `make_agent` accepts."""
 INFO_KEYWORDS = ("accuracy", "compression")
 """Terminal-info keys the `Monitor` logs per episode besides reward and length."""
 EPISODES_PER_UPDATE = 5
 """Episodes per rollout (n_steps = this * episode length): the paper's batch of m = 5."""
+
+
+RECURRENT_POLICY: dict[str, Any] = {"features_extractor_class": CurrentStepExtractor,
+                                    "lstm_hidden_size": 64}
+"""RecurrentPPO's policy: an LSTM of 64 units (the paper's recurrent policies have 30 and
+50) over the current step's keys only; with the whole observation table as input its
+training took about 13 s per update of 5 episodes on one CPU core, with this 0.4 s."""
 
 
 def episode_length(env: gym.Env) -> int:
@@ -60,9 +70,9 @@ def episode_length(env: gym.Env) -> int:
 class MaskedActionFallback(gym.ActionWrapper):
     """Replaces a masked action by the nearest allowed one (ties: the larger action).
 
-    PPO, A2C and RecurrentPPO know nothing of masks; without this the env would raise on
-    their first attempt to remove a fixed layer. The nearest action keeps shrink choices
-    close to what was asked; for removal it turns "remove a fixed layer" into "keep".
+    PPO, A2C and RecurrentPPO know nothing of masks; with this they also run on an env made
+    with ``invalid_action="raise"``. The nearest action keeps shrink choices close to what
+    was asked; for removal it turns "remove a fixed layer" into "keep".
     """
 
     def action(self, action: Any) -> int:
@@ -126,6 +136,8 @@ def make_agent(name: str, env: gym.Env, seed: int = 0, **overrides: Any) -> Base
       other architectures.
     - `device="cpu"`: the networks are small MLPs/LSTMs; a GPU would only add transfers.
 
+    RecurrentPPO gets `RECURRENT_POLICY` unless `policy_kwargs` is given.
+
     MaskablePPO gets the env's `action_masks()` through `ActionMasker`; the other agents
     get `MaskedActionFallback`. RecurrentPPO uses `MultiInputLstmPolicy`, the others
     `MultiInputPolicy` (the observation is a `Dict`).
@@ -151,6 +163,7 @@ def make_agent(name: str, env: gym.Env, seed: int = 0, **overrides: Any) -> Base
     elif name == "maskable-ppo":
         agent = MaskablePPO("MultiInputPolicy", wrapped, **settings)
     else:
+        settings.setdefault("policy_kwargs", RECURRENT_POLICY)
         agent = RecurrentPPO("MultiInputLstmPolicy", wrapped, **settings)
     if settings.get("tensorboard_log") is None:
         agent.set_logger(diskless_logger(int(settings["verbose"])))
