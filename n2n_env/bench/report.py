@@ -105,26 +105,25 @@ def summarize(records: Sequence[dict[str, Any]], table: BenchTable,
               evaluations: int | None = None) -> list[AgentSummary]:
     """Per-agent statistics at the end of each run (or after ``evaluations`` episodes)."""
     optimum = float(true_rewards(table).max())
-    runs = group_runs(records)
-    final: dict[str, np.ndarray] = {}
+    runs = {agent: {seed: run[:evaluations] if evaluations else run
+                    for seed, run in by_seed.items()}
+            for agent, by_seed in group_runs(records).items()}
+    final = {agent: np.array([optimum - incumbent_curve(by_seed[s])[-1] for s in sorted(by_seed)])
+             for agent, by_seed in runs.items()}
     summaries = []
     for agent, by_seed in runs.items():
-        cut = {seed: run[:evaluations] if evaluations else run for seed, run in by_seed.items()}
-        final[agent] = np.array([optimum - incumbent_curve(cut[s])[-1] for s in sorted(cut)])
-    for agent, by_seed in runs.items():
-        cut = {seed: run[:evaluations] if evaluations else run for seed, run in by_seed.items()}
-        incumbents = [_incumbent_record(cut[s]) for s in sorted(cut)]
+        incumbents = [_incumbent_record(by_seed[s]) for s in sorted(by_seed)]
         improvement = None
         if BASELINE in final and agent != BASELINE:
             improvement = stats.improvement_interval(-final[agent], -final[BASELINE])
         summaries.append(AgentSummary(
-            agent=agent, runs=len(cut), final_regret=stats.iqm_interval(final[agent]),
+            agent=agent, runs=len(by_seed), final_regret=stats.iqm_interval(final[agent]),
             improvement_over_random=improvement,
             final_reward=float(stats.iqm([r["true_reward"] for r in incumbents])),
             test_accuracy=float(stats.iqm([r["test_accuracy"] for r in incumbents])),
             compression=float(stats.iqm([r["compression"] for r in incumbents])),
             found_optimum=int(np.sum(final[agent] <= 1e-12)),
-            mean_episodes=float(np.mean([len(run) for run in cut.values()])),
+            mean_episodes=float(np.mean([len(run) for run in by_seed.values()])),
         ))
     return summaries
 
