@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from agents import policy_files
 from agents.actor_critic import ActorCritic, ActorCriticConfig
 from agents.observations import env_kind
 from agents.random_search import RandomSearch, RandomSearchConfig
@@ -171,16 +172,19 @@ class SB3Agent:
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Read a file written by `save` into this (freshly made) agent."""
-        saved = torch.load(path, weights_only=True)
-        if not isinstance(saved, dict) or saved.get("format") != SB3_FORMAT:
-            raise ValueError(f"{os.fspath(path)!r} is not an SB3 policy written by n2n")
-        if saved["name"] != self.name:
-            raise ValueError(f"{os.fspath(path)!r} holds a {saved['name']} policy, "
-                             f"not {self.name}")
-        self.model.policy.load_state_dict(saved["state_dict"])
-        self.model.policy.optimizer.load_state_dict(saved["optimizer"])
-        self.model.num_timesteps = saved["num_timesteps"]
-        self.model._n_updates = saved["n_updates"]
+        what = "an SB3 policy written by n2n"
+        saved = policy_files.read(path, SB3_FORMAT, what)
+        if saved.get("name") != self.name:
+            raise policy_files.PolicyFileError(
+                f"{os.fspath(path)!r} holds a {saved.get('name')} policy, not {self.name}")
+
+        def build() -> None:
+            self.model.policy.load_state_dict(saved["state_dict"])
+            self.model.policy.optimizer.load_state_dict(saved["optimizer"])
+            self.model.num_timesteps = saved["num_timesteps"]
+            self.model._n_updates = saved["n_updates"]
+
+        policy_files.restore(path, what, build)
 
 
 def check_name(name: str) -> None:
@@ -205,6 +209,19 @@ def _sb3_make_agent(name: str) -> Any:
         raise ValueError(f"agent {name!r} needs stable-baselines3 and sb3-contrib: "
                          f"pip install \"n2n[sb3]\" ({exc})") from None
     return make_agent
+
+
+def check_policy_init(name: str, path: str | os.PathLike[str]) -> None:
+    """Refuse, before any work, a ``policy_init`` file that ``make`` could not start the
+    removal stage of agent ``name`` from (missing, damaged, foreign, or a shrink policy)."""
+    if name not in POLICY_GRADIENT:
+        raise ValueError(f"policy_init needs one of {', '.join(TRANSFERABLE)}, not {name!r}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"policy_init {os.fspath(path)!r} does not exist")
+    learner = POLICY_GRADIENT[name][0].load(path)
+    if learner.kind != "removal":
+        raise ValueError(f"policy_init {os.fspath(path)!r} is a {learner.kind} policy; it "
+                         "can only start the removal stage")
 
 
 def make(name: str, env: gym.Env, seed: int = 0,

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from agents import policy_files
 from agents.observations import (
     env_kind,
     is_feasible,
@@ -412,15 +413,17 @@ class Reinforce:
     def load(cls, path: str | os.PathLike[str]) -> Any:
         """Read a file written by `save`. `weights_only=True` refuses pickled objects, so a
         checkpoint from elsewhere cannot run code on load."""
-        data = torch.load(path, weights_only=True)
-        if not isinstance(data, dict) or data.get("format") != cls.checkpoint_format:
-            raise ValueError(f"{os.fspath(path)!r} is not a checkpoint written by "
-                             f"{cls.__name__}.save")
-        agent = cls(data["kind"], data["feature_size"], cls.config_class(**data["config"]))
-        agent.policy.load_state_dict(data["state_dict"])
-        agent.optimizer.load_state_dict(data["optimizer"])
-        agent.baseline = data["baseline"]
-        agent.iterations = data["iterations"]
-        agent.best_reward = data["best_reward"]
-        agent.best_architecture = data["best_architecture"]
-        return agent
+        what = f"a policy written by {cls.__name__}.save"
+        data = policy_files.read(path, cls.checkpoint_format, what)
+
+        def build() -> Any:
+            agent = cls(data["kind"], data["feature_size"], cls.config_class(**data["config"]))
+            agent.policy.load_state_dict(data["state_dict"])
+            agent.optimizer.load_state_dict(data["optimizer"])
+            agent.baseline = data["baseline"]
+            agent.iterations = data["iterations"]
+            agent.best_reward = data["best_reward"]
+            agent.best_architecture = data["best_architecture"]
+            return agent
+
+        return policy_files.restore(path, what, build)

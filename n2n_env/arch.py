@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from n2n_env import validate
+
 if TYPE_CHECKING:
     from n2n_env.transitions import ShrinkVariable
 
@@ -74,6 +76,12 @@ class Layer:
     def __post_init__(self) -> None:
         if self.kind not in LAYER_KINDS:
             raise ValueError(f"unknown layer kind {self.kind!r}; allowed: {LAYER_KINDS}")
+        for name in ("out", "kernel", "stride", "padding", "origin"):
+            value = getattr(self, name)
+            if type(value) is not int:
+                object.__setattr__(self, name, validate.integer(f"layer {name}", value))
+        if type(self.p) is not float:
+            object.__setattr__(self, "p", validate.number("dropout p", self.p))
         if self.kind in ("conv", "linear") and self.out < 1:
             raise ValueError(f"{self.kind} layer needs out >= 1, got {self.out}")
         if self.kind in ("conv", "maxpool", "avgpool") and (self.kernel < 1 or self.stride < 1):
@@ -172,7 +180,18 @@ class Architecture:
     and ``build_model`` refuses to inherit from any other teacher."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
+        try:
+            shape = tuple(self.input_shape)
+        except TypeError:
+            shape = ()
+        if len(shape) != 3:
+            raise ValueError(
+                f"input_shape must be (C, H, W) of positive ints, got {self.input_shape!r}"
+            )
+        object.__setattr__(self, "input_shape", tuple(
+            validate.integer("input_shape (C, H, W) entry", s, minimum=1) for s in shape))
+        object.__setattr__(self, "num_classes",
+                           validate.integer("num_classes", self.num_classes, minimum=1))
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "blocks", tuple(self.blocks))
         if not isinstance(self.root, str) or (self.root and len(self.root) != 16):

@@ -64,6 +64,10 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_ELSEWHERE = ("use another cache path (gym.make's cache=; n2n compress keeps its cache in "
+              "RUN/rewards.sqlite, so give it another --out)")
+
+
 class CacheFileError(ValueError):
     """The cache path holds something that is not a usable n2n evaluation cache."""
 
@@ -185,8 +189,8 @@ class CachedEvaluator:
         _LIVE.add(self)
 
     # ------------------------------------------------------------------ SQLite
-    def _error(self, problem: str,
-               advice: str = "move the file away or pass another cache path") -> CacheFileError:
+    def _error(self, problem: str, advice: str = f"move the file away or {_ELSEWHERE}"
+               ) -> CacheFileError:
         return CacheFileError(f"{self.path}: {problem}. It is not a usable n2n evaluation "
                               f"cache ({FORMAT} version {VERSION}); {advice}.")
 
@@ -258,7 +262,7 @@ class CachedEvaluator:
             raise self._error(f"an invalid format version {version!r}")
         if int(version) > VERSION:
             raise self._error(f"written by a newer n2n (format version {version})",
-                              "upgrade n2n, or pass another cache path")
+                              f"upgrade n2n, or {_ELSEWHERE}")
         if "evaluations" not in tables:
             raise self._error("an n2n cache without its 'evaluations' table")
 

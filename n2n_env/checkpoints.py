@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from n2n_env import validate
 from n2n_env.arch import Architecture
 from n2n_env.build import build_model
 from n2n_env.device import prepare_model, resolve_device
@@ -48,6 +49,22 @@ class TeacherRecord:
     seed: int = 0
     seconds: float = 0.0
     format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.architecture, Architecture):
+            raise TypeError(f"architecture must be an Architecture, got "
+                            f"{type(self.architecture).__name__}")
+        for name in ("dataset", "dataset_fingerprint", "model_name"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a str, got {getattr(self, name)!r}")
+        if not isinstance(self.recipe, Recipe):
+            raise TypeError(f"recipe must be a Recipe, got {self.recipe!r}")
+        # A teacher accuracy of 0 would divide every reward by zero.
+        validate.number("val_accuracy", self.val_accuracy, above=0, at_most=1)
+        validate.number("test_accuracy", self.test_accuracy, above=0, at_most=1)
+        validate.number("width", self.width, above=0)
+        validate.integer("seed", self.seed, minimum=0)
+        validate.number("seconds", self.seconds, at_least=0)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -166,13 +183,34 @@ def load_teacher(
             "or pass the matching dataset (same name, data root and split seed)"
         )
     model = build_model(found)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"teacher checkpoint {path}: weights do not fit architecture {found.name}: {exc}"
-        ) from exc
+    _check_weights(path, found, model.state_dict(), state)
+    model.load_state_dict(state, strict=True)
     return prepare_model(model, dev).eval(), record
+
+
+def _check_weights(path: str | os.PathLike[str], arch: Architecture,
+                   expected: Mapping[str, torch.Tensor], found: Any) -> None:
+    """Refuse weights that do not fit ``arch`` or are not finite, in one line."""
+    where = f"teacher checkpoint {os.fspath(path)}"
+    if not isinstance(found, Mapping) or not all(
+            isinstance(v, torch.Tensor) for v in found.values()):
+        raise CheckpointError(f"{where}: state_dict is not a dict of tensors")
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    reshaped = sorted(k for k in set(expected) & set(found)
+                      if expected[k].shape != found[k].shape)
+    if missing or unexpected or reshaped:
+        first = (missing or unexpected or reshaped)[0]
+        raise CheckpointError(
+            f"{where}: weights do not fit its architecture {arch.name or arch.signature()!r} "
+            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} of "
+            f"another shape, first {first!r}); it was written for another network"
+        )
+    broken = [k for k, v in found.items() if v.is_floating_point() and not bool(
+        torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"{where}: {len(broken)} weight tensors hold NaN or inf values "
+                              f"(first {broken[0]!r}); the teacher diverged: retrain it")
 
 
 def n2n_home() -> Path:

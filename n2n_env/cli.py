@@ -2,25 +2,34 @@
 
 Every leaf command is a function ``(args) -> int`` registered with
 :func:`_add_command`; adding a command group (``n2n compress ...``) means writing one
-``_register_*`` function and calling it from :func:`build_parser`. Bad input exits with
-status 2 and one line on stderr, a missing dataset or unreadable checkpoint with 1.
+``_register_*`` function and calling it from :func:`build_parser` (``n2n compress`` is
+registered from :mod:`n2n_env.cli_compress`). Bad input exits with
+status 2 and one line on stderr; a missing, damaged or foreign file (dataset, checkpoint,
+policy, cache) or a diverged training with 1. A traceback means a bug.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
+import importlib.metadata
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from agents.policy_files import PolicyFileError
 from n2n_env import checkpoints, data, recipes, teacher, zoo
+from n2n_env.cache import CacheFileError
 from n2n_env.device import resolve_device, use_all_cores
 
 Handler = Callable[[argparse.Namespace], int]
+FILE_ERRORS: tuple[type[Exception], ...] = (
+    data.DatasetNotFoundError, data.DatasetCorruptError, checkpoints.CheckpointError,
+    PolicyFileError, CacheFileError)
+"""Damaged, foreign or missing files: reported on one line with exit status 1."""
 
 
 class UsageError(Exception):
@@ -143,10 +152,15 @@ def _teacher_train(args: argparse.Namespace) -> int:
         print(f"resuming:   {resume} (if it matches this run)")
     sys.stdout.flush()
     started = time.perf_counter()
-    trained = teacher.train_teacher(
-        arch, dataset, recipe, device=device, seed=args.seed, progress=not args.no_progress,
-        resume_path=resume,
-    )
+    try:
+        trained = teacher.train_teacher(
+            arch, dataset, recipe, device=device, seed=args.seed,
+            progress="lines" if args.no_progress else True, resume_path=resume,
+        )
+    except KeyboardInterrupt:
+        print("n2n: interrupted; rerun the same command (without --no-resume) to continue "
+              "from the last finished epoch", file=sys.stderr)
+        return 130
     wall = time.perf_counter() - started
     record = checkpoints.TeacherRecord(
         architecture=arch, dataset=args.dataset, dataset_fingerprint=dataset.fingerprint,
@@ -206,12 +220,13 @@ def _register_teacher(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--data-root", metavar="DIR", help="folder holding dataset files")
     train.add_argument("--device", default="auto", metavar="D",
                        help="auto (default), cpu, cuda or cuda:N")
-    train.add_argument("--batch-size", type=_positive_int, metavar="B",
-                       help="batch size (default: the recipe's)")
+    train.add_argument("--batch-size", type=_int_at_least(2, "an integer >= 2"), metavar="B",
+                       help="batch size, at least 2 (default: the recipe's)")
     train.add_argument("--lr", type=_positive_float, metavar="LR",
                        help="initial learning rate (default: the recipe's)")
     train.add_argument("--out", metavar="PATH", help="checkpoint path (default: in the cache)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--no-progress", action="store_true",
+                       help="no progress bar: one line per epoch instead")
     train.add_argument("--no-resume", action="store_true",
                        help="discard a partial checkpoint from an interrupted run")
     _add_command(sub, "list", _teacher_list, "list cached teacher checkpoints")
@@ -282,152 +297,64 @@ def _register_data(commands: argparse._SubParsersAction) -> None:
     dl.add_argument("--data-root", metavar="DIR", help="folder to download into")
 
 
-# ------------------------------------------------------------------ compress
-
-
-def _constraint(text: str) -> tuple[str, float]:
-    """``QUANTITY<=BOUND`` (params or flops) as a (quantity, bound) pair."""
-    name, sep, bound = text.replace(" ", "").partition("<=")
-    try:
-        value = float(bound)
-    except ValueError:
-        value = float("nan")
-    if not sep or name not in ("params", "flops") or not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(
-            f"expected params<=N or flops<=N with N a positive number, got {text!r}")
-    return name, value
-
-
-def _compress(args: argparse.Namespace) -> int:
-    from n2n_env import pipeline
-
-    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
-    for stage in stages:
-        _check_choice("stage", stage, pipeline.STAGES)
-    _check_choice("agent", args.agent, pipeline.AGENTS)
-    _check_choice("evaluator", args.evaluator, ("distill", "mock"))
-    if not args.teacher.endswith(".pt"):
-        _check_choice("teacher (or a checkpoint path ending in .pt)", args.teacher, zoo.names())
-    _check_choice("dataset", args.dataset, data.names())
-    if args.resume and args.out and Path(args.out) != Path(args.resume):
-        raise UsageError("--resume DIR continues the run in DIR; do not also give --out")
-    run = Path(args.resume or args.out or pipeline.default_run_dir(args.teacher, args.dataset))
-    try:
-        device = resolve_device(args.device)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if device.type == "cpu":
-        use_all_cores()
-    try:
-        result = pipeline.compress(
-            args.teacher, args.dataset, data_root=args.data_root, stages=stages,
-            iterations=args.iterations, agent=args.agent,
-            constraints=dict(args.constraint) or None, evaluator=args.evaluator,
-            policy_init=args.policy_init, out=run, resume=args.resume is not None,
-            finetune_epochs=args.finetune_epochs, device=str(device), seed=args.seed,
-            progress=not args.no_progress, teacher_width=args.teacher_width,
-            teacher_epochs=args.teacher_epochs, anneal_episodes=args.anneal_episodes,
-        )
-    except KeyboardInterrupt:
-        if (run / "state.json").exists():
-            print(f"n2n: interrupted; continue with: n2n compress --resume "
-                  f"{shlex.quote(str(run))}", file=sys.stderr)
-        else:
-            print("n2n: interrupted before the first search iteration finished; nothing "
-                  "to resume", file=sys.stderr)
-        return 130
-    except ValueError as exc:
-        if isinstance(exc, (checkpoints.CheckpointError, data.DatasetCorruptError)):
-            raise
-        raise UsageError(str(exc).splitlines()[0]) from None
-    print(result.table())
-    print(f"wall time:  {result.seconds:.1f} s")
-    print(f"run dir:    {result.out}")
-    return 0
-
-
-def _register_compress(commands: argparse._SubParsersAction) -> None:
-    from n2n_env.pipeline import DEFAULT_ITERATIONS
-
-    cmd = _add_command(commands, "compress", _compress,
-                       "compress a teacher: layer removal, then layer shrinkage, then "
-                       "fine-tuning (paper Algorithm 1 and section 3.5)")
-    cmd.add_argument("--teacher", default="conv4", metavar="NAME_OR_CHECKPOINT",
-                     help="zoo model (default conv4) or a teacher checkpoint (.pt)")
-    cmd.add_argument("--dataset", default="digits", metavar="NAME",
-                     help="dataset (default digits; see 'n2n data list')")
-    cmd.add_argument("--data-root", metavar="DIR", help="folder holding dataset files")
-    cmd.add_argument("--stages", default="removal,shrink", metavar="LIST",
-                     help="comma-separated stages, in order (default removal,shrink)")
-    cmd.add_argument("--iterations", type=_positive_int, metavar="N",
-                     help=f"policy updates (of 5 rollouts) per stage (default "
-                     f"{DEFAULT_ITERATIONS}; with --resume, the run's own, or more to extend it)")
-    cmd.add_argument("--agent", default="reinforce", metavar="NAME",
-                     help="reinforce (default), actor-critic, ppo, a2c, maskable-ppo, "
-                     "recurrent-ppo (these four need the sb3 extra) or random")
-    cmd.add_argument("--constraint", type=_constraint, action="append", default=[],
-                     metavar="Q<=N", help="upper bound, e.g. params<=20000 (repeatable); "
-                     "relaxed early in each stage, see --anneal-episodes")
-    cmd.add_argument("--anneal-episodes", type=_non_negative_int, metavar="N",
-                     help="episodes per stage over which eps_t, the share of its reward a "
-                     "student over a constraint keeps, falls from 1 to 0 (paper 3.3.1; "
-                     "default: half of the stage's episodes; 0: hard from the start)")
-    cmd.add_argument("--policy-init", metavar="PATH",
-                     help="start stage 1 from a saved removal policy (removal_policy.pt of "
-                     "a reinforce or actor-critic run, any teacher)")
-    cmd.add_argument("--teacher-width", type=_positive_float, default=1.0, metavar="W",
-                     help="width multiplier of a zoo teacher trained on first use (default 1)")
-    cmd.add_argument("--teacher-epochs", type=_positive_int, metavar="N",
-                     help="epochs to train a zoo teacher on first use (default: the "
-                     "dataset recipe's)")
-    cmd.add_argument("--out", metavar="DIR",
-                     help="run directory (default n2n-runs/<teacher>-<dataset>-<time>)")
-    cmd.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
-    cmd.add_argument("--finetune-epochs", type=_positive_int, metavar="N",
-                     help="epochs of the final training (default: the teacher recipe's; "
-                     "with --resume, the run's own)")
-    cmd.add_argument("--evaluator", default="distill", metavar="NAME",
-                     help="distill (default, real training) or mock (instant, NOT REAL)")
-    cmd.add_argument("--device", default="auto", metavar="D",
-                     help="auto (default), cpu, cuda or cuda:N")
-    cmd.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
-                     help="seed (default 0)")
-    cmd.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
 def _print_table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("n2n")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``n2n`` parser; each subcommand stores its handler as ``handler``."""
     parser = _Parser(prog="n2n", description="N2N network-to-network compression (ICLR 2018): "
                      "teachers, model zoo and datasets.")
+    parser.add_argument("--version", action="version", version=f"n2n {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _register_teacher(commands)
     _register_zoo(commands)
     _register_data(commands)
-    _register_compress(commands)
+    from n2n_env.cli_compress import register as register_compress
+
+    register_compress(commands, _add_command)
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+
+def _format_warning(message: Warning | str, category: type[Warning], filename: str,
+                    lineno: int, line: str | None = None) -> str:
+    """A warning as one line for the command's user: no file, line number or source."""
+    return f"n2n: warning: {_one_line(Warning(message))}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``n2n`` command line; returns the exit status."""
+    """Run the ``n2n`` command line; returns the exit status. Expected failures (bad
+    values, damaged or foreign files, divergence) print one line on stderr; a traceback
+    means a bug."""
     args = build_parser().parse_args(argv)
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _format_warning
     try:
         return args.handler(args)
     except UsageError as exc:
-        print(f"n2n: error: {exc}", file=sys.stderr)
+        print(f"n2n: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except (data.DatasetNotFoundError, data.DatasetCorruptError, checkpoints.CheckpointError,
-            OSError) as exc:
-        print(f"n2n: error: {exc}", file=sys.stderr)
+    except (*FILE_ERRORS, teacher.TrainingDivergedError, OSError) as exc:
+        print(f"n2n: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("n2n: interrupted; rerun the same command to resume", file=sys.stderr)
+        print("n2n: interrupted; nothing was saved, rerun the same command", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

@@ -156,6 +156,19 @@ def load(
     return _build(name, int(seed), pool, spec)
 
 
+def check_root(name: str, root: str | os.PathLike[str] | None) -> None:
+    """Refuse now, before any training, a data root that does not exist when ``name``
+    reads files from it (:class:`DatasetNotFoundError`); a no-op for generated datasets."""
+    spec = _spec(name)
+    if spec.loader in (load_digits, load_synthetic):
+        return
+    path = resolve_root(root)
+    if not path.is_dir():
+        raise DatasetNotFoundError(
+            f"data root {path} does not exist; dataset {name!r} reads its files from there "
+            "(pass data_root / --data-root, set N2N_DATA, or see n2n data download)")
+
+
 def download(name: str, root: str | os.PathLike[str] | None = None) -> pathlib.Path:
     """Fetch the files of ``name`` into the root (torchvision datasets only) and return the root.
 

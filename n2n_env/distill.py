@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from n2n_env import validate
 from n2n_env.arch import MAX_CLASSIFIER_INPUTS, Architecture
 from n2n_env.build import build_model
 from n2n_env.data import Dataset
@@ -81,17 +82,17 @@ class DistillRecipe:
 
     def __post_init__(self) -> None:
         if (self.steps is None) == (self.epochs is None):
-            raise ValueError("give exactly one budget: steps=N or epochs=E")
-        if (self.steps is not None and self.steps < 1) or (
-                self.epochs is not None and not self.epochs > 0):
-            raise ValueError("the budget must be positive")
-        if self.batch_size < 2 or not self.lr > 0 or self.ce_weight < 0:
-            raise ValueError("batch_size must be >= 2, lr > 0 and ce_weight >= 0")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
-        if self.batch_norm_samples < 0:
-            raise ValueError("batch_norm_samples must be >= 0 (0 keeps the running averages), "
-                             f"got {self.batch_norm_samples}")
+            raise ValueError("give exactly one budget: steps=N or epochs=E (the other None), "
+                             f"got steps={self.steps!r}, epochs={self.epochs!r}")
+        if self.steps is not None:
+            validate.integer("steps", self.steps, minimum=1)
+        if self.epochs is not None:
+            validate.number("epochs", self.epochs, above=0)
+        validate.integer("batch_size", self.batch_size, minimum=2)
+        validate.number("lr", self.lr, above=0)
+        validate.number("ce_weight", self.ce_weight, at_least=0)
+        validate.choice("init", self.init, INITS)
+        validate.integer("batch_norm_samples", self.batch_norm_samples, minimum=0)
 
     @classmethod
     def paper(cls) -> DistillRecipe:
@@ -205,6 +206,14 @@ class DistillationEvaluator:
         architecture = getattr(teacher, "architecture", None)
         if not isinstance(architecture, Architecture):
             raise TypeError("teacher must be a model from build_model (it carries .architecture)")
+        if recipe is not None and not isinstance(recipe, DistillRecipe):
+            raise TypeError(f"recipe must be a DistillRecipe or None, got {recipe!r}")
+        seed = validate.integer("seed", seed, minimum=0)
+        max_classifier_inputs = validate.integer("max_classifier_inputs",
+                                                 max_classifier_inputs, minimum=1)
+        if teacher_accuracy is not None:
+            teacher_accuracy = validate.number("teacher_accuracy", teacher_accuracy, above=0,
+                                               at_most=1)
         if data.input_shape != architecture.input_shape or (
                 data.num_classes != architecture.num_classes):
             raise ValueError(f"teacher expects input {architecture.input_shape} and "

@@ -20,8 +20,9 @@ import gymnasium as gym
 import numpy as np
 
 from n2n_env import data as data_mod
-from n2n_env import zoo
+from n2n_env import validate, zoo
 from n2n_env.arch import LAYER_KINDS, Architecture
+from n2n_env.device import resolve_device
 from n2n_env.evaluators import Evaluation, Evaluator, MockEvaluator
 from n2n_env.reward import (
     COMPRESSION_METRICS,
@@ -31,6 +32,13 @@ from n2n_env.reward import (
     parse_constraints,
 )
 
+MEASURED = ("accuracy", "flops", "params")
+"""What the distillation and mock evaluators measure, so what constraints may bound."""
+MOCK_OPTIONS = ("teacher_accuracy", "capacity_scale", "depth_penalty", "max_classifier_inputs")
+INVALID_ACTIONS = ("replace", "raise")
+"""What a step does with an action the mask forbids: take the only allowed one instead
+(flagged in ``info["action_replaced"]``), as Gymnasium's own environments take every action
+of their space and publish masks as advice, or raise ValueError."""
 MAX_LAYERS = 128
 """Default padding of the layer table: resnet34 at the paper's granularity has 102 layers."""
 EVALUATORS = ("distill", "mock")
@@ -60,20 +68,37 @@ class StudentScorer:
                             "teacher_accuracy")
         if dataset not in data_mod.names():
             raise ValueError(f"unknown dataset {dataset!r}; allowed: {', '.join(data_mod.names())}")
+        resolve_device(device)  # a bad or unavailable device fails now, not after training
+        if cache is not None and not isinstance(cache, str | os.PathLike):
+            raise TypeError(f"cache must be a file path or None, got {cache!r}")
         self.dataset, self.data_root, self.device = dataset, data_root, device
         self.evaluator_name = evaluator if isinstance(evaluator, str) else "instance"
+        if evaluator_kwargs is not None and not isinstance(evaluator_kwargs, Mapping):
+            raise TypeError(f"evaluator_kwargs must be a dict or None, got {evaluator_kwargs!r}")
         self.evaluator_kwargs = dict(evaluator_kwargs or {})
+        if self.evaluator_name == "instance" and self.evaluator_kwargs:
+            raise ValueError(f"evaluator_kwargs {sorted(self.evaluator_kwargs)} apply to "
+                             "evaluator='distill' or 'mock' only; configure an evaluator "
+                             "object when making it")
         self.cache = cache
         self.constraints = parse_constraints(constraints)
+        if self.evaluator_name != "instance":
+            check_quantities(self.constraints, self.evaluator_name)
         self.schedule = EpsilonSchedule(anneal_episodes)
         self.compression_metric = compression_metric
-        self.teacher_spec, self.teacher_width = teacher, teacher_width
-        self.teacher_progress = teacher_progress
+        self.teacher_width = validate.number("teacher_width", teacher_width, above=0)
+        self.teacher_spec = teacher
+        self.teacher_progress = validate.flag("teacher_progress", teacher_progress)
         if self.evaluator_name == "distill":
             _split_distill_kwargs(self.evaluator_kwargs)
+            data_mod.check_root(dataset, data_root)
         self._given: Evaluator | None = None if isinstance(evaluator, str) else evaluator
         self._evaluator: Evaluator | None = None
         self.teacher_architecture = self._resolve_architecture()
+        if self.evaluator_name == "mock":
+            validate.known_keys("evaluator_kwargs for evaluator='mock'", self.evaluator_kwargs,
+                                MOCK_OPTIONS)
+            MockEvaluator(self.teacher_architecture, **self.evaluator_kwargs)
 
     def _resolve_architecture(self) -> Architecture:
         teacher = self.teacher_spec
@@ -160,11 +185,13 @@ class N2NEnvBase(gym.Env[dict[str, np.ndarray], int]):
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"],
                                           "render_fps": 4}
 
-    def __init__(self, render_mode: str | None, scorer_kwargs: Mapping[str, Any]) -> None:
+    def __init__(self, render_mode: str | None, scorer_kwargs: Mapping[str, Any],
+                 invalid_action: str = "replace") -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
                              f"None, got {render_mode!r}")
         self.render_mode = render_mode
+        self.invalid_action = validate.choice("invalid_action", invalid_action, INVALID_ACTIONS)
         self.scorer = StudentScorer(**scorer_kwargs)
         self._last_info: dict[str, Any] = {}
 
@@ -179,13 +206,14 @@ class N2NEnvBase(gym.Env[dict[str, np.ndarray], int]):
             raise RuntimeError("the episode is over (or reset() was never called); call "
                                "reset() before step()")
 
-    def _finish(self, student: Architecture) -> tuple[dict[str, np.ndarray], float, bool, bool,
-                                                       dict[str, Any]]:
+    def _finish(self, student: Architecture, replaced: bool = False
+                ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """The terminal step: score the finished student and end the episode."""
         self._done = True
         reward, info = self.scorer.score(student)
         self._last_info = info
         info["action_mask"] = self.action_masks()
+        info["action_replaced"] = replaced
         return self._observation(), float(reward), True, False, info
 
     @abstractmethod
@@ -220,6 +248,16 @@ class N2NEnvBase(gym.Env[dict[str, np.ndarray], int]):
                 f"{info['compression']:.3f}, degenerate: {info['degenerate_reason']}"]
 
 
+def check_quantities(constraints: Sequence[LinearConstraint], evaluator: str) -> None:
+    """Refuse constraints on a quantity the named evaluator never measures."""
+    for row in constraints:
+        unknown = sorted(set(row.coefficients) - set(MEASURED))
+        if unknown:
+            raise ValueError(f"constraint {row.describe()!r} bounds {unknown}, which "
+                             f"evaluator={evaluator!r} does not measure; allowed: "
+                             f"{', '.join(MEASURED)}")
+
+
 def _split_distill_kwargs(kwargs: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
     """evaluator_kwargs for distillation: DistillRecipe fields and evaluator options, checked
     now (not after the teacher has trained)."""
@@ -232,7 +270,12 @@ def _split_distill_kwargs(kwargs: Mapping[str, Any]) -> tuple[Any, dict[str, Any
         allowed = sorted([*DistillRecipe.__dataclass_fields__, *options])
         raise ValueError(f"unknown evaluator_kwargs {unknown} for evaluator='distill'; "
                          f"allowed: {', '.join(allowed)}")
-    return DistillRecipe(**recipe_fields), {k: kwargs[k] for k in options if k in kwargs}
+    other = {k: kwargs[k] for k in options if k in kwargs}
+    if "seed" in other:
+        validate.integer("seed", other["seed"], minimum=0)
+    if "max_classifier_inputs" in other:
+        validate.integer("max_classifier_inputs", other["max_classifier_inputs"], minimum=1)
+    return DistillRecipe(**recipe_fields), other
 
 
 def terminal_info(evaluation: Evaluation, teacher_accuracy: float, compression: float,

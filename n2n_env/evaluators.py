@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from n2n_env import validate
 from n2n_env.arch import MAX_CLASSIFIER_INPUTS, Architecture
 
 
@@ -106,10 +107,15 @@ class MockEvaluator:
     def __init__(self, teacher_architecture: Architecture, teacher_accuracy: float = 0.99,
                  capacity_scale: float = 0.03, depth_penalty: float = 0.3,
                  max_classifier_inputs: int = MAX_CLASSIFIER_INPUTS) -> None:
-        if not 0.0 < teacher_accuracy <= 1.0:
-            raise ValueError(f"teacher_accuracy must be in (0, 1], got {teacher_accuracy}")
-        if capacity_scale <= 0 or not 0.0 <= depth_penalty <= 1.0:
-            raise ValueError("capacity_scale must be > 0 and depth_penalty in [0, 1]")
+        if not isinstance(teacher_architecture, Architecture):
+            raise TypeError(f"teacher_architecture must be an Architecture, got "
+                            f"{type(teacher_architecture).__name__}")
+        teacher_accuracy = validate.number("teacher_accuracy", teacher_accuracy, above=0,
+                                           at_most=1)
+        capacity_scale = validate.number("capacity_scale", capacity_scale, above=0)
+        depth_penalty = validate.number("depth_penalty", depth_penalty, at_least=0, at_most=1)
+        max_classifier_inputs = validate.integer("max_classifier_inputs",
+                                                 max_classifier_inputs, minimum=1)
         self.teacher_architecture = teacher_architecture
         self.teacher_accuracy = teacher_accuracy
         self.capacity_scale = capacity_scale

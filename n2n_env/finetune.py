@@ -16,20 +16,26 @@ training from the same initial weights at a tenth of the learning rate (at most
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from n2n_env import data as data_mod
+from n2n_env import validate
 from n2n_env.arch import Architecture
 from n2n_env.build import build_model
+from n2n_env.checkpoints import CheckpointError, _atomic_save, _cpu_state, _read_checkpoint
 from n2n_env.device import autocast_context, in_memory_format, prepare_model, resolve_device
-from n2n_env.distill import distillation_loss, teacher_logits
+from n2n_env.distill import distillation_loss, model_fingerprint, teacher_logits
+from n2n_env.progress import Progress, progress_bar
+from n2n_env.progress import check as check_progress
 from n2n_env.recipes import Recipe, recipe_for
 from n2n_env.teacher import evaluate_accuracy, make_optimizer
 
@@ -61,13 +67,28 @@ class FinetuneResult:
 def finetune(arch: Architecture, teacher: nn.Module, data: data_mod.Dataset,
              recipe: Recipe | None = None, *, kd_weight: float = DEFAULT_KD_WEIGHT,
              inherit: bool = True, device: str | torch.device | None = None, seed: int = 0,
-             progress: bool = True) -> FinetuneResult:
+             progress: Progress = True,
+             resume_path: str | os.PathLike[str] | None = None) -> FinetuneResult:
     """Train ``arch`` (inheriting ``teacher``'s weights unless ``inherit=False``) with
     cross-entropy plus ``kd_weight`` times the L2 logit loss, on ``recipe`` (default: the
-    teacher recipe for ``data``)."""
-    if kd_weight < 0:
-        raise ValueError(f"kd_weight must be >= 0, got {kd_weight}")
+    teacher recipe for ``data``).
+
+    With ``resume_path``, the training state (weights, optimizer, schedule, random states,
+    learning rate of the current attempt) is written there after every epoch, and a
+    training that matches this student, teacher, data, recipe and seed continues from it,
+    as teacher training does; on the CPU the result equals an unbroken run's. The caller
+    deletes the file once the result is kept.
+    """
+    kd_weight = validate.number("kd_weight", kd_weight, at_least=0)
+    seed = validate.integer("seed", seed, minimum=0)
+    validate.flag("inherit", inherit)
+    progress = check_progress(progress)
+    if recipe is not None and not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe must be a Recipe or None, got {recipe!r}")
     recipe = recipe or recipe_for(data.name)
+    if recipe.batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2, got {recipe.batch_size}: one-sample "
+                         "batches are skipped, so fine-tuning would take zero steps")
     dev = resolve_device(device)
     started = time.perf_counter()
     teacher = prepare_model(teacher, dev).eval()
@@ -76,15 +97,27 @@ def finetune(arch: Architecture, teacher: nn.Module, data: data_mod.Dataset,
     student = prepare_model(build_model(arch, teacher if inherit else None, device=dev), dev)
     start_state = {name: tensor.clone() for name, tensor in student.state_dict().items()}
     fixed_logits = None if recipe.augment else teacher_logits(teacher, data.train.x)
-    attempt = recipe
-    for restart in range(MAX_RESTARTS + 1):
+    resume = None if resume_path is None else _Resume(
+        Path(resume_path), {"student": arch.signature(), "teacher": model_fingerprint(teacher),
+                            "data": data.fingerprint, "recipe": recipe.to_dict(), "seed": seed,
+                            "kd_weight": kd_weight, "inherit": inherit})
+    saved = resume.load() if resume is not None else None
+    attempt, first = recipe, 0
+    if saved is not None:
+        first = saved["restart"]
+        for _ in range(first):  # the same divisions as the restarts made, so the same lr
+            attempt = dataclasses.replace(attempt, lr=attempt.lr / 10)
+        started -= saved["seconds"]
+    for restart in range(first, MAX_RESTARTS + 1):
         student.load_state_dict(start_state)
         # Every attempt draws (dropout) from the same random state, so a restart equals a
         # fresh run at its learning rate.
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             val_accuracy = _train(student, teacher, data, attempt, kd_weight, fixed_logits,
                                   seed, desc=f"finetune {arch.name or 'student'}",
-                                  progress=progress)
+                                  progress=progress, resume=resume, restart=restart,
+                                  saved=saved if restart == first else None,
+                                  started=started)
         if val_accuracy is not None:
             break
         if restart < MAX_RESTARTS:
@@ -105,18 +138,29 @@ def finetune(arch: Architecture, teacher: nn.Module, data: data_mod.Dataset,
 
 def _train(student: nn.Module, teacher: nn.Module, data: data_mod.Dataset, recipe: Recipe,
            kd_weight: float, fixed_logits: torch.Tensor | None, seed: int, *, desc: str,
-           progress: bool) -> float | None:
+           progress: Progress, resume: _Resume | None = None, restart: int = 0,
+           saved: dict[str, Any] | None = None, started: float = 0.0) -> float | None:
     """Train ``student`` in place for the whole recipe; its final validation accuracy, or
-    None as soon as an epoch ends with a non-finite loss."""
+    None as soon as an epoch ends with a non-finite loss. With ``resume``, the state after
+    each epoch is saved; ``saved`` is a state to continue from."""
     dev = next(student.parameters()).device
     optimizer = make_optimizer(student, recipe)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(recipe.milestones),
                                                      recipe.gamma)
     shuffle = torch.Generator().manual_seed(seed)
     augment_rng = torch.Generator(device=dev).manual_seed(seed)
-    bar = tqdm(range(recipe.epochs), desc=desc, disable=not progress, unit="epoch")
-    val_accuracy = 0.0
-    for _ in bar:
+    val_accuracy, first = 0.0, 0
+    if saved is not None:
+        student.load_state_dict(saved["student"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        shuffle.set_state(saved["shuffle"])
+        augment_rng.set_state(saved["augment"].to(augment_rng.device))
+        torch.set_rng_state(saved["torch"])
+        first, val_accuracy = saved["epoch"], saved["val_accuracy"]
+    bar = progress_bar(progress, range(first, recipe.epochs), total=recipe.epochs, desc=desc,
+                       unit="epoch", initial=first)
+    for epoch in bar:
         student.train()
         finite = torch.ones((), dtype=torch.bool, device=dev)
         order = torch.randperm(len(data.train), generator=shuffle).to(dev)
@@ -144,4 +188,39 @@ def _train(student: nn.Module, teacher: nn.Module, data: data_mod.Dataset, recip
         schedule.step()
         val_accuracy = evaluate_accuracy(student, data.val)
         bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val_accuracy:.4f}")
+        if resume is not None:
+            resume.save({
+                "restart": restart, "epoch": epoch + 1, "val_accuracy": val_accuracy,
+                "seconds": time.perf_counter() - started,
+                "student": _cpu_state(student.state_dict()),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "shuffle": shuffle.get_state(), "augment": augment_rng.get_state().cpu(),
+                "torch": torch.get_rng_state()})
     return val_accuracy
+
+
+class _Resume:
+    """The per-epoch state of one fine-tuning, kept in one file (tensors and plain values,
+    read with ``weights_only=True``) with the identity of the training it belongs to."""
+
+    def __init__(self, path: Path, identity: dict[str, Any]) -> None:
+        self.path, self.identity = path, identity
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        try:
+            state = _read_checkpoint(self.path, "cpu")
+        except CheckpointError as exc:
+            warnings.warn(f"ignoring fine-tuning state: {exc}", stacklevel=4)
+            return None
+        if state.get("kind") != "n2n-finetune-partial" or state.get("identity") != self.identity:
+            warnings.warn(f"ignoring fine-tuning state {self.path}: it belongs to another "
+                          "training (student, teacher, data, recipe or seed differ)",
+                          stacklevel=4)
+            return None
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        _atomic_save({"kind": "n2n-finetune-partial", "identity": self.identity, **state},
+                     self.path)

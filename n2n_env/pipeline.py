@@ -11,7 +11,6 @@ cache (``rewards.sqlite``) means no candidate is ever trained twice.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -25,32 +24,38 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import n2n_env  # noqa: F401  (registers the environments)
 from agents import registry
 from agents.observations import env_kind, is_feasible
 from n2n_env import data as data_mod
-from n2n_env import zoo
+from n2n_env import validate, zoo
 from n2n_env.arch import Architecture
 from n2n_env.checkpoints import load_teacher, teacher_path
 from n2n_env.device import resolve_device
-from n2n_env.finetune import FinetuneResult, finetune
+from n2n_env.env_common import check_quantities
+from n2n_env.finetune import FinetuneResult
+from n2n_env.progress import Progress, progress_bar
+from n2n_env.progress import check as check_progress
 from n2n_env.recipes import recipe_for
+from n2n_env.reward import parse_constraints
+from n2n_env.run_files import (
+    ROLLOUTS,
+    STAGE_LABELS,
+    finetuned,
+    plot,
+    read_metrics,
+    write_metrics,
+)
+from n2n_env.run_files import atomic_json as _atomic_json
 from n2n_env.teacher import get_teacher
 
 STAGES = ("removal", "shrink")
 AGENTS = registry.AGENT_NAMES
 ENV_IDS = {"removal": "N2NRemoval-v0", "shrink": "N2NShrink-v0"}
-STAGE_LABELS = {"removal": "Stage1", "shrink": "Stage2"}
-ROLLOUTS = 5
-"""Episodes per iteration (the paper's batch of m = 5 rollouts)."""
 DEFAULT_ITERATIONS = 40
 """Iterations per stage of the default run, chosen so that conv4 on digits (search, both
 fine-tunings and, on first use, the teacher) finishes in under 10 minutes on 2 CPU cores."""
-METRIC_FIELDS = ("iteration", "reward_mean", "reward_best", "accuracy_mean", "accuracy_best",
-                 "compression_mean", "compression_best", "best_reward_so_far", "evaluations",
-                 "cache_hits", "seconds")
 BOARD_FIELDS = ("reward_mean", "reward_best", "accuracy_mean", "accuracy_best",
                 "compression_mean", "compression_best", "best_reward_so_far")
 """Metrics also written to TensorBoard (``tensorboard --logdir RUN/tensorboard``)."""
@@ -113,7 +118,7 @@ def compress(teacher: str = "conv4", dataset: str = "digits", *,
              policy_init: str | os.PathLike[str] | None = None,
              out: str | os.PathLike[str] | None = None, resume: bool = False,
              finetune_epochs: int | None = None, device: str | None = None, seed: int = 0,
-             progress: bool = True, teacher_width: float = 1.0,
+             progress: Progress = True, teacher_width: float = 1.0,
              teacher_epochs: int | None = None,
              anneal_episodes: int | None = None) -> CompressionResult:
     """Compress ``teacher`` (a zoo name or a teacher checkpoint ``.pt``) on ``dataset``.
@@ -147,9 +152,7 @@ def compress(teacher: str = "conv4", dataset: str = "digits", *,
     run = _run_dir(out, teacher, dataset)
     state_path = run / "state.json"
     if resume:
-        if not state_path.is_file():
-            raise ValueError(f"nothing to resume: {state_path} does not exist")
-        state = json.loads(state_path.read_text())
+        state = _read_state(state_path)
         settings.update({k: state["settings"][k] for k in RESUMABLE if k in state["settings"]})
     elif state_path.exists():
         raise ValueError(f"{run} already holds a run; resume it or choose another directory")
@@ -160,14 +163,17 @@ def compress(teacher: str = "conv4", dataset: str = "digits", *,
         iterations)
     if finetune_epochs is None:
         finetune_epochs = budget.get("finetune_epochs")
+    iterations = validate.integer("iterations", iterations, minimum=1)
     if settings["anneal_episodes"] is None:
         settings["anneal_episodes"] = iterations * ROLLOUTS // 2
     _validate(settings, iterations, finetune_epochs)
+    check_progress(progress)
     state["budget"] = {"iterations": iterations, "finetune_epochs": finetune_epochs}
-    run.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
+    data_mod.check_root(settings["dataset"], settings["data_root"])
     data = data_mod.load(settings["dataset"], root=settings["data_root"])
     teacher_model, record, checkpoint = _teacher(settings, data, dev, progress)
+    run.mkdir(parents=True, exist_ok=True)
     env_kwargs = {"teacher": os.fspath(checkpoint), "dataset": settings["dataset"],
                   "data_root": settings["data_root"], "evaluator": settings["evaluator"],
                   "evaluator_kwargs": settings["evaluator_kwargs"],
@@ -189,8 +195,8 @@ def compress(teacher: str = "conv4", dataset: str = "digits", *,
     for index, (_, arch) in enumerate(bests):
         key = arch.signature()
         if key not in trained:
-            trained[key] = finetune(arch, teacher_model, data, recipe, device=dev,
-                                    seed=settings["seed"], progress=progress)
+            trained[key] = finetuned(arch, teacher_model, data, recipe, dev, settings["seed"],
+                                     progress, run)
         label = "+".join(STAGE_LABELS[s] for s, _ in bests[: index + 1])
         rows.append(ModelRow(f"Student ({label})", trained[key].test_accuracy,
                              arch.num_params(), arch.to_json(), trained[key].lr))
@@ -200,7 +206,7 @@ def compress(teacher: str = "conv4", dataset: str = "digits", *,
                    run / "student.pt")
         (run / "student.json").write_text(final.to_json())
     result = CompressionResult(tuple(rows), run, time.perf_counter() - started)
-    _plot(run, settings["stages"])
+    plot(run, settings["stages"])
     (run / "result.json").write_text(json.dumps({
         "settings": settings, "iterations": iterations, "finetune_epochs": recipe.epochs,
         "seconds": result.seconds, "teacher_checkpoint": os.fspath(checkpoint),
@@ -209,9 +215,35 @@ def compress(teacher: str = "conv4", dataset: str = "digits", *,
     return result
 
 
+def _read_state(path: Path) -> dict[str, Any]:
+    """The run state ``state.json`` of an interrupted run, or a ValueError saying why not."""
+    if not path.is_file():
+        raise ValueError(f"nothing to resume: {path} does not exist")
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot resume: run state {path} is damaged ({exc}); start a new "
+                         "run with --out") from None
+    if not (isinstance(state, dict) and isinstance(state.get("settings"), dict)
+            and isinstance(state.get("stages"), dict)):
+        raise ValueError(f"cannot resume: {path} is not an n2n run state (no settings and "
+                         "stages); start a new run with --out")
+    return state
+
+
 def _validate(settings: Mapping[str, Any], iterations: int,
               finetune_epochs: int | None) -> None:
     """Reject bad settings early, before any teacher is trained, naming what is allowed."""
+    validate.integer("iterations", iterations, minimum=1)
+    if finetune_epochs is not None:
+        validate.integer("finetune_epochs", finetune_epochs, minimum=1)
+    if settings["teacher_epochs"] is not None:
+        validate.integer("teacher_epochs", settings["teacher_epochs"], minimum=1)
+    validate.integer("seed", settings["seed"], minimum=0)
+    validate.integer("anneal_episodes", settings["anneal_episodes"], minimum=0)
+    validate.number("teacher_width", settings["teacher_width"], above=0)
+    validate.choice("evaluator", settings["evaluator"], ("distill", "mock"))
+    check_quantities(parse_constraints(settings["constraints"] or None), settings["evaluator"])
     registry.check_available(settings["agent"])
     bad = [s for s in settings["stages"] if s not in STAGES]
     if bad or not settings["stages"] or len(set(settings["stages"])) != len(settings["stages"]):
@@ -219,18 +251,12 @@ def _validate(settings: Mapping[str, Any], iterations: int,
                          f"got {list(settings['stages'])}")
     if list(settings["stages"]) != [s for s in STAGES if s in settings["stages"]]:
         raise ValueError("stage 'removal' must come before 'shrink'")
-    if iterations < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations}")
-    if finetune_epochs is not None and finetune_epochs < 1:
-        raise ValueError(f"finetune_epochs must be >= 1, got {finetune_epochs}")
-    if settings["anneal_episodes"] < 0:
-        raise ValueError(f"anneal_episodes must be >= 0, got {settings['anneal_episodes']}")
-    if not settings["teacher_width"] > 0:
-        raise ValueError(f"teacher_width must be > 0, got {settings['teacher_width']}")
     if settings["policy_init"] is not None and (
             settings["agent"] not in registry.TRANSFERABLE or settings["stages"][0] != "removal"):
         raise ValueError(f"policy_init needs the removal stage and an agent among "
                          f"{', '.join(registry.TRANSFERABLE)}")
+    if settings["policy_init"] is not None:
+        registry.check_policy_init(settings["agent"], settings["policy_init"])
     if settings["dataset"] not in data_mod.names():
         raise ValueError(f"unknown dataset {settings['dataset']!r}; allowed: "
                          f"{', '.join(data_mod.names())}")
@@ -251,7 +277,7 @@ def _run_dir(out: str | os.PathLike[str] | None, teacher: str, dataset: str) -> 
 
 
 def _teacher(settings: Mapping[str, Any], data: data_mod.Dataset, dev: torch.device,
-             progress: bool) -> tuple[torch.nn.Module, Any, Path]:
+             progress: Progress) -> tuple[torch.nn.Module, Any, Path]:
     """The teacher model, its record and its checkpoint path (trained on first use)."""
     name = settings["teacher"]
     if name.endswith(".pt"):
@@ -265,7 +291,7 @@ def _teacher(settings: Mapping[str, Any], data: data_mod.Dataset, dev: torch.dev
 
 def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str, Any],
             settings: Mapping[str, Any], iterations: int, run: Path,
-            state: dict[str, Any], progress: bool) -> Architecture:
+            state: dict[str, Any], progress: Progress) -> Architecture:
     """Run one stage's search (resuming it if ``state`` has it) and return its best student.
 
     A stage saved with a different start (stage 1 found a better student after a resume)
@@ -285,10 +311,10 @@ def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str
     _settle_policy(policy_path, saved["iteration"])
     learner = _agent(settings, env, policy_path, resumed=saved["iteration"] > 0)
     env.unwrapped.scorer.schedule.episode = saved["evaluations"] + saved["cache_hits"]
-    rows = _read_metrics(metrics_path)[: saved["iteration"]]
+    rows = read_metrics(metrics_path)[: saved["iteration"]]
     board = _board(run, stage, saved["iteration"])
-    bar = tqdm(total=iterations, initial=min(saved["iteration"], iterations),
-               desc=f"stage {index + 1} ({stage})", unit="it", disable=not progress)
+    bar = progress_bar(progress, total=iterations, initial=min(saved["iteration"], iterations),
+                       desc=f"stage {index + 1} ({stage})", unit="iteration")
     try:
         for iteration in range(saved["iteration"] + 1, iterations + 1):
             tick = time.perf_counter()
@@ -305,7 +331,7 @@ def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str
             rows.append(row)
             pending = _pending(policy_path, iteration)
             learner.save(pending)
-            _write_metrics(metrics_path, rows)
+            write_metrics(metrics_path, rows)
             for name in BOARD_FIELDS:
                 board.add_scalar(f"{stage}/{name}", row[name], iteration)
             board.flush()
@@ -314,9 +340,9 @@ def _search(stage: str, index: int, start: Architecture, env_kwargs: Mapping[str
             _atomic_json(run / "state.json", state)
             if pending.exists():  # random search writes no policy
                 pending.replace(policy_path)
-            bar.update(1)
             bar.set_postfix(best=f"{saved['best_reward']:.4f}"
                             if saved["best_reward"] is not None else "-")
+            bar.update(1)
     finally:
         bar.close()
         board.close()
@@ -385,52 +411,3 @@ def _metrics_row(iteration: int, outcomes: Sequence[tuple[float, Mapping[str, An
             "best_reward_so_far": math.nan if best is None else best,
             "evaluations": saved["evaluations"], "cache_hits": saved["cache_hits"],
             "seconds": round(seconds, 3)}
-
-
-def _read_metrics(path: Path) -> list[dict[str, float]]:
-    if not path.exists():
-        return []
-    with path.open(newline="") as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-
-
-def _write_metrics(path: Path, rows: Sequence[Mapping[str, float]]) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, METRIC_FIELDS)
-        writer.writeheader()
-        counts = ("iteration", "evaluations", "cache_hits")
-        writer.writerows({**row, **{k: int(row[k]) for k in counts}} for row in rows)
-    tmp.replace(path)
-
-
-def _atomic_json(path: Path, value: Any) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    tmp.replace(path)
-
-
-def _plot(run: Path, stages: Sequence[str]) -> None:
-    """reward.png, accuracy.png, compression.png: mean and best per iteration and stage,
-    like the paper's Figure 3."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    for quantity in ("reward", "accuracy", "compression"):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for stage in stages:
-            rows = _read_metrics(run / f"metrics_{stage}.csv")
-            x = [row["iteration"] for row in rows]
-            for kind, style in (("mean", "-"), ("best", "--")):
-                ax.plot(x, [row[f"{quantity}_{kind}"] for row in rows], style,
-                        label=f"{STAGE_LABELS[stage]} ({stage}) {kind}")
-        ax.set_xlabel("iteration")
-        ax.set_ylabel(quantity)
-        ax.set_title(f"{quantity} per iteration ({ROLLOUTS} rollouts)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-        fig.tight_layout()
-        fig.savefig(run / f"{quantity}.png", dpi=100)
-        plt.close(fig)

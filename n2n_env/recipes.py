@@ -8,10 +8,11 @@ trained with. Pure Python, no torch import.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from n2n_env import validate
 
 MNIST_LIKE = ("mnist", "mnist-10k", "fashion-mnist", "digits", "synthetic")
 CIFAR_LIKE = ("cifar10", "cifar100", "cifar10-14k")
@@ -48,15 +49,16 @@ class Recipe:
     """Random horizontal flip and 4-pixel-padded random crop of each training batch."""
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {self.epochs}")
-        if not self.lr > 0 or not math.isfinite(self.lr):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        object.__setattr__(self, "milestones", tuple(sorted(int(m) for m in self.milestones)))
+        validate.integer("epochs", self.epochs, minimum=1)
+        validate.number("lr", self.lr, above=0)
+        validate.integer("batch_size", self.batch_size, minimum=1)
+        validate.number("gamma", self.gamma, above=0)
+        validate.choice("optimizer", self.optimizer, ("sgd", "adam"))
+        validate.number("momentum", self.momentum, at_least=0, at_most=1)
+        validate.number("weight_decay", self.weight_decay, at_least=0)
+        validate.flag("augment", self.augment)
+        object.__setattr__(self, "milestones", tuple(sorted(
+            validate.integer("milestone", m, minimum=1) for m in self.milestones)))
 
     def with_epochs(self, epochs: int) -> Recipe:
         """The same recipe over ``epochs`` epochs, with milestones rescaled proportionally.
@@ -64,8 +66,7 @@ class Recipe:
         For example the MNIST recipe (50 epochs, decay at 30) with 10 epochs decays at 6.
         Milestones keep their multiplicity, so the final learning rate is unchanged.
         """
-        if epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {epochs}")
+        validate.integer("epochs", epochs, minimum=1)
         scaled = tuple(max(1, round(m * epochs / self.epochs)) for m in self.milestones)
         return dataclasses.replace(self, epochs=epochs, milestones=scaled)
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from n2n_env import validate
 from n2n_env.env_common import MAX_LAYERS, N2NEnvBase, as_action, padded, render_bars
 from n2n_env.features import NORMALIZED_FEATURE_NAMES
 
@@ -30,8 +31,9 @@ class N2NRemovalEnv(N2NEnvBase):
 
     `Discrete(2)`: `0` removes the current layer, `1` keeps it. Fixed layers (`flatten` and
     the classifier output) can only be kept; the mask in `obs["action_mask"]`,
-    `info["action_mask"]` and `action_masks()` says so, and a masked action raises
-    `ValueError`.
+    `info["action_mask"]` and `action_masks()` says so. A masked action is taken as the only
+    allowed one (keep), with `info["action_replaced"] = True`, so agents without masking
+    run unchanged; `invalid_action="raise"` makes it a `ValueError` instead.
 
     ## Observation Space
 
@@ -91,8 +93,9 @@ class N2NRemovalEnv(N2NEnvBase):
     """
 
     def __init__(self, *, max_layers: int = MAX_LAYERS, render_mode: str | None = None,
-                 **scorer_kwargs: Any) -> None:
-        super().__init__(render_mode, scorer_kwargs)
+                 invalid_action: str = "replace", **scorer_kwargs: Any) -> None:
+        max_layers = validate.integer("max_layers", max_layers, minimum=1)
+        super().__init__(render_mode, scorer_kwargs, invalid_action)
         teacher = self.scorer.teacher_architecture
         self.teacher = teacher
         self.num_layers = len(teacher)
@@ -149,17 +152,22 @@ class N2NRemovalEnv(N2NEnvBase):
                                          dict[str, Any]]:
         self._require_running()
         action = as_action(action, 2, "0 (remove) or 1 (keep)")
-        if not self.action_masks()[action]:
+        replaced = not self.action_masks()[action]
+        if replaced:
             layer = self.teacher.layers[self._step]
-            raise ValueError(f"layer {self._step} ({layer.kind}) is fixed and cannot be "
-                             "removed; the only allowed action is 1 (keep)")
+            if self.invalid_action == "raise":
+                raise ValueError(f"layer {self._step} ({layer.kind}) is fixed and cannot be "
+                                 "removed; the only allowed action is 1 (keep)")
+            action = KEEP
         self._decisions[self._step] = 1.0 if action == KEEP else -1.0
         if action == REMOVE:
             self._removed_params += self._layer_params[self._step]
         self._step += 1
         if self._step < self.num_layers:
-            return self._observation(), 0.0, False, False, {"action_mask": self.action_masks()}
-        return self._finish(self.teacher.remove(self._decisions[: self.num_layers] > 0))
+            return self._observation(), 0.0, False, False, {
+                "action_mask": self.action_masks(), "action_replaced": replaced}
+        return self._finish(self.teacher.remove(self._decisions[: self.num_layers] > 0),
+                            replaced)
 
     def _render_rgb(self) -> np.ndarray:
         widths = [shape[0] if shape else 1 for shape in self.teacher.output_shapes()]

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from n2n_env import validate
+
 DEGENERATE_REWARD = -1.0
 COMPRESSION_METRICS = ("params", "flops")
 
@@ -54,9 +56,24 @@ class LinearConstraint:
     bound: float
     name: str = ""
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.coefficients, Mapping) or not self.coefficients:
+            raise TypeError(f"coefficients must be a non-empty dict of quantity names to "
+                            f"numbers, got {self.coefficients!r}")
+        for quantity, weight in self.coefficients.items():
+            if not isinstance(quantity, str):
+                raise TypeError(f"constraint quantities must be names (str), got {quantity!r}")
+            validate.number(f"coefficient of {quantity!r}", weight)
+        bound = validate.number("constraint bound", self.bound)
+        if all(weight >= 0 for weight in self.coefficients.values()) and not bound > 0:
+            # Every measured quantity is >= 0, so such a row would fail every student.
+            raise ValueError(f"constraint bound must be > 0 when every coefficient is >= 0 "
+                             f"(no student could meet it), got {self.bound!r}")
+
     @classmethod
     def upper_bound(cls, quantity: str, bound: float) -> LinearConstraint:
         """The common case: one measured quantity at most ``bound`` (e.g. params <= 1e6)."""
+        bound = validate.number(f"constraint {quantity!r}", bound, above=0)
         return cls({quantity: 1.0}, bound, name=f"{quantity} <= {bound:g}")
 
     def value(self, measured: Mapping[str, float]) -> float:
@@ -83,7 +100,7 @@ def parse_constraints(
     if constraints is None:
         return ()
     if isinstance(constraints, Mapping):
-        return tuple(LinearConstraint.upper_bound(q, float(b)) for q, b in constraints.items())
+        return tuple(LinearConstraint.upper_bound(q, b) for q, b in constraints.items())
     rows = tuple(constraints)
     for row in rows:
         if not isinstance(row, LinearConstraint):
@@ -102,8 +119,7 @@ class EpsilonSchedule:
     episode: int = field(default=0)
 
     def __post_init__(self) -> None:
-        if self.anneal_episodes < 0:
-            raise ValueError(f"anneal_episodes must be >= 0, got {self.anneal_episodes}")
+        validate.integer("anneal_episodes", self.anneal_episodes, minimum=0)
 
     @property
     def epsilon(self) -> float:

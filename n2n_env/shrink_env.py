@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from n2n_env import validate
 from n2n_env.arch import Architecture
 from n2n_env.env_common import MAX_LAYERS, N2NEnvBase, as_action, padded, render_bars
 from n2n_env.features import NORMALIZED_FEATURE_NAMES
@@ -89,8 +90,11 @@ class N2NShrinkEnv(N2NEnvBase):
 
     def __init__(self, *, start: Architecture | str | os.PathLike[str] | None = None,
                  include_kernels: bool = False, max_layers: int = MAX_LAYERS,
-                 render_mode: str | None = None, **scorer_kwargs: Any) -> None:
-        super().__init__(render_mode, scorer_kwargs)
+                 render_mode: str | None = None, invalid_action: str = "replace",
+                 **scorer_kwargs: Any) -> None:
+        max_layers = validate.integer("max_layers", max_layers, minimum=1)
+        include_kernels = validate.flag("include_kernels", include_kernels)
+        super().__init__(render_mode, scorer_kwargs, invalid_action)
         self.start = _resolve_start(start, self.scorer.teacher_architecture)
         self.include_kernels = include_kernels
         self.variables = self.start.shrink_variables(include_kernels)
@@ -160,7 +164,8 @@ class N2NShrinkEnv(N2NEnvBase):
         self._decisions[self._step] = level / 10
         self._step += 1
         if self._step < self.num_variables:
-            return self._observation(), 0.0, False, False, {"action_mask": self.action_masks()}
+            return self._observation(), 0.0, False, False, {
+                "action_mask": self.action_masks(), "action_replaced": False}
         factors = [round(f, 1) for f in self._factors]
         return self._finish(self.start.shrink(factors, self.include_kernels))
 

@@ -17,10 +17,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from n2n_env import data as data_mod
-from n2n_env import zoo
+from n2n_env import validate, zoo
 from n2n_env.arch import Architecture
 from n2n_env.build import build_model
 from n2n_env.checkpoints import (
@@ -43,7 +42,14 @@ from n2n_env.device import (
     prepare_model,
     resolve_device,
 )
+from n2n_env.progress import Progress, progress_bar
+from n2n_env.progress import check as check_progress
 from n2n_env.recipes import Recipe, recipe_for
+
+
+class TrainingDivergedError(RuntimeError):
+    """Teacher training reached a non-finite loss (an expected failure: a bad learning rate
+    for this network, reported on one line by the ``n2n`` command)."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimi
 @torch.enable_grad()
 def train_teacher(
     arch: Architecture, data: data_mod.Dataset, recipe: Recipe, *,
-    device: str | torch.device | None = None, seed: int = 0, progress: bool = True,
+    device: str | torch.device | None = None, seed: int = 0, progress: Progress = True,
     resume_path: str | os.PathLike[str] | None = None,
 ) -> TrainedTeacher:
     """Train a fresh network of architecture ``arch`` on ``data.train`` with ``recipe``.
@@ -108,6 +114,18 @@ def train_teacher(
     saving the final checkpoint. The global torch RNG is left as it was found, and so is
     torch's CPU thread count (the ``n2n`` command raises it to every available core).
     """
+    if not isinstance(arch, Architecture):
+        raise TypeError(f"arch must be an Architecture, got {type(arch).__name__}")
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe must be a Recipe, got {recipe!r}")
+    seed = validate.integer("seed", seed, minimum=0)
+    progress = check_progress(progress)
+    if recipe.batch_size < 2 or len(data.train) < 2:
+        raise ValueError(
+            f"batch_size must be >= 2 with at least 2 training samples, got batch_size "
+            f"{recipe.batch_size} and {len(data.train)} samples: one-sample batches are "
+            "skipped (batch norm cannot train on them), so training would take zero steps"
+        )
     dev = resolve_device(device)
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
@@ -137,17 +155,18 @@ def train_teacher(
             started -= state["seconds"]
 
         train = data.train.to(dev)
-        bar = tqdm(range(start_epoch, recipe.epochs), total=recipe.epochs, initial=start_epoch,
-                   desc=f"teacher {arch.name}/{data.name}", unit="epoch", disable=not progress,
-                   dynamic_ncols=True)
+        bar = progress_bar(progress, range(start_epoch, recipe.epochs), total=recipe.epochs,
+                           initial=start_epoch, desc=f"teacher {arch.name}/{data.name}",
+                           unit="epoch")
         for epoch in bar:  # the bar closes itself when the loop ends
             loss = _train_epoch(model, optimizer, train, recipe, shuffle, augment_rng)
             scheduler.step()
             val_acc = evaluate_accuracy(model, data.val)
             bar.set_postfix(loss=f"{loss:.4f}", val_acc=f"{val_acc:.4f}")
             if not math.isfinite(loss):
-                raise RuntimeError(f"teacher training diverged at epoch {epoch + 1} (loss "
-                                   f"{loss}); try a smaller learning rate (--lr)")
+                raise TrainingDivergedError(
+                    f"teacher training diverged at epoch {epoch + 1} (loss {loss}) with "
+                    f"learning rate {recipe.lr:g}; try a smaller one (--lr)")
             if partial is not None:
                 snapshot = {
                     "kind": "n2n-teacher-partial", "format_version": FORMAT_VERSION, **identity,
@@ -214,7 +233,7 @@ def _load_partial(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None
 def get_teacher(
     model_name: str, dataset_name: str, *, width: float = 1.0, seed: int = 0,
     data_root: str | os.PathLike[str] | None = None, device: str | torch.device | None = None,
-    epochs: int | None = None, train_if_missing: bool = True, progress: bool = True,
+    epochs: int | None = None, train_if_missing: bool = True, progress: Progress = True,
 ) -> tuple[torch.nn.Module, TeacherRecord]:
     """The cached teacher for ``model_name`` on ``dataset_name``, training it on first use.
 

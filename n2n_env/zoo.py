@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from n2n_env import validate
 from n2n_env.arch import Architecture, Block, Layer, Projection
 
 _VGG_STAGE_DEPTHS = {
@@ -177,11 +178,13 @@ def get(
     """The teacher ``name`` for inputs of ``input_shape`` (C, H, W) and ``num_classes``."""
     if name not in _FACTORIES:
         raise ValueError(f"unknown teacher {name!r}; allowed: {', '.join(names())}")
-    if not width > 0:
-        raise ValueError(f"width must be positive, got {width}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 3 or min(shape) < 1:
+    width = validate.number("width", width, above=0)
+    num_classes = validate.integer("num_classes", num_classes, minimum=1)
+    try:
+        given = tuple(input_shape)
+    except TypeError:
+        given = ()
+    if len(given) != 3:
         raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape}")
+    shape = tuple(validate.integer("input_shape (C, H, W) entry", s, minimum=1) for s in given)
     return _FACTORIES[name](name, shape, num_classes, width)  # type: ignore[arg-type]

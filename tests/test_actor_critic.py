@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import gymnasium as gym
@@ -18,6 +17,7 @@ from agents.actor_critic import (
     RemovalActorCritic,
     ShrinkActorCritic,
 )
+from agents.policy_files import PolicyFileError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -160,12 +160,12 @@ def test_removal_policy_transfers_to_deeper_teacher(tmp_path: Path) -> None:
 def test_load_refuses_pickled_objects(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"format": FORMAT, "payload": Payload()}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(PolicyFileError, match="pickled objects, which n2n never loads"):
         ActorCritic.load(path)
     # A REINFORCE checkpoint (no critic) is refused by its format tag, not half-loaded.
     from agents.reinforce import Reinforce, ReinforceConfig
 
     env = removal_env()
     Reinforce.for_env(env, ReinforceConfig(seed=0)).save(tmp_path / "reinforce.pt")
-    with pytest.raises(ValueError, match="not a checkpoint"):
+    with pytest.raises(ValueError, match=r"is not a policy written by ActorCritic\.save"):
         ActorCritic.load(tmp_path / "reinforce.pt")

@@ -99,7 +99,7 @@ def test_recipe_validation() -> None:
     assert DistillRecipe.paper().batch_norm_samples == 0
     assert DistillRecipe(steps=None, epochs=2.0, batch_size=100).total_steps(1050) == 20
     assert DistillRecipe(steps=7).digest() != DistillRecipe(steps=8).digest()
-    with pytest.raises(ValueError, match="batch_norm_samples must be >= 0"):
+    with pytest.raises(ValueError, match="batch_norm_samples must be an integer >= 0"):
         DistillRecipe(batch_norm_samples=-1)
     # Re-estimated statistics change the score, so they must change the cache key too.
     assert DistillRecipe().digest() != DistillRecipe(batch_norm_samples=0).digest()

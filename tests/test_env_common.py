@@ -255,7 +255,7 @@ def test_unknown_distill_kwargs_fail_at_construction_not_after_teacher_training(
     with pytest.raises(ValueError, match=r"unknown evaluator_kwargs.*stesp"):
         StudentScorer(teacher="conv4", dataset="digits", evaluator="distill",
                       evaluator_kwargs={"stesp": 5})
-    with pytest.raises(ValueError, match="budget"):
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
         StudentScorer(teacher="conv4", dataset="digits", evaluator="distill",
                       evaluator_kwargs={"steps": 0})
 

@@ -100,3 +100,34 @@ def test_a_stable_finetune_keeps_the_recipe_learning_rate(teacher, synthetic) ->
     result = finetune(teacher.architecture, teacher, synthetic,
                       Recipe(epochs=1, lr=0.01, batch_size=64), device="cpu", progress=False)
     assert result.lr == 0.01 and not result.diverged and _all_finite(result.model)
+
+
+def test_an_interrupted_finetune_resumes_per_epoch_and_equals_an_unbroken_one(
+        teacher, synthetic, tmp_path, monkeypatch) -> None:
+    import n2n_env.finetune as module
+
+    arch = teacher.architecture.shrink([0.5] * len(teacher.architecture.shrink_variables()))
+    recipe = Recipe(epochs=3, lr=0.01, batch_size=64)
+    kwargs = {"device": "cpu", "progress": False, "seed": 2}
+    unbroken = finetune(arch, teacher, synthetic, recipe, **kwargs)
+    partial = tmp_path / "student.partial"
+    original, calls = module.evaluate_accuracy, []
+
+    def interrupted(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:  # during epoch 3's validation: epochs 1 and 2 were saved
+            raise KeyboardInterrupt
+        return original(*args, **kw)
+
+    monkeypatch.setattr(module, "evaluate_accuracy", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(arch, teacher, synthetic, recipe, resume_path=partial, **kwargs)
+    assert torch.load(partial, weights_only=True)["epoch"] == 2
+    calls.clear()
+    monkeypatch.setattr(module, "evaluate_accuracy",
+                        lambda *args, **kw: calls.append(1) or original(*args, **kw))
+    resumed = finetune(arch, teacher, synthetic, recipe, resume_path=partial, **kwargs)
+    assert len(calls) == 2  # epoch 3's validation and the test split: epochs 1-2 not redone
+    assert resumed.test_accuracy == unbroken.test_accuracy
+    for name, value in unbroken.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name

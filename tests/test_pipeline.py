@@ -11,7 +11,7 @@ import torch
 
 from agents import registry
 from agents.reinforce import Reinforce
-from n2n_env import pipeline
+from n2n_env import pipeline, run_files
 from n2n_env.arch import Architecture
 from n2n_env.build import build_model
 from n2n_env.cli import main
@@ -119,8 +119,15 @@ def test_resume_continues_and_never_reevaluates(first_run, tmp_path, monkeypatch
     for stage in pipeline.STAGES:
         path = f"metrics_{stage}.csv"
         assert _column(tmp_path / "run" / path, "iteration") == ["1", "2", "3", "4"]
-        assert _column(tmp_path / "run" / path, "reward_mean") == _column(
-            tmp_path / "clean" / path, "reward_mean")
+        for name in run_files.METRIC_FIELDS:  # as docs/agents.md says, all but three agree
+            if name not in ("evaluations", "cache_hits", "seconds"):
+                assert _column(tmp_path / "run" / path, name) == _column(
+                    tmp_path / "clean" / path, name), name
+        done = [int(e) + int(h) for e, h in zip(_column(tmp_path / "run" / path, "evaluations"),
+                                                _column(tmp_path / "run" / path, "cache_hits"))]
+        assert done == [int(e) + int(h) for e, h in zip(
+            _column(tmp_path / "clean" / path, "evaluations"),
+            _column(tmp_path / "clean" / path, "cache_hits"))]
         # The resumed run's log continues without repeating a step. (Its events are in a
         # second file; files written within one second may be read in either order.)
         assert sorted(step for step, _ in _scalars(tmp_path / "run", stage,
@@ -196,10 +203,11 @@ def test_cli_ctrl_c_names_the_resume_command(first_run, tmp_path, capsys, monkey
     args = ["compress", "--teacher", str(checkpoint), "--dataset", "synthetic", "--iterations",
             "2", "--evaluator", "mock", "--finetune-epochs", "1", "--no-progress"]
     assert main([*args, "--out", str(run)]) == 130
-    printed = capsys.readouterr().err
-    assert f"n2n compress --resume {run}" in printed
+    printed = capsys.readouterr().err.strip().splitlines()
+    assert "stage 1 (removal): iteration 1/2, best" in printed[0]  # --no-progress heartbeat
+    assert f"n2n compress --resume {run}" in printed[-1]
     # The printed command alone continues the same run: 2 iterations, 1 fine-tuning epoch.
-    assert main(printed.split(": ", 2)[-1].split()[1:]) == 0
+    assert main(printed[-1].split("continue with: ")[-1].split()[1:]) == 0
     assert "Student (Stage1+Stage2)" in capsys.readouterr().out
     assert _column(run / "metrics_shrink.csv", "iteration") == ["1", "2"]
     assert json.loads((run / "result.json").read_text())["finetune_epochs"] == 1
@@ -278,9 +286,9 @@ def test_a_kill_between_policy_and_state_applies_no_update_twice(first_run, tmp_
 
 def test_bad_settings_fail_before_any_teacher_is_trained(tmp_path, monkeypatch):
     monkeypatch.setenv("N2N_HOME", str(tmp_path / "home"))
-    for bad, message in (({"anneal_episodes": -1}, "anneal_episodes must be >= 0"),
-                         ({"teacher_width": 0.0}, "teacher_width must be > 0"),
-                         ({"finetune_epochs": 0}, "finetune_epochs must be >= 1")):
+    for bad, message in (({"anneal_episodes": -1}, "anneal_episodes must be an integer >= 0"),
+                         ({"teacher_width": 0.0}, "teacher_width must be a finite number > 0"),
+                         ({"finetune_epochs": 0}, "finetune_epochs must be an integer >= 1")):
         with pytest.raises(ValueError, match=message):
             pipeline.compress("conv4", out=tmp_path / "run", **{**FAST, **bad})
     assert not (tmp_path / "home").exists()
@@ -309,3 +317,27 @@ def test_cli_compresses_a_hand_described_hand_trained_teacher(synthetic, tmp_pat
     assert "Student (Stage1+Stage2)" in capsys.readouterr().out
     student = Architecture.from_json((run / "student.json").read_text())
     assert student.root == mynet.signature()
+
+
+def test_a_kill_during_fine_tuning_does_not_train_a_finished_student_again(
+        first_run, tmp_path, monkeypatch):
+    from n2n_env import run_files
+
+    _, checkpoint = first_run
+    original, calls = run_files.finetune, []
+
+    def counted(arch, *args, **kwargs):
+        calls.append(arch.signature())
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(arch, *args, **kwargs)
+
+    monkeypatch.setattr(run_files, "finetune", counted)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.compress(str(checkpoint), iterations=2, out=run, **FAST)
+    assert len(list(run.glob("finetune_*.pt"))) == 1
+    calls.clear()
+    result = pipeline.compress(str(checkpoint), out=run, resume=True, **FAST)
+    assert len(calls) == 1 and calls[0] == Architecture.from_json(
+        result.student.architecture).signature()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import gymnasium as gym
@@ -12,6 +11,7 @@ import torch
 
 import n2n_env  # noqa: F401  (registers the environments)
 from agents.actor_critic import ActorCritic, ActorCriticConfig
+from agents.policy_files import PolicyFileError
 from agents.reinforce import (
     FORMAT,
     Episode,
@@ -189,10 +189,10 @@ def test_shrink_replay_matches_acting() -> None:
 def test_load_refuses_pickled_objects(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"format": FORMAT, "payload": Payload()}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(PolicyFileError, match="pickled objects, which n2n never loads"):
         Reinforce.load(path)
     torch.save({"format": "something-else"}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not a checkpoint"):
+    with pytest.raises(ValueError, match=r"is not a policy written by Reinforce\.save"):
         Reinforce.load(tmp_path / "other.pt")
 
 

@@ -157,8 +157,8 @@ def test_invalid_actions_raise_value_error_and_change_nothing(action: Any) -> No
 
 
 @pytest.mark.parametrize("kind", ["flatten", "linear"])
-def test_removing_a_fixed_layer_raises_value_error(kind: str) -> None:
-    env = make()
+def test_removing_a_fixed_layer_raises_value_error_when_asked_to(kind: str) -> None:
+    env = make(invalid_action="raise")
     env.reset(seed=0)
     layers = env.unwrapped.teacher.layers
     target = max(i for i, layer in enumerate(layers) if layer.kind == kind)  # the classifier
@@ -350,3 +350,29 @@ def test_worked_example_of_the_docs() -> None:
     small = Architecture((1, 8, 8), 10, (*tiny.layers[:3], tiny.layers[4]))
     *_, reward, _, _, info = run(make(teacher=small), [0, 1, 1, 1])[-1]
     assert reward == -1.0 and "empty" in info["degenerate_reason"]
+
+
+def test_a_masked_action_is_taken_as_the_allowed_one_and_flagged() -> None:
+    env = make()
+    env.reset(seed=0)
+    fixed = [not removable for removable in env.unwrapped.teacher.removable()]
+    replaced = []
+    for _ in fixed:
+        obs, _, terminated, _, info = env.step(0)  # remove everything, fixed layers too
+        replaced.append(info["action_replaced"])
+    assert terminated and replaced == fixed
+    assert obs["decisions"][: len(fixed)].tolist() == [1.0 if f else -1.0 for f in fixed]
+    with pytest.raises(ValueError, match="invalid_action must be one of 'replace', 'raise'"):
+        make(invalid_action="ignore")
+
+
+@pytest.mark.parametrize("env_id", ["N2NRemoval-v0", "N2NShrink-v0"])
+def test_an_agent_without_masking_runs_out_of_the_box(env_id: str) -> None:
+    env = gym.make(env_id, evaluator="mock")
+    env.action_space.seed(0)
+    for episode in range(20):
+        env.reset(seed=episode)
+        terminated = False
+        while not terminated:
+            _, _, terminated, _, info = env.step(env.action_space.sample())
+        assert "accuracy" in info

@@ -157,3 +157,11 @@ def test_tensorboard_log_still_writes_runs(tmp_path: Any) -> None:
     runs = [path for path in tmp_path.iterdir()]
     assert len(runs) == 1 and runs[0].name.startswith("PPO_")
     assert any(runs[0].iterdir())  # SB3's tensorboard event file
+
+
+@pytest.mark.parametrize("env_id", ENVS)
+def test_a_plain_ppo_without_masks_learns_on_both_environments(env_id: str) -> None:
+    from stable_baselines3 import PPO
+
+    env = gym.make(env_id, evaluator="mock")
+    PPO("MultiInputPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0).learn(128)

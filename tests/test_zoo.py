@@ -86,7 +86,7 @@ def test_unknown_name_lists_the_allowed_names():
 
 @pytest.mark.parametrize("width", [0, -0.5, math.nan, -math.inf])
 def test_bad_width_is_rejected(width):
-    with pytest.raises(ValueError, match="width must be positive"):
+    with pytest.raises(ValueError, match="width must be a finite number > 0"):
         zoo.get("vgg11", width=width)
 
 

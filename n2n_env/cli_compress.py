@@ -1,0 +1,147 @@
+"""``n2n compress``: the two-stage search and fine-tuning of :mod:`n2n_env.pipeline` on the
+command line, registered into the ``n2n`` parser by :func:`register`.
+
+Bad values exit with status 2 and one line on stderr; damaged, foreign or missing files
+with 1 (see :mod:`n2n_env.cli`). Ctrl-C says what rerunning will do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from n2n_env import checkpoints, data, zoo
+from n2n_env.cli import (
+    FILE_ERRORS,
+    UsageError,
+    _check_choice,
+    _non_negative_int,
+    _positive_float,
+    _positive_int,
+)
+from n2n_env.device import resolve_device, use_all_cores
+
+
+def _constraint(text: str) -> tuple[str, float]:
+    """``QUANTITY<=BOUND`` (params or flops) as a (quantity, bound) pair."""
+    name, sep, bound = text.replace(" ", "").partition("<=")
+    try:
+        value = float(bound)
+    except ValueError:
+        value = float("nan")
+    if not sep or name not in ("params", "flops") or not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"expected params<=N or flops<=N with N a positive number, got {text!r}")
+    return name, value
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from n2n_env import pipeline
+
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    for stage in stages:
+        _check_choice("stage", stage, pipeline.STAGES)
+    _check_choice("agent", args.agent, pipeline.AGENTS)
+    _check_choice("evaluator", args.evaluator, ("distill", "mock"))
+    if not args.teacher.endswith(".pt"):
+        _check_choice("teacher (or a checkpoint path ending in .pt)", args.teacher, zoo.names())
+    _check_choice("dataset", args.dataset, data.names())
+    if args.resume and args.out and Path(args.out) != Path(args.resume):
+        raise UsageError("--resume DIR continues the run in DIR; do not also give --out")
+    run = Path(args.resume or args.out or pipeline.default_run_dir(args.teacher, args.dataset))
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if device.type == "cpu":
+        use_all_cores()
+    try:
+        result = pipeline.compress(
+            args.teacher, args.dataset, data_root=args.data_root, stages=stages,
+            iterations=args.iterations, agent=args.agent,
+            constraints=dict(args.constraint) or None, evaluator=args.evaluator,
+            policy_init=args.policy_init, out=run, resume=args.resume is not None,
+            finetune_epochs=args.finetune_epochs, device=str(device), seed=args.seed,
+            progress="lines" if args.no_progress else True, teacher_width=args.teacher_width,
+            teacher_epochs=args.teacher_epochs, anneal_episodes=args.anneal_episodes,
+        )
+    except KeyboardInterrupt:
+        print(f"n2n: interrupted; {_compress_interrupted(args, run)}", file=sys.stderr)
+        return 130
+    except ValueError as exc:
+        if isinstance(exc, FILE_ERRORS):
+            raise
+        raise UsageError(str(exc).splitlines()[0]) from None
+    print(result.table())
+    print(f"wall time:  {result.seconds:.1f} s")
+    print(f"run dir:    {result.out}")
+    return 0
+
+
+def _compress_interrupted(args: argparse.Namespace, run: Path) -> str:
+    """What rerunning does after a Ctrl-C of ``n2n compress``, in words."""
+    if (run / "state.json").exists():
+        return ("finished search iterations are kept and fine-tuning continues from its "
+                f"last epoch; continue with: n2n compress --resume {shlex.quote(str(run))}")
+    if not args.teacher.endswith(".pt") and not args.resume:
+        partial = checkpoints.partial_path(checkpoints.teacher_path(
+            args.teacher, args.dataset, args.teacher_width, 0))
+        if partial.exists():
+            return ("the teacher's training was saved after its last finished epoch; rerun "
+                    "the same command to continue it (no search iteration had finished)")
+    return "no search iteration had finished, so nothing was saved; rerun the same command"
+
+
+def register(commands: argparse._SubParsersAction,
+             add_command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add ``n2n compress`` to the parser's ``commands``."""
+    from n2n_env.pipeline import DEFAULT_ITERATIONS
+
+    cmd = add_command(commands, "compress", _compress,
+                       "compress a teacher: layer removal, then layer shrinkage, then "
+                       "fine-tuning (paper Algorithm 1 and section 3.5)")
+    cmd.add_argument("--teacher", default="conv4", metavar="NAME_OR_CHECKPOINT",
+                     help="zoo model (default conv4) or a teacher checkpoint (.pt)")
+    cmd.add_argument("--dataset", default="digits", metavar="NAME",
+                     help="dataset (default digits; see 'n2n data list')")
+    cmd.add_argument("--data-root", metavar="DIR", help="folder holding dataset files")
+    cmd.add_argument("--stages", default="removal,shrink", metavar="LIST",
+                     help="comma-separated stages, in order (default removal,shrink)")
+    cmd.add_argument("--iterations", type=_positive_int, metavar="N",
+                     help=f"policy updates (of 5 rollouts) per stage (default "
+                     f"{DEFAULT_ITERATIONS}; with --resume, the run's own, or more to extend it)")
+    cmd.add_argument("--agent", default="reinforce", metavar="NAME",
+                     help="reinforce (default), actor-critic, ppo, a2c, maskable-ppo, "
+                     "recurrent-ppo (these four need the sb3 extra) or random")
+    cmd.add_argument("--constraint", type=_constraint, action="append", default=[],
+                     metavar="Q<=N", help="upper bound, e.g. params<=20000 (repeatable); "
+                     "relaxed early in each stage, see --anneal-episodes")
+    cmd.add_argument("--anneal-episodes", type=_non_negative_int, metavar="N",
+                     help="episodes per stage over which eps_t, the share of its reward a "
+                     "student over a constraint keeps, falls from 1 to 0 (paper 3.3.1; "
+                     "default: half of the stage's episodes; 0: hard from the start)")
+    cmd.add_argument("--policy-init", metavar="PATH",
+                     help="start stage 1 from a saved removal policy (removal_policy.pt of "
+                     "a reinforce or actor-critic run, any teacher)")
+    cmd.add_argument("--teacher-width", type=_positive_float, default=1.0, metavar="W",
+                     help="width multiplier of a zoo teacher trained on first use (default 1)")
+    cmd.add_argument("--teacher-epochs", type=_positive_int, metavar="N",
+                     help="epochs to train a zoo teacher on first use (default: the "
+                     "dataset recipe's)")
+    cmd.add_argument("--out", metavar="DIR",
+                     help="run directory (default n2n-runs/<teacher>-<dataset>-<time>)")
+    cmd.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    cmd.add_argument("--finetune-epochs", type=_positive_int, metavar="N",
+                     help="epochs of the final training (default: the teacher recipe's; "
+                     "with --resume, the run's own)")
+    cmd.add_argument("--evaluator", default="distill", metavar="NAME",
+                     help="distill (default, real training) or mock (instant, NOT REAL)")
+    cmd.add_argument("--device", default="auto", metavar="D",
+                     help="auto (default), cpu, cuda or cuda:N")
+    cmd.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
+                     help="seed (default 0)")
+    cmd.add_argument("--no-progress", action="store_true",
+                     help="no progress bars: one line per iteration and epoch instead")
