@@ -317,3 +317,40 @@ def test_version(capsys) -> None:
 def test_state_json_is_not_misread(finished_run) -> None:
     assert json.loads((finished_run / "state.json").read_text())["stages"]["removal"][
         "iteration"] == 1
+
+
+def test_ctrl_c_during_the_teachers_training_says_rerunning_continues_it(
+        tmp_path, capsys, monkeypatch) -> None:
+    import n2n_env.teacher as teacher_module
+
+    monkeypatch.setenv("N2N_HOME", str(tmp_path / "home"))
+    original, epochs, limit = teacher_module._train_epoch, [], [2]
+
+    def interrupted(*args, **kwargs):
+        epochs.append(1)
+        if len(epochs) == limit[0]:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(teacher_module, "_train_epoch", interrupted)
+    argv = ["compress", "--dataset", "synthetic", "--teacher-width", "0.25", "--teacher-epochs",
+            "2", *MOCK[2:], "--out", str(tmp_path / "run")]
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "rerun the same command to continue it" in err and "nothing" not in err
+    epochs.clear()
+    limit[0] = 1  # the rerun continues at epoch 2, and is interrupted there again
+    assert cli.main(["teacher", "train", "--dataset", "synthetic", "--width", "0.25",
+                     "--epochs", "2", "--no-progress"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "continue from the last finished epoch" in err
+
+
+def test_a_cache_error_names_what_the_cli_offers(tmp_path) -> None:
+    from n2n_env.cache import CachedEvaluator, CacheFileError
+
+    path = tmp_path / "rewards.sqlite"
+    path.write_text("not a database")
+    with pytest.raises(CacheFileError, match=r"another --out") as error:
+        CachedEvaluator(MockEvaluator(TINY), path).evaluate(TINY)
+    assert "pass another cache path" not in str(error.value)
