@@ -351,3 +351,35 @@ def test_a_teacher_derived_from_the_same_root_is_accepted(small_zoo):
     model = build_model(student, teacher=teacher)
     for name, value in teacher.state_dict().items():
         assert torch.equal(model.state_dict()[name], value), name
+
+
+@settings(max_examples=15, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_teacher_described_by_hand_passes_on_what_the_zoo_one_does(small_zoo, data):
+    """Any zoo teacher written out by hand (no origins) is the same root teacher: its
+    students are the zoo teacher's and inherit exactly the same weights."""
+    import dataclasses
+
+    name = data.draw(st.sampled_from(("conv4", "vgg11", "resnet18")), label="teacher")
+    zoo_arch = small_zoo.arch(name)
+    by_hand = Architecture(
+        zoo_arch.input_shape, zoo_arch.num_classes,
+        tuple(dataclasses.replace(layer, origin=-1) for layer in zoo_arch.layers),
+        tuple(dataclasses.replace(block, origin=-1) for block in zoo_arch.blocks))
+    assert by_hand == zoo_arch and by_hand.signature() == zoo_arch.signature()
+    keep = data.draw(small_zoo.keep_masks(by_hand), label="keep")
+    student, zoo_student = by_hand.remove(keep), zoo_arch.remove(keep)
+    assert student == zoo_student and student.root == zoo_student.root == zoo_arch.signature()
+    if student.degenerate_reason() is not None:
+        return
+    teacher = small_zoo.model(name)
+    hand_teacher = build_model(by_hand)
+    hand_teacher.load_state_dict(teacher.state_dict())
+    built = []
+    for arch, model in ((student, hand_teacher), (zoo_student, teacher)):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            built.append(build_model(arch, teacher=model).state_dict())
+    for key, value in built[1].items():
+        assert torch.equal(built[0][key], value), key
