@@ -1,4 +1,4 @@
-"""Building N2N-Bench tables end to end on digits: parts, a kill -9 and its resume, refusals."""
+"""Building N2N-Bench tables end to end on synthetic: parts, a kill -9 and its resume, refusals."""
 
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ def home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def start_json(tmp_path_factory) -> Path:
-    """conv3 on digits reduced to conv, flatten, classifier: one shrink variable, so the
+    """conv3 on synthetic reduced to conv, flatten, classifier: one shrink variable, so the
     shrink space has 10 students."""
-    teacher = zoo.get("conv3", *data.info("digits"))
+    teacher = zoo.get("conv3", *data.info("synthetic"))
     start = teacher.remove([i in (0, 11, 14) for i in range(len(teacher.layers))])
     path = tmp_path_factory.mktemp("start") / "start.json"
     path.write_text(start.to_json())
@@ -50,7 +50,7 @@ def settings(work: Path, start_json: Path, **changes) -> BuildSettings:
     from n2n_env.arch import Architecture
 
     values = {"space": "shrink", "work_dir": work, "out": work / "table.npz",
-              "dataset": "digits", "teacher_epochs": 1, "seeds": SEEDS, "part_size": 3,
+              "dataset": "synthetic", "teacher_epochs": 1, "seeds": SEEDS, "part_size": 3,
               "start": Architecture.from_json(start_json.read_text()), "progress": False}
     return BuildSettings(**{**values, **changes})
 
@@ -65,7 +65,7 @@ def unbroken(home, start_json, tmp_path_factory) -> BenchTable:
 
 def test_unbroken_build_stores_every_student_at_every_seed(unbroken):
     assert unbroken.num_episodes == 10 and unbroken.num_students == 10
-    assert unbroken.header.seeds == SEEDS and unbroken.header.dataset == "digits"
+    assert unbroken.header.seeds == SEEDS and unbroken.header.dataset == "synthetic"
     assert np.isfinite(unbroken.val_accuracy).all() and np.isfinite(unbroken.test_accuracy).all()
     assert (unbroken.seconds > 0).all()
     assert unbroken.header.build_seconds == pytest.approx(float(unbroken.seconds.sum()), rel=1e-5)
@@ -82,7 +82,7 @@ def test_stored_accuracies_are_the_environment_evaluators(home, start_json, unbr
     work = Path(unbroken.source).parent
     model, record = load_teacher(work / "teacher.pt")
     space = make_space("shrink", record.architecture, settings(work, start_json).start)
-    evaluator = DistillationEvaluator(model, data.load("digits"), seed=SEEDS[1],
+    evaluator = DistillationEvaluator(model, data.load("synthetic"), seed=SEEDS[1],
                                       teacher_accuracy=record.val_accuracy)
     student = unbroken.student_of(6)
     evaluation = evaluator.evaluate(space.student(6))
@@ -94,7 +94,7 @@ def test_kill_9_then_resume_gives_the_unbroken_table(home, start_json, unbroken,
     work = tmp_path / "work"
     command = [sys.executable, "-c", "import sys; from n2n_env.cli import main; "
                "sys.exit(main(sys.argv[1:]))", "bench", "build", "shrink", "--dataset",
-               "digits", "--teacher-epochs", "1", "--start", str(start_json), "--seeds", "0,1",
+               "synthetic", "--teacher-epochs", "1", "--start", str(start_json), "--seeds", "0,1",
                "--part-size", "3", "--work", str(work), "--threads", "1", "--no-progress"]
     process = subprocess.Popen(command, env={**os.environ, "N2N_HOME": str(home)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -150,14 +150,14 @@ def test_shards_split_the_parts(home, start_json, tmp_path):
 
 def test_cli_builds_a_table_and_records_its_command(home, start_json, tmp_path, capsys):
     work, out = tmp_path / "work", tmp_path / "t.npz"
-    code = main(["bench", "build", "shrink", "--dataset", "digits", "--teacher-epochs", "1",
+    code = main(["bench", "build", "shrink", "--dataset", "synthetic", "--teacher-epochs", "1",
                  "--start", str(start_json), "--seeds", "3", "--work", str(work), "--out",
                  str(out), "--threads", "1", "--no-progress"])
     assert code == 0
     assert f"table written to {out}" in capsys.readouterr().out
     header = BenchTable.load(out).header
     assert header.seeds == (3,)
-    assert header.command.startswith("n2n bench build shrink --teacher conv3 --dataset digits")
+    assert header.command.startswith("n2n bench build shrink --teacher conv3 --dataset synthetic")
     assert f"--start {start_json}" in header.command
 
 
