@@ -322,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     from n2n_env.cli_compress import register as register_compress
 
     register_compress(commands, _add_command)
+    from n2n_env.bench.cli import register as register_bench
+
+    register_bench(commands, _add_command)
     return parser
 
 
