@@ -39,24 +39,22 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from n2n_env import validate
+from n2n_env.arch_trace import INPUT_SLOT, Op, Shape, Slot, Trace, execution_order, trace
 
 if TYPE_CHECKING:
     from n2n_env.transitions import ShrinkVariable
 
+__all__ = ["INPUT_SLOT", "LAYER_KINDS", "MAX_CLASSIFIER_INPUTS", "Architecture", "Block",
+           "Layer", "Op", "Projection", "Shape", "Slot"]
 LAYER_KINDS = ("conv", "bn", "relu", "maxpool", "avgpool", "dropout", "flatten", "linear")
 MAX_CLASSIFIER_INPUTS = 32_768
 """Default limit on the flattened features entering the first linear layer (appendix 11.2:
 a student that removed too many downsampling layers has an impractically large FC input)."""
-Shape = tuple[int, ...]
-Slot = tuple[str, int]
-"""A producer of feature channels: ("input", 0), ("layer", i) or ("projection", b)."""
-INPUT_SLOT: Slot = ("input", 0)
-Op = tuple[Literal["layer", "open", "close", "empty"], int]
 
 
 @dataclass(frozen=True)
@@ -111,58 +109,6 @@ class Block:
     stride: int = 1
     projection: Projection | None = None
     origin: int = -1
-
-
-@dataclass(frozen=True)
-class _Trace:
-    in_shapes: tuple[Shape | None, ...]
-    out_shapes: tuple[Shape | None, ...]
-    input_slots: dict[Slot, Slot]
-    producer_after: tuple[Slot, ...]
-    block_shapes: dict[int, tuple[Shape, Shape]]
-    reason: str | None
-
-
-def _layer_output(layer: Layer, shape: Shape) -> Shape | str:
-    """Output shape of ``layer`` for input ``shape``, or a string saying why it fails."""
-    if layer.kind in ("conv", "maxpool", "avgpool"):
-        if len(shape) != 3:
-            return f"{layer.kind} receives a flat vector of {shape[0]} features"
-        channels, height, width = shape
-        sizes = [
-            (s + 2 * layer.padding - layer.kernel) // layer.stride + 1 for s in (height, width)
-        ]
-        if min(sizes) < 1:
-            return f"{layer.kind} (kernel {layer.kernel}) shrinks a {height}x{width} map below 1x1"
-        return (layer.out if layer.kind == "conv" else channels, *sizes)
-    if layer.kind == "flatten":
-        return (math.prod(shape),)
-    if layer.kind == "linear":
-        if len(shape) != 1:
-            return f"linear layer receives a {len(shape)}-d feature map, not a vector"
-        return (layer.out,)
-    return shape
-
-
-def _projection_output(projection: Projection, shape: Shape) -> Shape:
-    return (projection.out, *((s - 1) // projection.stride + 1 for s in shape[1:]))
-
-
-def _execution_order(num_layers: int, blocks: Sequence[Block]) -> tuple[Op, ...]:
-    ops: list[Op] = []
-    for position in range(num_layers + 1):
-        for b, block in enumerate(blocks):
-            if block.end == position and block.start < block.end:
-                ops.append(("close", b))
-        for b, block in enumerate(blocks):
-            if block.start == position == block.end:
-                ops.append(("empty", b))
-        for b, block in enumerate(blocks):
-            if block.start == position < block.end:
-                ops.append(("open", b))
-        if position < num_layers:
-            ops.append(("layer", position))
-    return tuple(ops)
 
 
 @dataclass(frozen=True)
@@ -231,59 +177,11 @@ class Architecture:
 
     @cached_property
     def _ops(self) -> tuple[Op, ...]:
-        return _execution_order(len(self.layers), self.blocks)
+        return execution_order(len(self.layers), self.blocks)
 
     @cached_property
-    def _trace(self) -> _Trace:
-        in_shapes: list[Shape | None] = [None] * len(self.layers)
-        out_shapes: list[Shape | None] = [None] * len(self.layers)
-        input_slots: dict[Slot, Slot] = {}
-        producer_after: list[Slot] = [INPUT_SLOT] * len(self.layers)
-        block_shapes: dict[int, tuple[Shape, Shape]] = {}
-
-        def stop(reason: str | None) -> _Trace:
-            return _Trace(
-                tuple(in_shapes),
-                tuple(out_shapes),
-                input_slots,
-                tuple(producer_after),
-                block_shapes,
-                reason,
-            )
-
-        shape: Shape = self.input_shape
-        producer = INPUT_SLOT
-        block_input: tuple[Shape, Slot] = (shape, producer)
-        for op, index in self._ops:
-            if op == "layer":
-                layer = self.layers[index]
-                in_shapes[index] = shape
-                input_slots[("layer", index)] = producer
-                result = _layer_output(layer, shape)
-                if isinstance(result, str):
-                    return stop(f"layer {index}: {result}")
-                shape = out_shapes[index] = result
-                if layer.kind in ("conv", "linear"):
-                    producer = ("layer", index)
-                producer_after[index] = producer
-                continue
-            block = self.blocks[index]
-            if op == "open":
-                block_input = (shape, producer)
-                continue
-            source_shape, source = (shape, producer) if op == "empty" else block_input
-            if block.projection is not None:
-                input_slots[("projection", index)] = source
-                shortcut = _projection_output(block.projection, source_shape)
-                if op == "empty":
-                    producer = ("projection", index)
-            else:
-                shortcut = source_shape
-            if shortcut != shape and op == "close":
-                return stop(f"block {index}: body output {shape} != shortcut output {shortcut}")
-            block_shapes[index] = (source_shape, shortcut)
-            shape = shortcut
-        return stop(None)
+    def _trace(self) -> Trace:
+        return trace(self)
 
     def input_shapes(self) -> tuple[Shape | None, ...]:
         """Input shape of every layer (None after the point where the network breaks)."""
@@ -328,7 +226,7 @@ class Architecture:
             )
         return None
 
-    def _require_valid(self) -> _Trace:
+    def _require_valid(self) -> Trace:
         reason = self._trace.reason
         if reason is not None:
             raise ValueError(f"architecture is degenerate: {reason}")
