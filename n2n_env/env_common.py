@@ -258,6 +258,15 @@ def check_quantities(constraints: Sequence[LinearConstraint], evaluator: str) ->
                              f"{', '.join(MEASURED)}")
 
 
+def check_evaluator_kwargs(evaluator: str, kwargs: Mapping[str, Any]) -> None:
+    """Refuse ``evaluator_kwargs`` that ``evaluator`` ("distill" or "mock") does not take,
+    or distillation settings out of range, before any teacher is trained."""
+    if evaluator == "distill":
+        _split_distill_kwargs(kwargs)
+    else:
+        validate.known_keys(f"evaluator_kwargs for evaluator={evaluator!r}", kwargs, MOCK_OPTIONS)
+
+
 def _split_distill_kwargs(kwargs: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
     """evaluator_kwargs for distillation: DistillRecipe fields and evaluator options, checked
     now (not after the teacher has trained)."""

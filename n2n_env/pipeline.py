@@ -33,7 +33,7 @@ from n2n_env import validate, zoo
 from n2n_env.arch import Architecture
 from n2n_env.checkpoints import load_teacher, teacher_path
 from n2n_env.device import resolve_device
-from n2n_env.env_common import check_quantities
+from n2n_env.env_common import check_evaluator_kwargs, check_quantities
 from n2n_env.finetune import FinetuneResult
 from n2n_env.progress import Progress, progress_bar
 from n2n_env.progress import check as check_progress
@@ -244,6 +244,7 @@ def _validate(settings: Mapping[str, Any], iterations: int,
     validate.number("teacher_width", settings["teacher_width"], above=0)
     validate.choice("evaluator", settings["evaluator"], ("distill", "mock"))
     check_quantities(parse_constraints(settings["constraints"] or None), settings["evaluator"])
+    check_evaluator_kwargs(settings["evaluator"], settings["evaluator_kwargs"])
     registry.check_available(settings["agent"])
     bad = [s for s in settings["stages"] if s not in STAGES]
     if bad or not settings["stages"] or len(set(settings["stages"])) != len(settings["stages"]):
