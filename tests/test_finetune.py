@@ -71,11 +71,14 @@ def _all_finite(model) -> bool:
 
 def test_a_diverging_finetune_restarts_from_the_start_at_a_tenth_of_the_lr(
         teacher, synthetic) -> None:
-    recipe = Recipe(epochs=2, lr=3.0, batch_size=64)  # NaN within the first epoch here
-    with pytest.warns(RuntimeWarning, match=r"diverged .* at lr 3; restarting at lr 0.3"):
+    # lr 30 turns the loss NaN within the first epoch; whether the restart at 3 settles
+    # depends on the CPU's floating point (3 diverged on the machine this test was first
+    # written on, not on a later one), so the test follows the restarts to where they end
+    recipe = Recipe(epochs=2, lr=30.0, batch_size=64)
+    with pytest.warns(RuntimeWarning, match=r"diverged .* at lr 30; restarting at lr 3"):
         result = finetune(teacher.architecture, teacher, synthetic, recipe, device="cpu",
                           progress=False)
-    assert result.lr == pytest.approx(0.3) and not result.diverged
+    assert result.lr < 30 and not result.diverged
     assert _all_finite(result.model) and result.epochs == 2
     fresh = finetune(teacher.architecture, teacher, synthetic,
                      Recipe(epochs=2, lr=result.lr, batch_size=64), device="cpu", progress=False)

@@ -1,4 +1,5 @@
-"""Importing n2n_env registers N2NRemoval-v0 and N2NShrink-v0 with Gymnasium."""
+"""Importing n2n_env registers N2NRemoval-v0 and N2NShrink-v0, and their N2N-Bench twins,
+with Gymnasium."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from n2n_env.shrink_env import N2NShrinkEnv
 
 ENTRY_POINTS = {"N2NRemoval-v0": "n2n_env.removal_env:N2NRemovalEnv",
                 "N2NShrink-v0": "n2n_env.shrink_env:N2NShrinkEnv"}
+BENCH_ENTRY_POINTS = {"N2NRemovalBench-v0": "n2n_env.bench.envs:N2NRemovalBenchEnv",
+                      "N2NShrinkBench-v0": "n2n_env.bench.envs:N2NShrinkBenchEnv"}
 
 
 @pytest.mark.parametrize("env_id", sorted(ENTRY_POINTS))
@@ -25,6 +28,14 @@ def test_import_registers_both_ids_as_nondeterministic(env_id: str) -> None:
     assert spec.nondeterministic is True  # the reward comes from (GPU) training
     assert spec.max_episode_steps is None  # episodes end by themselves, never truncated
     assert spec.kwargs == {}
+
+
+@pytest.mark.parametrize("env_id", sorted(BENCH_ENTRY_POINTS))
+def test_import_registers_the_benchmark_ids_as_deterministic(env_id: str) -> None:
+    spec = gym.spec(env_id)
+    assert spec.entry_point == BENCH_ENTRY_POINTS[env_id]
+    assert spec.nondeterministic is False  # a looked-up reward, drawn by the env's RNG
+    assert spec.max_episode_steps is None and spec.kwargs == {}
 
 
 @pytest.mark.parametrize("env_id, env_class", [("N2NRemoval-v0", N2NRemovalEnv),
@@ -56,12 +67,12 @@ def test_module_prefixed_id_works_in_a_fresh_process() -> None:
 
 
 def test_registering_twice_is_idempotent() -> None:
-    before = {env_id: gym.spec(env_id) for env_id in ENTRY_POINTS}
+    before = {env_id: gym.spec(env_id) for env_id in {**ENTRY_POINTS, **BENCH_ENTRY_POINTS}}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # gymnasium warns when an id is overridden
         importlib.reload(n2n_env)
         importlib.reload(n2n_env)
     for env_id, spec in before.items():
         assert gym.spec(env_id) == spec
-    assert sum(env_id.startswith("N2N") for env_id in gym.registry) == 2
+    assert sum(env_id.startswith("N2N") for env_id in gym.registry) == 4
     gym.make("N2NRemoval-v0", evaluator="mock").reset()
