@@ -183,6 +183,18 @@ class Architecture:
     def _trace(self) -> Trace:
         return trace(self)
 
+    @cached_property
+    def _derived(self) -> dict[tuple[Any, ...], Any]:
+        """What :mod:`n2n_env.transitions` has derived from this architecture (students by
+        their decisions, shrink variables), so that an environment replaying an episode does
+        not rebuild its student. Bounded by ``transitions.MAX_DERIVED``; never pickled."""
+        return {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_derived", None)
+        return state
+
     def input_shapes(self) -> tuple[Shape | None, ...]:
         """Input shape of every layer (None after the point where the network breaks)."""
         return self._trace.in_shapes
@@ -348,7 +360,13 @@ class Architecture:
         return architecture_to_dict(self)
 
     def to_json(self, indent: int | None = None) -> str:
+        if indent is None:
+            return self._json
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @cached_property
+    def _json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Architecture:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -175,7 +174,7 @@ class StudentScorer:
                                        self.schedule.epsilon, degenerate=not evaluation.ok)
         self.schedule.step()
         return breakdown.reward, terminal_info(evaluation, teacher_accuracy, compression,
-                                               asdict(breakdown), student)
+                                               dict(vars(breakdown)), student)
 
 
 class N2NEnvBase(gym.Env[dict[str, np.ndarray], int]):

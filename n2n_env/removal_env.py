@@ -121,23 +121,26 @@ class N2NRemovalEnv(N2NEnvBase):
         self._step = 0
         self._removed_params = 0.0
         self._done = True
+        # Per step, the mask and its float form; the last entry serves the finished episode.
+        self._masks = [np.array([not fixed, True]) for fixed in self._fixed] + [
+            np.ones(2, dtype=bool)]
+        self._float_masks = [mask.astype(np.float32) for mask in self._masks]
+        self._flat_table = self._table.ravel()
 
     def action_masks(self) -> np.ndarray:
         """Allowed actions now (sb3-contrib's MaskablePPO convention)."""
-        if self._done:
-            return np.ones(2, dtype=bool)
-        return np.array([not self._fixed[self._step], True])
+        return self._masks[-1 if self._done else self._step].copy()
 
     def _observation(self) -> dict[str, np.ndarray]:
         current = self._table[min(self._step, self.num_layers - 1)] if not self._done else (
             np.zeros(self._table.shape[1], np.float32))
         kept = 1.0 - self._removed_params / self._total_params
         return {
-            "layer": current.copy(), "layers": self._table.ravel().copy(),
+            "layer": current.copy(), "layers": self._flat_table.copy(),
             "layer_mask": self._layer_mask.copy(), "decisions": self._decisions.copy(),
             "position": np.array([self._step / self.num_layers], np.float32),
             "params_kept": np.array([min(max(kept, 0.0), 1.0)], np.float32),
-            "action_mask": self.action_masks().astype(np.float32),
+            "action_mask": self._float_masks[-1 if self._done else self._step].copy(),
         }
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None

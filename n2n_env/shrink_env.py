@@ -17,6 +17,8 @@ from n2n_env.transitions import ShrinkVariable, scaled_value
 
 FEATURE_HIGH = 4.0
 """Upper bound of the normalised features in observations (they are about 0-1.7)."""
+_ALL_ACTIONS = np.ones(10, dtype=bool)
+_ALL_ACTIONS_FLOAT = _ALL_ACTIONS.astype(np.float32)
 VARIABLE_FEATURES = len(NORMALIZED_FEATURE_NAMES) + 2
 """Per variable: its first layer's normalised features, is-kernel flag, log2(1 + value)/12."""
 
@@ -102,6 +104,7 @@ class N2NShrinkEnv(N2NEnvBase):
             raise ValueError("the start architecture has no shrink variables")
         self.num_variables = len(self.variables)
         self._table = padded(self._variable_features(), max_layers)
+        self._flat_table = self._table.ravel()
         self._variable_mask = padded(np.ones(self.num_variables, np.float32), max_layers)
         self._estimate = _ParamEstimate(self.start, self.variables)
         self.max_layers = max_layers
@@ -133,19 +136,19 @@ class N2NShrinkEnv(N2NEnvBase):
 
     def action_masks(self) -> np.ndarray:
         """Allowed actions now (sb3-contrib's MaskablePPO convention): all of them."""
-        return np.ones(10, dtype=bool)
+        return _ALL_ACTIONS.copy()
 
     def _observation(self) -> dict[str, np.ndarray]:
         current = (np.zeros(VARIABLE_FEATURES, np.float32) if self._done
                    else self._table[self._step])
         previous = self._decisions[self._step - 1] if self._step > 0 else 0.0
         return {
-            "variable": current.copy(), "variables": self._table.ravel().copy(),
+            "variable": current.copy(), "variables": self._flat_table.copy(),
             "variable_mask": self._variable_mask.copy(), "decisions": self._decisions.copy(),
             "position": np.array([self._step / self.num_variables], np.float32),
             "previous_action": np.array([previous], np.float32),
             "params_kept": np.array([self._estimate.fraction(self._factors)], np.float32),
-            "action_mask": self.action_masks().astype(np.float32),
+            "action_mask": _ALL_ACTIONS_FLOAT.copy(),
         }
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -248,8 +251,10 @@ class _ParamEstimate:
         self.counts = np.array(counts, np.float64)
         self.inputs, self.outputs = np.array(inputs), np.array(outputs)
         self.total = float(self.counts.sum())
+        self._scale = np.ones(len(variables) + 1)  # the factors, then 1.0 for "no variable"
 
     def fraction(self, factors: np.ndarray) -> float:
-        scale = np.append(factors, 1.0)
-        kept = float((self.counts * scale[self.inputs] * scale[self.outputs]).sum())
+        scale = self._scale
+        scale[:-1] = factors
+        kept = float(np.dot(self.counts * scale[self.inputs], scale[self.outputs]))
         return min(max(kept / self.total, 0.0), 1.0)

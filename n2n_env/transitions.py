@@ -12,11 +12,13 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
 from n2n_env.arch import INPUT_SLOT, Architecture, Slot
+
+_T = TypeVar("_T")
 
 SHRINK_LEVELS = tuple(range(1, 11))
 """Shrink factors in tenths: level ``a`` means factor ``a / 10``."""
@@ -86,6 +88,10 @@ def remove(arch: Architecture, keep: Sequence[bool]) -> Architecture:
             "cannot be removed; allowed removals: "
             f"{[i for i, r in enumerate(arch.removable()) if r]}"
         )
+    key = ("remove", tuple(mask))
+    known = arch._derived.get(key)
+    if known is not None:
+        return known
     kept_before = np.concatenate([[0], np.cumsum(mask)]).astype(int)
     layers = [layer for layer, k in zip(arch.layers, mask) if k]
     blocks = []
@@ -94,8 +100,8 @@ def remove(arch: Architecture, keep: Sequence[bool]) -> Architecture:
         if start == end and block.projection is None:
             continue
         blocks.append(dataclasses.replace(block, start=start, end=end))
-    return _repair(dataclasses.replace(arch, layers=tuple(layers), blocks=tuple(blocks),
-                                       root=arch.root_signature()))
+    return _remember(arch, key, _repair(dataclasses.replace(
+        arch, layers=tuple(layers), blocks=tuple(blocks), root=arch.root_signature())))
 
 
 def width_groups(arch: Architecture) -> tuple[tuple[Slot, ...], ...]:
@@ -155,16 +161,23 @@ def shrink(
     arch: Architecture, factors: Sequence[float], include_kernels: bool = False
 ) -> Architecture:
     """Stage-2 transition: scale each shrink variable by its factor in {0.1, ..., 1.0}."""
-    variables = shrink_variables(arch, include_kernels)
+    variables = arch._derived.get(("variables", include_kernels))
+    if variables is None:
+        variables = _remember(arch, ("variables", include_kernels),
+                              shrink_variables(arch, include_kernels))
     if len(factors) != len(variables):
         raise ValueError(
             f"expected {len(variables)} shrink factors (one per variable of "
             f"shrink_variables(include_kernels={include_kernels})), got {len(factors)}"
         )
+    levels = tuple(_tenths(factor) for factor in factors)
+    key = ("shrink", levels, include_kernels)
+    known = arch._derived.get(key)
+    if known is not None:
+        return known
     layers = list(arch.layers)
     blocks = list(arch.blocks)
-    for variable, factor in zip(variables, factors):
-        level = _tenths(factor)
+    for variable, level in zip(variables, levels):
         if variable.kind == "kernel":
             _, index = variable.slots[0]
             layer = layers[index]
@@ -179,12 +192,32 @@ def shrink(
             else:
                 projection = dataclasses.replace(blocks[index].projection, out=width)
                 blocks[index] = dataclasses.replace(blocks[index], projection=projection)
-    return dataclasses.replace(arch, layers=tuple(layers), blocks=tuple(blocks),
-                               root=arch.root_signature())
+    return _remember(arch, key, dataclasses.replace(
+        arch, layers=tuple(layers), blocks=tuple(blocks), root=arch.root_signature()))
+
+
+MAX_DERIVED_LAYERS = 2**18
+"""Layers of the students remembered per architecture (each about 0.4 KiB); past this the
+memory is cleared, so a long search keeps a bounded footprint: every student of N2N-Bench's
+spaces fits, and about 2,600 of ResNet-34's (100 MB)."""
+_WEIGHT = ("layers remembered",)
+
+
+def _remember(arch: Architecture, key: tuple[Any, ...], value: _T) -> _T:
+    """Store ``value`` as derived from ``arch`` under ``key``; return it."""
+    derived = arch._derived
+    weight = len(value.layers) if isinstance(value, Architecture) else 1
+    if key not in derived:
+        if derived.get(_WEIGHT, 0) + weight > MAX_DERIVED_LAYERS:
+            derived.clear()
+        derived[_WEIGHT] = derived.get(_WEIGHT, 0) + weight
+    derived[key] = value
+    return value
 
 
 def _as_mask(keep: Sequence[bool], length: int) -> list[bool]:
-    values = list(keep)
+    # an environment's boolean array: plain Python bools, checked below in microseconds
+    values = keep.tolist() if isinstance(keep, np.ndarray) else list(keep)
     if len(values) != length:
         raise ValueError(
             f"keep mask has {len(values)} entries; this architecture has {length} "

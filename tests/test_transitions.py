@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from fractions import Fraction
 
@@ -198,3 +199,32 @@ def test_width_groups_of_valid_students_share_one_width(name, small_zoo, data):
         variables = student.shrink_variables()
         fixed = [g for g in groups if ("input", 0) in g or ("layer", len(student) - 1) in g]
         assert sorted(v.slots for v in variables) == sorted(g for g in groups if g not in fixed)
+
+
+def test_a_repeated_decision_returns_the_remembered_student(monkeypatch):
+    """Environments replay episodes: the same decisions give the very same student, built
+    once; invalid decisions still raise; the memory is bounded and never pickled."""
+    import pickle
+
+    from n2n_env import transitions, zoo
+
+    teacher = zoo.get("conv3", (1, 16, 16))
+    keep = [True] * len(teacher.layers)
+    keep[5] = False
+    first = teacher.remove(keep)
+    assert teacher.remove(list(keep)) is first
+    assert teacher.shrink([0.5] * 4) is teacher.shrink([0.5, 0.5, 0.5, 0.5])
+    assert first.to_json() == json.dumps(first.to_dict(), sort_keys=True)
+    with pytest.raises(ValueError, match="fixed"):
+        teacher.remove([*keep[:-1], False])
+    with pytest.raises(ValueError, match="not allowed"):
+        teacher.shrink([0.55, 0.5, 0.5, 0.5])
+    restored = pickle.loads(pickle.dumps(teacher))
+    assert restored == teacher and "_derived" not in restored.__dict__
+    monkeypatch.setattr(transitions, "MAX_DERIVED_LAYERS", 3 * 14)
+    fresh = zoo.get("conv3", (1, 16, 16))
+    for index in range(6):  # students of 14 layers: three fit
+        mask = [True] * len(fresh.layers)
+        mask[index] = False
+        fresh.remove(mask)
+        assert len([key for key in fresh._derived if key[0] == "remove"]) <= 3
