@@ -44,24 +44,23 @@ def _shard(text: str) -> tuple[int, int]:
     return shard
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
+def _positive_number(cast: Callable[[str], float], name: str) -> Callable[[str], float]:
+    """An argparse type accepting finite values of ``cast`` above 0, described as ``name``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = cast(text)
+        except ValueError:
+            value = 0
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+_positive = _positive_number(int, "a positive integer")
+_positive_seconds = _positive_number(float, "a positive number of seconds")
 
 
 def _read_architecture(path: str) -> Architecture:

@@ -171,25 +171,23 @@ def plot(records: Sequence[dict[str, Any]], table: BenchTable, out: Path,
     runs = group_runs(records)
     length = evaluations or max(len(run) for by in runs.values() for run in by.values())
     paths = []
-    x = np.arange(1, length + 1)
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for agent in sorted(runs):
-        center, low, high = stats.iqm_band(regret_by_evaluations(runs[agent], optimum, length))
-        axis.plot(x, center, label=agent)
-        axis.fill_between(x, low, high, alpha=0.2)
-    _finish(axis, "evaluations (students trained)", "regret (IQM, 95% CI)", table)
-    paths.append(_save(figure, out / "regret_evaluations.png"))
-
     horizon = min(max(r["simulated_seconds_total"] for r in run)
                   for by in runs.values() for run in by.values())
     times = np.linspace(0, horizon, 200)
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for agent in sorted(runs):
-        center, low, high = stats.iqm_band(regret_by_seconds(runs[agent], optimum, times))
-        axis.plot(times, center, label=agent)
-        axis.fill_between(times, low, high, alpha=0.2)
-    _finish(axis, "simulated seconds of training", "regret (IQM, 95% CI)", table)
-    paths.append(_save(figure, out / "regret_seconds.png"))
+    axes = (
+        (np.arange(1, length + 1), "evaluations (students trained)", "regret_evaluations.png",
+         lambda agent: regret_by_evaluations(runs[agent], optimum, length)),
+        (times, "simulated seconds of training", "regret_seconds.png",
+         lambda agent: regret_by_seconds(runs[agent], optimum, times)),
+    )
+    for x, label, name, curves in axes:
+        figure, axis = plt.subplots(figsize=(7, 4.5))
+        for agent in sorted(runs):
+            center, low, high = stats.iqm_band(curves(agent))
+            axis.plot(x, center, label=agent)
+            axis.fill_between(x, low, high, alpha=0.2)
+        _finish(axis, label, "regret (IQM, 95% CI)", table)
+        paths.append(_save(figure, out / name))
 
     finals = {agent: np.array([incumbent_curve(run[:length])[-1] for run in by.values()])
               for agent, by in runs.items()}
