@@ -37,6 +37,7 @@ from n2n_env.bench.table import OK, BenchTable, TableHeader, signature_int
 from n2n_env.checkpoints import TeacherRecord, load_teacher, save_teacher
 from n2n_env.device import resolve_device
 from n2n_env.distill import DistillationEvaluator, DistillRecipe, model_fingerprint
+from n2n_env.evaluators import unscored
 from n2n_env.teacher import evaluate_accuracy, get_teacher
 
 PART_FORMAT = "n2n-bench-part"
@@ -311,21 +312,16 @@ def _assemble(settings: BuildSettings, record: TeacherRecord, identity: dict[str
         package_version=__version__, command=settings.command,
         machine="; ".join(sorted(machines)), build_seconds=float(seconds.sum()),
     )
-    sizes = [(s.num_params(), s.flops()) if r is None or _measurable(s) else (0, 0)
+    # unscored() sizes a student as the evaluators do (0 where its shapes do not work out)
+    sizes = [unscored(record.architecture, s, r)
              for s, r in zip(students.students, students.reasons)]
     return BenchTable(
         header=header, row_student=students.row_student,
         signature=np.array([signature_int(s) for s in students.students], np.uint64),
-        params=np.array([p for p, _ in sizes], np.int64),
-        flops=np.array([f for _, f in sizes], np.int64), status=status,
+        params=np.array([e.params for e in sizes], np.int64),
+        flops=np.array([e.flops for e in sizes], np.int64), status=status,
         val_accuracy=val, test_accuracy=test, seconds=seconds,
     )
-
-
-def _measurable(student: Architecture) -> bool:
-    """Whether a degenerate student still has a parameter count (as the evaluators report
-    it: only when its shapes work out)."""
-    return student.degenerate_reason(max_classifier_inputs=2**62) is None
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:

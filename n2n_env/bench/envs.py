@@ -43,7 +43,18 @@ class _Simulated:
     simulated_seconds_total: float
     np_random: np.random.Generator
 
-    def _attach(self, evaluator: TableEvaluator) -> None:
+    def _set_up(self, space: str, table: TableArg, reward_seed: str,
+                env_kwargs: dict[str, Any]) -> None:
+        """Build the real environment of ``space`` on the table's evaluator (and, for the
+        shrink space, the table's start)."""
+        loaded = load_table(table, space)
+        evaluator = TableEvaluator(loaded, reward_seed)
+        if space == "shrink":
+            env_kwargs["start"] = (Architecture.from_json(loaded.header.start)
+                                   if loaded.header.start else None)
+            env_kwargs["include_kernels"] = loaded.header.include_kernels
+        super().__init__(teacher=evaluator.teacher_architecture,  # type: ignore[call-arg]
+                         evaluator=evaluator, **env_kwargs)
         self._evaluator = evaluator
         self.simulated_seconds_total = 0.0
 
@@ -114,14 +125,10 @@ class N2NRemovalBenchEnv(_Simulated, N2NRemovalEnv):
                  constraints: Constraints = None, anneal_episodes: int = 0,
                  compression_metric: str = "params", invalid_action: str = "replace",
                  max_layers: int = MAX_LAYERS, render_mode: str | None = None) -> None:
-        evaluator = TableEvaluator(load_table(table, "removal"), reward_seed)
-        super().__init__(teacher=evaluator.teacher_architecture, evaluator=evaluator,
-                         constraints=constraints, anneal_episodes=anneal_episodes,
-                         compression_metric=compression_metric,
-                         invalid_action=invalid_action, max_layers=max_layers,
-                         render_mode=render_mode)
-        self._attach(evaluator)
-
+        self._set_up("removal", table, reward_seed, {
+            "constraints": constraints, "anneal_episodes": anneal_episodes,
+            "compression_metric": compression_metric, "invalid_action": invalid_action,
+            "max_layers": max_layers, "render_mode": render_mode})
 
 class N2NShrinkBenchEnv(_Simulated, N2NShrinkEnv):
     """
@@ -173,14 +180,7 @@ class N2NShrinkBenchEnv(_Simulated, N2NShrinkEnv):
                  constraints: Constraints = None, anneal_episodes: int = 0,
                  compression_metric: str = "params", invalid_action: str = "replace",
                  max_layers: int = MAX_LAYERS, render_mode: str | None = None) -> None:
-        loaded = load_table(table, "shrink")
-        evaluator = TableEvaluator(loaded, reward_seed)
-        start = (Architecture.from_json(loaded.header.start) if loaded.header.start
-                 else None)
-        super().__init__(teacher=evaluator.teacher_architecture, evaluator=evaluator,
-                         start=start, include_kernels=loaded.header.include_kernels,
-                         constraints=constraints, anneal_episodes=anneal_episodes,
-                         compression_metric=compression_metric,
-                         invalid_action=invalid_action, max_layers=max_layers,
-                         render_mode=render_mode)
-        self._attach(evaluator)
+        self._set_up("shrink", table, reward_seed, {
+            "constraints": constraints, "anneal_episodes": anneal_episodes,
+            "compression_metric": compression_metric, "invalid_action": invalid_action,
+            "max_layers": max_layers, "render_mode": render_mode})

@@ -75,8 +75,8 @@ class TableEvaluator:
         """If set, the next evaluation uses this seed column instead of drawing one (a
         replay of a logged episode), then it is cleared."""
         self._index = table.signature_index()
-        teacher = self.teacher_architecture
-        self._teacher_params, self._teacher_flops = teacher.num_params(), teacher.flops()
+        self._compression = table.compression("params")
+        self._flops_compression = table.compression("flops")
 
     def identity(self) -> Mapping[str, str]:
         header = self.table.header
@@ -103,8 +103,8 @@ class TableEvaluator:
         params, flops = int(table.params[student]), int(table.flops[student])
         sizes = {
             "params": params, "flops": flops,
-            "compression": 1.0 - params / self._teacher_params if params else 0.0,
-            "flops_compression": 1.0 - flops / self._teacher_flops if flops else 0.0,
+            "compression": float(self._compression[student]),
+            "flops_compression": float(self._flops_compression[student]),
         }
         reason = table.reason(student)
         forced, self.next_column, self.last_seed = self.next_column, None, None
