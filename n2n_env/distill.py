@@ -28,7 +28,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -49,7 +49,7 @@ from n2n_env.device import (
     resolve_device,
     use_all_cores,
 )
-from n2n_env.evaluators import Evaluation, unscored
+from n2n_env.evaluators import Evaluation, evaluate_each, unscored
 from n2n_env.teacher import evaluate_accuracy
 
 INITS = ("inherit", "scratch")
@@ -250,6 +250,9 @@ class DistillationEvaluator:
                 "dataset": f"{self.dataset_name}:{self.dataset_fingerprint}",
                 "recipe": self.recipe.digest(), "seed": str(self.seed),
                 "device": self.device.type, "limit": str(self.max_classifier_inputs)}
+
+    def evaluate_many(self, archs: Sequence[Architecture]) -> list[Evaluation]:
+        return evaluate_each(self, archs)
 
     def evaluate(self, arch: Architecture) -> Evaluation:
         reason = arch.degenerate_reason(self.max_classifier_inputs)

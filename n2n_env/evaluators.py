@@ -9,8 +9,9 @@ student for real; :class:`~n2n_env.cache.CachedEvaluator` remembers results on d
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -73,10 +74,30 @@ class Evaluator(Protocol):
         """Measure ``arch``; never raises for a bad candidate (see Evaluation)."""
         ...
 
+    def evaluate_many(self, archs: Sequence[Architecture]) -> list[Evaluation]:
+        """Measure a batch: one Evaluation per architecture, in order. Identical students
+        in a batch are trained once (the repeats come back with ``cache_hit=True``)."""
+        ...
+
     def identity(self) -> Mapping[str, str]:
         """Everything besides the architecture that decides the result (teacher, dataset,
         recipe, seed); a persistent cache keys on it."""
         ...
+
+
+def evaluate_each(evaluator: Evaluator, archs: Sequence[Architecture]) -> list[Evaluation]:
+    """``evaluate_many`` for an evaluator that measures one student at a time: each distinct
+    student once, in order of first appearance; a repeat is the first result marked
+    ``cache_hit=True``, as a cache would answer it."""
+    first: dict[Architecture, Evaluation] = {}
+    results = []
+    for arch in archs:
+        if arch in first:
+            results.append(dataclasses.replace(first[arch], cache_hit=True))
+        else:
+            first[arch] = evaluator.evaluate(arch)
+            results.append(first[arch])
+    return results
 
 
 def unscored(teacher: Architecture, arch: Architecture, reason: str | None = None,
@@ -127,6 +148,9 @@ class MockEvaluator:
         return {"evaluator": "mock", "teacher": self.teacher_architecture.signature(),
                 "recipe": f"{self.teacher_accuracy}|{self.capacity_scale}|{self.depth_penalty}"
                           f"|{self.max_classifier_inputs}"}
+
+    def evaluate_many(self, archs: Sequence[Architecture]) -> list[Evaluation]:
+        return evaluate_each(self, archs)
 
     def evaluate(self, arch: Architecture) -> Evaluation:
         reason = arch.degenerate_reason(self.max_classifier_inputs)

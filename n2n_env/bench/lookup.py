@@ -11,7 +11,7 @@ environment would have spent, which lets agents be compared at equal compute.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -95,6 +95,11 @@ class TableEvaluator:
 
     def evaluate(self, arch: Architecture) -> Evaluation:
         return self.evaluate_student(self.student_index(arch))
+
+    def evaluate_many(self, archs: Sequence[Architecture]) -> list[Evaluation]:
+        """Each architecture looked up in order, every one drawing its own seed (a lookup
+        costs nothing, so repeats are not merged)."""
+        return [self.evaluate(arch) for arch in archs]
 
     def evaluate_student(self, student: int) -> Evaluation:
         """The Evaluation of the table's student ``student``, at one drawn seed (or the
