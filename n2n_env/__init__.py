@@ -16,10 +16,10 @@ __version__ = "0.1.0"
 __all__ = ["Architecture", "Block", "Layer", "Projection", "__version__"]
 
 for _env_id, _entry_point, _nondeterministic in (
-    ("N2NRemoval-v0", "n2n_env.removal_env:N2NRemovalEnv", True),
-    ("N2NShrink-v0", "n2n_env.shrink_env:N2NShrinkEnv", True),
-    ("N2NRemovalBench-v0", "n2n_env.bench.envs:N2NRemovalBenchEnv", False),
-    ("N2NShrinkBench-v0", "n2n_env.bench.envs:N2NShrinkBenchEnv", False),
+    ("N2NRemoval-v0", "n2n_env.env_factory:make_removal_env", True),
+    ("N2NShrink-v0", "n2n_env.env_factory:make_shrink_env", True),
+    ("N2NRemovalBench-v0", "n2n_env.env_factory:make_removal_bench_env", False),
+    ("N2NShrinkBench-v0", "n2n_env.env_factory:make_shrink_bench_env", False),
 ):
     if _env_id not in registry:
         register(id=_env_id, entry_point=_entry_point, nondeterministic=_nondeterministic)

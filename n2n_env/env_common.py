@@ -1,28 +1,24 @@
-"""What both N2N environments share: resolving the teacher and the evaluator from
-``gym.make`` keyword arguments, turning a finished student into the terminal reward and
-``info``, and drawing an architecture for teaching.
+"""What both N2N environments share: the terminal reward of a finished student, its
+``info``, the step skeleton, rendering helpers and argument checks.
 
 The MDPs themselves live in :mod:`n2n_env.removal_env` and :mod:`n2n_env.shrink_env`.
-Heavy work is lazy: the teacher is trained (or loaded) and the evaluator built on the
-first terminal step, so ``gym.make`` is instant and environments pickle cheaply.
+An environment receives a ready evaluator (see :mod:`n2n_env.stack`; ``gym.make`` builds
+one through :mod:`n2n_env.env_factory`) and never trains a teacher or opens a file, so
+this module and the two MDPs import no torch.
 """
 
 from __future__ import annotations
 
-import os
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
-from n2n_env import data as data_mod
-from n2n_env import validate, zoo
+from n2n_env import validate
 from n2n_env.arch import LAYER_KINDS, Architecture
-from n2n_env.device import resolve_device
-from n2n_env.evaluators import Evaluation, Evaluator, MockEvaluator
+from n2n_env.evaluators import Evaluation, Evaluator
 from n2n_env.reward import (
     COMPRESSION_METRICS,
     EpsilonSchedule,
@@ -31,142 +27,33 @@ from n2n_env.reward import (
     parse_constraints,
 )
 
-MEASURED = ("accuracy", "flops", "params")
-"""What the distillation and mock evaluators measure, so what constraints may bound."""
-MOCK_OPTIONS = ("teacher_accuracy", "capacity_scale", "depth_penalty", "max_classifier_inputs")
 INVALID_ACTIONS = ("replace", "raise")
 """What a step does with an action the mask forbids: take the only allowed one instead
 (flagged in ``info["action_replaced"]``), as Gymnasium's own environments take every action
 of their space and publish masks as advice, or raise ValueError."""
 MAX_LAYERS = 128
 """Default padding of the layer table: resnet34 at the paper's granularity has 102 layers."""
-EVALUATORS = ("distill", "mock")
+Constraints = Mapping[str, float] | Sequence[LinearConstraint] | None
+"""Upper bounds such as ``{"params": 20000}``, or parsed constraint rows."""
+StepResult = tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]
 
 
-class StudentScorer:
-    """Turns finished students into terminal rewards for one teacher, lazily set up."""
+class TerminalReward:
+    """The paper's reward of a finished student under constraints (section 3.3.1), with
+    the annealed relaxation eps_t of each episode."""
 
-    def __init__(self, teacher: str | os.PathLike[str] | Architecture | Any = "conv4",
-                 dataset: str = "digits", data_root: str | os.PathLike[str] | None = None,
-                 evaluator: str | Evaluator = "distill",
-                 evaluator_kwargs: Mapping[str, Any] | None = None,
-                 cache: str | os.PathLike[str] | None = None,
-                 constraints: Mapping[str, float] | Sequence[LinearConstraint] | None = None,
-                 anneal_episodes: int = 0, compression_metric: str = "params",
-                 device: str | None = None, teacher_width: float = 1.0,
-                 teacher_progress: bool = True) -> None:
-        if compression_metric not in COMPRESSION_METRICS:
-            raise ValueError(f"compression_metric must be one of {COMPRESSION_METRICS}, "
-                             f"got {compression_metric!r}")
-        if isinstance(evaluator, str) and evaluator not in EVALUATORS:
-            raise ValueError(f"evaluator must be one of {EVALUATORS} or an evaluator instance, "
-                             f"got {evaluator!r}")
-        if not isinstance(evaluator, str) and not isinstance(evaluator, Evaluator):
-            raise TypeError("evaluator must be 'distill', 'mock' or an object with "
-                            "evaluate(arch), identity(), teacher_architecture and "
-                            "teacher_accuracy")
-        if dataset not in data_mod.names():
-            raise ValueError(f"unknown dataset {dataset!r}; allowed: {', '.join(data_mod.names())}")
-        resolve_device(device)  # a bad or unavailable device fails now, not after training
-        if cache is not None and not isinstance(cache, str | os.PathLike):
-            raise TypeError(f"cache must be a file path or None, got {cache!r}")
-        self.dataset, self.data_root, self.device = dataset, data_root, device
-        self.evaluator_name = evaluator if isinstance(evaluator, str) else "instance"
-        if evaluator_kwargs is not None and not isinstance(evaluator_kwargs, Mapping):
-            raise TypeError(f"evaluator_kwargs must be a dict or None, got {evaluator_kwargs!r}")
-        self.evaluator_kwargs = dict(evaluator_kwargs or {})
-        if self.evaluator_name == "instance" and self.evaluator_kwargs:
-            raise ValueError(f"evaluator_kwargs {sorted(self.evaluator_kwargs)} apply to "
-                             "evaluator='distill' or 'mock' only; configure an evaluator "
-                             "object when making it")
-        self.cache = cache
+    def __init__(self, constraints: Constraints = None, anneal_episodes: int = 0,
+                 episodes_played: int = 0, compression_metric: str = "params") -> None:
         self.constraints = parse_constraints(constraints)
-        if self.evaluator_name != "instance":
-            check_quantities(self.constraints, self.evaluator_name)
+        self.compression_metric = validate.choice("compression_metric", compression_metric,
+                                                  COMPRESSION_METRICS)
         self.schedule = EpsilonSchedule(anneal_episodes)
-        self.compression_metric = compression_metric
-        self.teacher_width = validate.number("teacher_width", teacher_width, above=0)
-        self.teacher_spec = teacher
-        self.teacher_progress = validate.flag("teacher_progress", teacher_progress)
-        if self.evaluator_name == "distill":
-            _split_distill_kwargs(self.evaluator_kwargs)
-            data_mod.check_root(dataset, data_root)
-        self._given: Evaluator | None = None if isinstance(evaluator, str) else evaluator
-        self._evaluator: Evaluator | None = None
-        self.teacher_architecture = self._resolve_architecture()
-        if self.evaluator_name == "mock":
-            validate.known_keys("evaluator_kwargs for evaluator='mock'", self.evaluator_kwargs,
-                                MOCK_OPTIONS)
-            MockEvaluator(self.teacher_architecture, **self.evaluator_kwargs)
+        self.schedule.episode = validate.integer("episodes_played", episodes_played, minimum=0)
 
-    def _resolve_architecture(self) -> Architecture:
-        teacher = self.teacher_spec
-        if self._given is not None:
-            return self._given.teacher_architecture
-        if isinstance(teacher, Architecture):
-            if self.evaluator_name == "distill":
-                raise ValueError("an Architecture has no weights to distil from; pass a zoo "
-                                 "name, a checkpoint path or a model, or use evaluator='mock'")
-            return teacher
-        if isinstance(getattr(teacher, "architecture", None), Architecture):
-            return teacher.architecture
-        if isinstance(teacher, str | os.PathLike) and Path(teacher).suffix == ".pt":
-            from n2n_env.checkpoints import read_teacher_record
-
-            return read_teacher_record(teacher)[0].architecture
-        if isinstance(teacher, str) and teacher in zoo.names():
-            shape, classes = data_mod.info(self.dataset)
-            return zoo.get(teacher, shape, classes, width=self.teacher_width)
-        raise ValueError(f"unknown teacher {teacher!r}; use a zoo name ({', '.join(zoo.names())}),"
-                         " a checkpoint path ending in .pt, a model from build_model, or an "
-                         "Architecture (with evaluator='mock')")
-
-    @property
-    def evaluator(self) -> Evaluator:
-        """The evaluator, built on first use (this may train the teacher once)."""
-        if self._evaluator is None:
-            inner = self._given if self._given is not None else self._build_evaluator()
-            if self.cache is not None:
-                from n2n_env.cache import CachedEvaluator
-
-                inner = CachedEvaluator(inner, self.cache)
-            self._evaluator = inner
-        return self._evaluator
-
-    def _build_evaluator(self) -> Evaluator:
-        if self.evaluator_name == "mock":
-            return MockEvaluator(self.teacher_architecture, **self.evaluator_kwargs)
-        from n2n_env.checkpoints import load_teacher
-        from n2n_env.distill import DistillationEvaluator
-        from n2n_env.teacher import get_teacher
-
-        data = data_mod.load(self.dataset, root=self.data_root)
-        teacher = self.teacher_spec
-        if isinstance(teacher, str) and teacher in zoo.names():
-            model, record = get_teacher(teacher, self.dataset, width=self.teacher_width,
-                                        data_root=self.data_root, device=self.device,
-                                        progress=self.teacher_progress)
-            accuracy: float | None = record.val_accuracy
-        elif isinstance(teacher, str | os.PathLike):
-            model, record = load_teacher(teacher, dataset_fingerprint=data.fingerprint,
-                                         device=self.device or "cpu")
-            accuracy = record.val_accuracy
-        else:
-            model, accuracy = teacher, None
-        recipe, other = _split_distill_kwargs(self.evaluator_kwargs)
-        return DistillationEvaluator(model, data, recipe, teacher_accuracy=accuracy,
-                                     device=self.device, **other)
-
-    def close(self) -> None:
-        """Close the evaluator's resources (the cache's database connection)."""
-        close = getattr(self._evaluator, "close", None)
-        if callable(close):
-            close()
-
-    def score(self, student: Architecture) -> tuple[float, dict[str, Any]]:
-        """Evaluate a finished student: the terminal reward and the terminal ``info``."""
-        evaluation = self.evaluator.evaluate(student)
-        teacher_accuracy = self.evaluator.teacher_accuracy
+    def score(self, student: Architecture, evaluation: Evaluation, teacher_accuracy: float
+              ) -> tuple[float, dict[str, Any]]:
+        """The reward of ``student`` measured as ``evaluation``, and its terminal ``info``;
+        the relaxation moves on by one episode."""
         compression = (evaluation.compression if self.compression_metric == "params"
                        else evaluation.flops_compression)
         breakdown = constrained_reward(compression, evaluation.accuracy, teacher_accuracy,
@@ -178,42 +65,79 @@ class StudentScorer:
 
 
 class N2NEnvBase(gym.Env[dict[str, np.ndarray], int]):
-    """What both environments share outside their MDP: the scorer, render-mode checking,
-    render dispatch and closing. Subclasses draw with ``_render_rgb`` and ``_render_text``."""
+    """What both environments share outside their MDP: the evaluator and the terminal
+    reward, the step skeleton, render-mode checking, render dispatch and closing.
+
+    A subclass implements :meth:`advance` (one decision) and draws with ``_render_rgb``
+    and ``_render_text``. ``step`` is ``advance`` followed, at the last decision, by one
+    evaluation and :meth:`finish`; a vector environment calls the two itself so that the
+    students of all its sub-environments are evaluated as one batch.
+    """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"],
                                           "render_fps": 4}
 
-    def __init__(self, render_mode: str | None, scorer_kwargs: Mapping[str, Any],
+    def __init__(self, evaluator: Evaluator, *, constraints: Constraints = None,
+                 anneal_episodes: int = 0, episodes_played: int = 0,
+                 compression_metric: str = "params", render_mode: str | None = None,
                  invalid_action: str = "replace") -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
                              f"None, got {render_mode!r}")
+        missing = [name for name in ("evaluate", "evaluate_many", "identity",
+                                     "teacher_architecture", "teacher_accuracy")
+                   if not has_attribute(evaluator, name)]
+        if missing or not isinstance(evaluator.teacher_architecture, Architecture):
+            raise TypeError(f"evaluator must be an n2n evaluator (see n2n_env.stack.assemble); "
+                            f"{type(evaluator).__name__} lacks {missing or 'an Architecture'}")
         self.render_mode = render_mode
         self.invalid_action = validate.choice("invalid_action", invalid_action, INVALID_ACTIONS)
-        self.scorer = StudentScorer(**scorer_kwargs)
+        self.evaluator = evaluator
+        self.terminal_reward = TerminalReward(constraints, anneal_episodes, episodes_played,
+                                              compression_metric)
         self._last_info: dict[str, Any] = {}
 
     _done: bool = True
 
+    @property
+    def teacher_architecture(self) -> Architecture:
+        return self.evaluator.teacher_architecture
+
     def close(self) -> None:
-        """Release the evaluation cache's database connection, if any."""
-        self.scorer.close()
+        """Close the evaluator (its cache connection, its workers), if it can be closed."""
+        close = getattr(self.evaluator, "close", None)
+        if callable(close):
+            close()
+
+    def step(self, action: int) -> StepResult:
+        self._require_running()
+        student, replaced = self.advance(action)
+        if student is None:
+            return self._observation(), 0.0, False, False, {
+                "action_mask": self.action_masks(), "action_replaced": replaced}
+        return self.finish(student, self.evaluator.evaluate(student), replaced)
+
+    @abstractmethod
+    def advance(self, action: int) -> tuple[Architecture | None, bool]:
+        """Take one decision: the finished student after the last one (else None), and
+        whether a masked action was replaced by the allowed one."""
+
+    def finish(self, student: Architecture, evaluation: Evaluation, replaced: bool = False
+               ) -> StepResult:
+        """The terminal step of a student that ``advance`` finished, scored from its
+        ``evaluation``."""
+        self._done = True
+        reward, info = self.terminal_reward.score(student, evaluation,
+                                                  self.evaluator.teacher_accuracy)
+        self._last_info = info
+        info["action_mask"] = self.action_masks()
+        info["action_replaced"] = replaced
+        return self._observation(), float(reward), True, False, info
 
     def _require_running(self) -> None:
         if self._done:
             raise RuntimeError("the episode is over (or reset() was never called); call "
                                "reset() before step()")
-
-    def _finish(self, student: Architecture, replaced: bool = False
-                ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        """The terminal step: score the finished student and end the episode."""
-        self._done = True
-        reward, info = self.scorer.score(student)
-        self._last_info = info
-        info["action_mask"] = self.action_masks()
-        info["action_replaced"] = replaced
-        return self._observation(), float(reward), True, False, info
 
     @abstractmethod
     def action_masks(self) -> np.ndarray:
@@ -247,43 +171,10 @@ class N2NEnvBase(gym.Env[dict[str, np.ndarray], int]):
                 f"{info['compression']:.3f}, degenerate: {info['degenerate_reason']}"]
 
 
-def check_quantities(constraints: Sequence[LinearConstraint], evaluator: str) -> None:
-    """Refuse constraints on a quantity the named evaluator never measures."""
-    for row in constraints:
-        unknown = sorted(set(row.coefficients) - set(MEASURED))
-        if unknown:
-            raise ValueError(f"constraint {row.describe()!r} bounds {unknown}, which "
-                             f"evaluator={evaluator!r} does not measure; allowed: "
-                             f"{', '.join(MEASURED)}")
-
-
-def check_evaluator_kwargs(evaluator: str, kwargs: Mapping[str, Any]) -> None:
-    """Refuse ``evaluator_kwargs`` that ``evaluator`` ("distill" or "mock") does not take,
-    or distillation settings out of range, before any teacher is trained."""
-    if evaluator == "distill":
-        _split_distill_kwargs(kwargs)
-    else:
-        validate.known_keys(f"evaluator_kwargs for evaluator={evaluator!r}", kwargs, MOCK_OPTIONS)
-
-
-def _split_distill_kwargs(kwargs: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """evaluator_kwargs for distillation: DistillRecipe fields and evaluator options, checked
-    now (not after the teacher has trained)."""
-    from n2n_env.distill import DistillRecipe
-
-    options = ("seed", "max_classifier_inputs")
-    recipe_fields = {k: v for k, v in kwargs.items() if k in DistillRecipe.__dataclass_fields__}
-    unknown = sorted(set(kwargs) - set(recipe_fields) - set(options))
-    if unknown:
-        allowed = sorted([*DistillRecipe.__dataclass_fields__, *options])
-        raise ValueError(f"unknown evaluator_kwargs {unknown} for evaluator='distill'; "
-                         f"allowed: {', '.join(allowed)}")
-    other = {k: kwargs[k] for k in options if k in kwargs}
-    if "seed" in other:
-        validate.integer("seed", other["seed"], minimum=0)
-    if "max_classifier_inputs" in other:
-        validate.integer("max_classifier_inputs", other["max_classifier_inputs"], minimum=1)
-    return DistillRecipe(**recipe_fields), other
+def has_attribute(candidate: Any, name: str) -> bool:
+    """``hasattr`` that does not run properties (a lazy evaluator's ``teacher_accuracy``
+    would otherwise build its whole stack, training the teacher)."""
+    return name in getattr(candidate, "__dict__", {}) or hasattr(type(candidate), name)
 
 
 def terminal_info(evaluation: Evaluation, teacher_accuracy: float, compression: float,

@@ -8,7 +8,9 @@ import numpy as np
 from gymnasium import spaces
 
 from n2n_env import validate
+from n2n_env.arch import Architecture
 from n2n_env.env_common import MAX_LAYERS, N2NEnvBase, as_action, padded, render_bars
+from n2n_env.evaluators import Evaluator
 from n2n_env.features import NORMALIZED_FEATURE_NAMES
 
 REMOVE, KEEP = 0, 1
@@ -78,25 +80,30 @@ class N2NRemovalEnv(N2NEnvBase):
 
     `gym.make("N2NRemoval-v0", teacher="conv4", dataset="digits", data_root=None,
     evaluator="distill", evaluator_kwargs=None, cache=None, constraints=None,
-    anneal_episodes=0, compression_metric="params", device=None, teacher_width=1.0,
-    teacher_progress=True, max_layers=128, render_mode=None)`. `teacher` is a zoo name
-    (trained on first use and cached), a checkpoint path, a model from `build_model`, or an
-    `Architecture` (with `evaluator="mock"`). `evaluator` is `"distill"` (real training),
-    `"mock"` (instant, not real) or an evaluator instance; `evaluator_kwargs` go to it (for
-    distillation: the `DistillRecipe` fields and `seed`). `cache` is a SQLite path shared
-    by processes. `teacher_progress=False` hides the progress bar of a zoo teacher trained
-    on first use.
+    anneal_episodes=0, episodes_played=0, compression_metric="params", device=None,
+    teacher_width=1.0, teacher_progress=True, backend="local", workers=1, ray_address=None,
+    gpus_per_student=0.0, max_layers=128, invalid_action="replace", render_mode=None)`.
+    `teacher` is a zoo name (trained on first use and cached), a checkpoint path or a model
+    from `build_model`, or an `Architecture` (with `evaluator="mock"`). `evaluator` is
+    `"distill"` (real training), `"mock"` (instant, not real), an evaluator instance, or
+    `n2n_env.stack.EvaluatorSettings`; `evaluator_kwargs` go to a named one (for
+    distillation: the `DistillRecipe` fields, `seed` and `max_classifier_inputs`). `cache` is
+    a SQLite path shared by processes. `backend` trains the students of a batch (see
+    `gym.make_vec`) in `workers` processes or Ray actors. `episodes_played` starts the
+    annealing of `eps_t` that many episodes in, for a resumed search.
+    `N2NRemovalEnv(evaluator, ...)` takes a ready evaluator (`n2n_env.stack.assemble`) and
+    the environment options directly.
 
     ## Version History
 
     * v0: initial version.
     """
 
-    def __init__(self, *, max_layers: int = MAX_LAYERS, render_mode: str | None = None,
-                 invalid_action: str = "replace", **scorer_kwargs: Any) -> None:
+    def __init__(self, evaluator: Evaluator, *, max_layers: int = MAX_LAYERS,
+                 **options: Any) -> None:
         max_layers = validate.integer("max_layers", max_layers, minimum=1)
-        super().__init__(render_mode, scorer_kwargs, invalid_action)
-        teacher = self.scorer.teacher_architecture
+        super().__init__(evaluator, **options)
+        teacher = self.evaluator.teacher_architecture
         self.teacher = teacher
         self.num_layers = len(teacher)
         self.max_layers = max_layers
@@ -151,9 +158,7 @@ class N2NRemovalEnv(N2NEnvBase):
         self._last_info = {}
         return self._observation(), {"action_mask": self.action_masks()}
 
-    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool,
-                                         dict[str, Any]]:
-        self._require_running()
+    def advance(self, action: int) -> tuple[Architecture | None, bool]:
         action = as_action(action, 2, "0 (remove) or 1 (keep)")
         replaced = not self.action_masks()[action]
         if replaced:
@@ -167,10 +172,8 @@ class N2NRemovalEnv(N2NEnvBase):
             self._removed_params += self._layer_params[self._step]
         self._step += 1
         if self._step < self.num_layers:
-            return self._observation(), 0.0, False, False, {
-                "action_mask": self.action_masks(), "action_replaced": replaced}
-        return self._finish(self.teacher.remove(self._decisions[: self.num_layers] > 0),
-                            replaced)
+            return None, replaced
+        return self.teacher.remove(self._decisions[: self.num_layers] > 0), replaced
 
     def _render_rgb(self) -> np.ndarray:
         widths = [shape[0] if shape else 1 for shape in self.teacher.output_shapes()]

@@ -12,6 +12,7 @@ from gymnasium import spaces
 from n2n_env import validate
 from n2n_env.arch import Architecture
 from n2n_env.env_common import MAX_LAYERS, N2NEnvBase, as_action, padded, render_bars
+from n2n_env.evaluators import Evaluator
 from n2n_env.features import NORMALIZED_FEATURE_NAMES
 from n2n_env.transitions import ShrinkVariable, scaled_value
 
@@ -90,14 +91,14 @@ class N2NShrinkEnv(N2NEnvBase):
     * v0: initial version.
     """
 
-    def __init__(self, *, start: Architecture | str | os.PathLike[str] | None = None,
+    def __init__(self, evaluator: Evaluator, *,
+                 start: Architecture | str | os.PathLike[str] | None = None,
                  include_kernels: bool = False, max_layers: int = MAX_LAYERS,
-                 render_mode: str | None = None, invalid_action: str = "replace",
-                 **scorer_kwargs: Any) -> None:
+                 **options: Any) -> None:
         max_layers = validate.integer("max_layers", max_layers, minimum=1)
         include_kernels = validate.flag("include_kernels", include_kernels)
-        super().__init__(render_mode, scorer_kwargs, invalid_action)
-        self.start = _resolve_start(start, self.scorer.teacher_architecture)
+        super().__init__(evaluator, **options)
+        self.start = _resolve_start(start, self.evaluator.teacher_architecture)
         self.include_kernels = include_kernels
         self.variables = self.start.shrink_variables(include_kernels)
         if not self.variables:
@@ -159,18 +160,15 @@ class N2NShrinkEnv(N2NEnvBase):
         self._step, self._done, self._last_info = 0, False, {}
         return self._observation(), {"action_mask": self.action_masks()}
 
-    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool,
-                                         dict[str, Any]]:
-        self._require_running()
+    def advance(self, action: int) -> tuple[Architecture | None, bool]:
         level = as_action(action, 10, "0-9, meaning keep 10%, 20%, ..., 100%") + 1
         self._factors[self._step] = level / 10
         self._decisions[self._step] = level / 10
         self._step += 1
         if self._step < self.num_variables:
-            return self._observation(), 0.0, False, False, {
-                "action_mask": self.action_masks(), "action_replaced": False}
+            return None, False
         factors = [round(f, 1) for f in self._factors]
-        return self._finish(self.start.shrink(factors, self.include_kernels))
+        return self.start.shrink(factors, self.include_kernels), False
 
     def _render_rgb(self) -> np.ndarray:
         widths = [scaled_value(v.kind, v.value, round(f * 10))

@@ -1,5 +1,5 @@
-"""What both environments share (n2n_env.env_common): the scorer's argument checks, lazy set
-up, terminal reward and info, action validation, table padding and bar rendering."""
+"""What both environments share (n2n_env.env_common): the terminal reward and info, action
+validation, table padding and bar rendering."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import pytest
 from n2n_env import data, zoo
 from n2n_env.arch import LAYER_KINDS, Architecture
 from n2n_env.env_common import (
-    EVALUATORS,
     MAX_LAYERS,
-    StudentScorer,
+    TerminalReward,
     as_action,
     padded,
     render_bars,
@@ -38,67 +37,11 @@ def without_convs(arch: Architecture) -> Architecture:
     return arch.remove([i not in range(last_conv, last_conv + 3) for i in range(len(arch))])
 
 
-# ---------------------------------------------------------------- StudentScorer arguments
-def test_unknown_evaluator_name_is_refused_naming_the_allowed_ones() -> None:
-    with pytest.raises(ValueError, match="evaluator") as error:
-        StudentScorer(evaluator="fake")
-    for name in EVALUATORS:
-        assert repr(name) in str(error.value) or name in str(error.value)
-
-
-def test_an_evaluator_of_the_wrong_type_is_a_type_error() -> None:
-    with pytest.raises(TypeError, match="evaluate"):
-        StudentScorer(evaluator=42)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("metric", ["bits", "PARAMS", ""])
-def test_bad_compression_metric_is_refused(metric: str) -> None:
-    with pytest.raises(ValueError, match="compression_metric") as error:
-        StudentScorer(evaluator="mock", compression_metric=metric)
-    assert "params" in str(error.value) and "flops" in str(error.value)
-
-
-def test_an_architecture_has_no_weights_to_distil_from(conv4: Architecture) -> None:
-    with pytest.raises(ValueError, match="weights"):
-        StudentScorer(teacher=conv4, evaluator="distill")
-    assert StudentScorer(teacher=conv4, evaluator="mock").teacher_architecture is conv4
-
-
-def test_unknown_teacher_is_refused_naming_the_zoo() -> None:
-    with pytest.raises(ValueError, match="unknown teacher 'resnet9000'") as error:
-        StudentScorer(teacher="resnet9000", evaluator="mock")
-    for name in zoo.names():
-        assert name in str(error.value)
-
-
-def test_unknown_dataset_is_refused_naming_the_datasets() -> None:
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet'") as error:
-        StudentScorer(dataset="imagenet", evaluator="mock")
-    for name in data.names():
-        assert name in str(error.value)
-
-
-def test_zoo_teacher_follows_dataset_and_width() -> None:
-    scorer = StudentScorer(teacher="vgg13", dataset="synthetic", teacher_width=0.25,
-                           evaluator="mock")
-    shape, classes = data.info("synthetic")
-    assert scorer.teacher_architecture == zoo.get("vgg13", shape, classes, width=0.25)
-
-
-def test_distill_scorer_is_lazy(tmp_path, monkeypatch) -> None:
-    """gym.make must be instant: no teacher is trained or loaded before the first score."""
-    monkeypatch.setenv("N2N_HOME", str(tmp_path))
-    scorer = StudentScorer(teacher="conv4", evaluator="distill", teacher_width=0.25)
-    assert scorer.teacher_architecture == zoo.get("conv4", DIGITS_SHAPE, DIGITS_CLASSES, 0.25)
-    assert list(tmp_path.iterdir()) == []
-
-
 # ---------------------------------------------------------------- scoring
 def test_score_gives_the_paper_reward_and_the_documented_info(conv4: Architecture) -> None:
-    scorer = StudentScorer(teacher=conv4, evaluator="mock",
-                           evaluator_kwargs={"teacher_accuracy": 0.9})
     student = without_convs(conv4)
-    reward, info = scorer.score(student)
+    evaluation = MockEvaluator(conv4, teacher_accuracy=0.9).evaluate(student)
+    reward, info = TerminalReward().score(student, evaluation, 0.9)
     assert set(info) == TERMINAL_KEYS
     compression = 1 - student.num_params() / conv4.num_params()
     assert 0 < compression < 1
@@ -112,52 +55,46 @@ def test_score_gives_the_paper_reward_and_the_documented_info(conv4: Architectur
 
 
 def test_score_steps_the_epsilon_schedule_once_per_student(conv4: Architecture) -> None:
-    scorer = StudentScorer(teacher=conv4, evaluator="mock", constraints={"params": 1},
-                           anneal_episodes=2)
-    epsilons = [scorer.score(conv4)[1]["rewards"]["epsilon"] for _ in range(4)]
+    scorer = TerminalReward(constraints={"params": 1}, anneal_episodes=2)
+    evaluation = MockEvaluator(conv4).evaluate(conv4)
+    epsilons = [scorer.score(conv4, evaluation, 0.99)[1]["rewards"]["epsilon"]
+                for _ in range(4)]
     assert epsilons == [1.0, 0.5, 0.0, 0.0]
+
+
+def test_episodes_played_continues_the_annealing_of_a_resumed_search(
+        conv4: Architecture) -> None:
+    scorer = TerminalReward(constraints={"params": 1}, anneal_episodes=4, episodes_played=2)
+    evaluation = MockEvaluator(conv4).evaluate(conv4)
+    assert scorer.score(conv4, evaluation, 0.99)[1]["rewards"]["epsilon"] == 0.5
+    with pytest.raises(ValueError, match="episodes_played"):
+        TerminalReward(episodes_played=-1)
+
+
+@pytest.mark.parametrize("metric", ["bits", "PARAMS", ""])
+def test_bad_compression_metric_is_refused(metric: str) -> None:
+    with pytest.raises(ValueError, match="compression_metric") as error:
+        TerminalReward(compression_metric=metric)
+    assert "params" in str(error.value) and "flops" in str(error.value)
 
 
 def test_flops_metric_scores_flops_compression(conv4: Architecture) -> None:
     student = without_convs(conv4)
-    _, by_params = StudentScorer(teacher=conv4, evaluator="mock").score(student)
-    _, by_flops = StudentScorer(teacher=conv4, evaluator="mock",
-                                compression_metric="flops").score(student)
+    evaluation = MockEvaluator(conv4).evaluate(student)
+    _, by_params = TerminalReward().score(student, evaluation, 0.99)
+    _, by_flops = TerminalReward(compression_metric="flops").score(student, evaluation, 0.99)
     assert by_params["compression"] == pytest.approx(1 - student.num_params() / conv4.num_params())
     assert by_flops["compression"] == pytest.approx(1 - student.flops() / conv4.flops())
     assert by_flops["compression"] != pytest.approx(by_params["compression"])
 
 
-class FailingEvaluator:
-    """An evaluator whose every training diverges."""
-
-    def __init__(self, teacher: Architecture) -> None:
-        self.teacher_architecture, self.teacher_accuracy = teacher, 0.8
-
-    def identity(self) -> dict[str, str]:
-        return {"evaluator": "failing"}
-
-    def evaluate(self, arch: Architecture) -> Evaluation:
-        return Evaluation(0.0, arch.num_params(), arch.flops(), 0.5, 0.5,
-                          failure="loss became nan")
-
-
-def test_a_given_evaluator_is_used_and_failures_score_minus_one(conv4: Architecture) -> None:
-    scorer = StudentScorer(teacher="vgg19", evaluator=FailingEvaluator(conv4))
-    assert scorer.teacher_architecture is conv4  # the evaluator's teacher wins
-    reward, info = scorer.score(conv4)
+def test_a_failed_training_scores_minus_one_and_says_why(conv4: Architecture) -> None:
+    failed = Evaluation(0.0, conv4.num_params(), conv4.flops(), 0.5, 0.5,
+                        failure="loss became nan")
+    reward, info = TerminalReward().score(conv4, failed, 0.8)
     assert reward == -1.0
     assert info["degenerate_reason"] == "training failed: loss became nan"
     assert info["teacher_accuracy"] == 0.8
-
-
-def test_cache_also_wraps_a_given_evaluator(conv4: Architecture, tmp_path) -> None:
-    scorer = StudentScorer(evaluator=MockEvaluator(conv4), cache=tmp_path / "c.sqlite")
-    student = without_convs(conv4)
-    first, second = scorer.score(student)[1], scorer.score(student)[1]
-    assert (first["cache_hit"], second["cache_hit"]) == (False, True)
-    assert first["accuracy"] == second["accuracy"]
-    assert (tmp_path / "c.sqlite").is_file()
 
 
 def test_terminal_info_of_a_degenerate_student(conv4: Architecture) -> None:
@@ -251,20 +188,3 @@ def test_render_bars_knows_every_layer_kind() -> None:
         render_bars([8], ["transformer"], [1], 0)
 
 
-def test_unknown_distill_kwargs_fail_at_construction_not_after_teacher_training() -> None:
-    with pytest.raises(ValueError, match=r"unknown evaluator_kwargs.*stesp"):
-        StudentScorer(teacher="conv4", dataset="digits", evaluator="distill",
-                      evaluator_kwargs={"stesp": 5})
-    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
-        StudentScorer(teacher="conv4", dataset="digits", evaluator="distill",
-                      evaluator_kwargs={"steps": 0})
-
-
-@pytest.mark.parametrize("shown", [True, False])
-def test_teacher_progress_bar_can_be_hidden(tmp_path, monkeypatch, capsys, shown) -> None:
-    monkeypatch.setenv("N2N_HOME", str(tmp_path))
-    scorer = StudentScorer(teacher="conv4", dataset="synthetic", evaluator="distill",
-                           teacher_width=0.25, teacher_progress=shown,
-                           evaluator_kwargs={"steps": 1})
-    scorer.score(scorer.teacher_architecture)
-    assert ("teacher conv4/synthetic" in capsys.readouterr().err) is shown

@@ -15,10 +15,10 @@ import n2n_env
 from n2n_env.removal_env import N2NRemovalEnv
 from n2n_env.shrink_env import N2NShrinkEnv
 
-ENTRY_POINTS = {"N2NRemoval-v0": "n2n_env.removal_env:N2NRemovalEnv",
-                "N2NShrink-v0": "n2n_env.shrink_env:N2NShrinkEnv"}
-BENCH_ENTRY_POINTS = {"N2NRemovalBench-v0": "n2n_env.bench.envs:N2NRemovalBenchEnv",
-                      "N2NShrinkBench-v0": "n2n_env.bench.envs:N2NShrinkBenchEnv"}
+ENTRY_POINTS = {"N2NRemoval-v0": "n2n_env.env_factory:make_removal_env",
+                "N2NShrink-v0": "n2n_env.env_factory:make_shrink_env"}
+BENCH_ENTRY_POINTS = {"N2NRemovalBench-v0": "n2n_env.env_factory:make_removal_bench_env",
+                      "N2NShrinkBench-v0": "n2n_env.env_factory:make_shrink_bench_env"}
 
 
 @pytest.mark.parametrize("env_id", sorted(ENTRY_POINTS))

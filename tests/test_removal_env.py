@@ -26,6 +26,7 @@ from removal_episodes import (
 import n2n_env  # noqa: F401  (registers the environments)
 from n2n_env import data, zoo
 from n2n_env.arch import Architecture, Layer
+from n2n_env.evaluators import MockEvaluator
 from n2n_env.removal_env import N2NRemovalEnv
 
 
@@ -178,7 +179,7 @@ def test_stepping_after_the_end_raises_runtime_error() -> None:
     with pytest.raises(RuntimeError, match="reset"):
         env.step(1)
     with pytest.raises(RuntimeError, match="reset"):
-        N2NRemovalEnv(evaluator="mock").step(1)  # nor before the first reset
+        N2NRemovalEnv(_mock_evaluator()).step(1)  # nor before the first reset
     env.reset()
     env.step(1)  # a reset starts a new episode
 
@@ -311,7 +312,7 @@ def test_render_without_a_render_mode_warns_and_returns_none() -> None:
 
 def test_invalid_render_mode_raises_value_error() -> None:
     with pytest.raises(ValueError, match="render_mode must be one of"):
-        N2NRemovalEnv(evaluator="mock", render_mode="human")
+        N2NRemovalEnv(_mock_evaluator(), render_mode="human")
     with pytest.warns(UserWarning), pytest.raises(ValueError, match="render_mode"):
         make(render_mode="rgb")
 
@@ -376,3 +377,14 @@ def test_an_agent_without_masking_runs_out_of_the_box(env_id: str) -> None:
         while not terminated:
             _, _, terminated, _, info = env.step(env.action_space.sample())
         assert "accuracy" in info
+
+
+def _mock_evaluator() -> MockEvaluator:
+    return MockEvaluator(zoo.get("conv4", (1, 8, 8), 10))
+
+
+def test_the_class_takes_a_ready_evaluator_and_refuses_anything_else() -> None:
+    env = N2NRemovalEnv(_mock_evaluator())
+    assert env.teacher_architecture == zoo.get("conv4", (1, 8, 8), 10)
+    with pytest.raises(TypeError, match=r"n2n evaluator.*str lacks"):
+        N2NRemovalEnv("mock")  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from observations_equal import same
 import n2n_env  # noqa: F401  (registers the environments)
 from n2n_env import data, zoo
 from n2n_env.arch import Architecture, Layer
+from n2n_env.evaluators import MockEvaluator
 from n2n_env.features import NORMALIZED_FEATURE_NAMES
 from n2n_env.shrink_env import VARIABLE_FEATURES, N2NShrinkEnv
 
@@ -155,7 +156,7 @@ def test_stepping_after_the_end_raises_runtime_error() -> None:
     with pytest.raises(RuntimeError, match="reset"):
         env.step(9)
     with pytest.raises(RuntimeError, match="reset"):
-        N2NShrinkEnv(evaluator="mock").step(9)
+        N2NShrinkEnv(_mock_evaluator()).step(9)
 
 
 def test_unknown_names_raise_value_error_naming_the_allowed_ones() -> None:
@@ -391,7 +392,7 @@ def test_render_without_a_render_mode_warns_and_returns_none() -> None:
 
 def test_invalid_render_mode_raises_value_error() -> None:
     with pytest.raises(ValueError, match="render_mode must be one of"):
-        N2NShrinkEnv(evaluator="mock", render_mode="human")
+        N2NShrinkEnv(_mock_evaluator(), render_mode="human")
 
 
 # ---------------------------------------------------------------- docs/environments.md
@@ -438,3 +439,14 @@ def test_start_from_a_teacher_with_the_same_layers_but_other_widths_is_refused()
     other = zoo.get("conv4", DIGITS[0], DIGITS[1], width=0.5)
     with pytest.raises(ValueError, match=r"not derived from the teacher.*root signature"):
         gym.make("N2NShrink-v0", evaluator="mock", start=other.remove([True] * len(other)))
+
+
+def _mock_evaluator() -> MockEvaluator:
+    return MockEvaluator(zoo.get("conv4", (1, 8, 8), 10))
+
+
+def test_the_class_takes_a_ready_evaluator_and_refuses_anything_else() -> None:
+    env = N2NShrinkEnv(_mock_evaluator())
+    assert env.teacher_architecture == zoo.get("conv4", (1, 8, 8), 10)
+    with pytest.raises(TypeError, match=r"n2n evaluator.*str lacks"):
+        N2NShrinkEnv("mock")  # type: ignore[arg-type]

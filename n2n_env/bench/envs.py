@@ -18,22 +18,15 @@ environment without a reward cache, as NAS-Bench-101's queries do.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from n2n_env.arch import Architecture
-from n2n_env.bench.lookup import TableEvaluator, load_table
-from n2n_env.bench.table import BenchTable
-from n2n_env.env_common import MAX_LAYERS
+from n2n_env.bench.lookup import TableEvaluator
+from n2n_env.evaluators import Evaluation
 from n2n_env.removal_env import N2NRemovalEnv
-from n2n_env.reward import LinearConstraint
 from n2n_env.shrink_env import N2NShrinkEnv
-
-TableArg = BenchTable | str | os.PathLike[str] | None
-Constraints = Mapping[str, float] | Sequence[LinearConstraint] | None
 
 
 class _Simulated:
@@ -43,18 +36,19 @@ class _Simulated:
     simulated_seconds_total: float
     np_random: np.random.Generator
 
-    def _set_up(self, space: str, table: TableArg, reward_seed: str,
-                env_kwargs: dict[str, Any]) -> None:
+    def _set_up(self, space: str, evaluator: TableEvaluator, options: dict[str, Any]) -> None:
         """Build the real environment of ``space`` on the table's evaluator (and, for the
         shrink space, the table's start)."""
-        loaded = load_table(table, space)
-        evaluator = TableEvaluator(loaded, reward_seed)
+        if not isinstance(evaluator, TableEvaluator):
+            raise TypeError(f"evaluator must be a TableEvaluator, got {evaluator!r}")
+        header = evaluator.table.header
+        if header.space != space:
+            raise ValueError(f"the {space} environment needs a {space} table, got "
+                             f"{evaluator.table.source!r} ({header.space})")
         if space == "shrink":
-            env_kwargs["start"] = (Architecture.from_json(loaded.header.start)
-                                   if loaded.header.start else None)
-            env_kwargs["include_kernels"] = loaded.header.include_kernels
-        super().__init__(teacher=evaluator.teacher_architecture,  # type: ignore[call-arg]
-                         evaluator=evaluator, **env_kwargs)
+            options["start"] = Architecture.from_json(header.start) if header.start else None
+            options["include_kernels"] = header.include_kernels
+        super().__init__(evaluator, **options)  # type: ignore[call-arg]
         self._evaluator = evaluator
         self.simulated_seconds_total = 0.0
 
@@ -64,9 +58,9 @@ class _Simulated:
         self._evaluator.rng = self.np_random  # seeds drawn by the environment's RNG
         return observation, info
 
-    def _finish(self, student: Architecture, *args: Any
-                ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        outcome = super()._finish(student, *args)  # type: ignore[misc]
+    def finish(self, student: Architecture, evaluation: Evaluation, replaced: bool = False
+               ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        outcome = super().finish(student, evaluation, replaced)  # type: ignore[misc]
         info = outcome[4]
         seconds = float(info["eval_seconds"])
         self.simulated_seconds_total += seconds
@@ -114,21 +108,16 @@ class N2NRemovalBenchEnv(_Simulated, N2NRemovalEnv):
     anneal_episodes=0, compression_metric="params", invalid_action="replace", max_layers=128,
     render_mode=None)`.
     `table` is a table file or a loaded `BenchTable`; None uses the shipped removal table
-    (conv3 on mnist-10k).
+    (conv3 on mnist-10k). `N2NRemovalBenchEnv(TableEvaluator(table), ...)` takes the
+    table's evaluator directly.
 
     ## Version History
 
     * v0: initial version.
     """
 
-    def __init__(self, *, table: TableArg = None, reward_seed: str = "draw",
-                 constraints: Constraints = None, anneal_episodes: int = 0,
-                 compression_metric: str = "params", invalid_action: str = "replace",
-                 max_layers: int = MAX_LAYERS, render_mode: str | None = None) -> None:
-        self._set_up("removal", table, reward_seed, {
-            "constraints": constraints, "anneal_episodes": anneal_episodes,
-            "compression_metric": compression_metric, "invalid_action": invalid_action,
-            "max_layers": max_layers, "render_mode": render_mode})
+    def __init__(self, evaluator: TableEvaluator, **options: Any) -> None:
+        self._set_up("removal", evaluator, options)
 
 class N2NShrinkBenchEnv(_Simulated, N2NShrinkEnv):
     """
@@ -169,18 +158,13 @@ class N2NShrinkBenchEnv(_Simulated, N2NShrinkEnv):
     anneal_episodes=0, compression_metric="params", invalid_action="replace", max_layers=128,
     render_mode=None)`.
     `table` is a table file or a loaded `BenchTable`; None uses the shipped shrink table
-    (conv3 on mnist-10k).
+    (conv3 on mnist-10k). `N2NShrinkBenchEnv(TableEvaluator(table), ...)` takes the
+    table's evaluator directly.
 
     ## Version History
 
     * v0: initial version.
     """
 
-    def __init__(self, *, table: TableArg = None, reward_seed: str = "draw",
-                 constraints: Constraints = None, anneal_episodes: int = 0,
-                 compression_metric: str = "params", invalid_action: str = "replace",
-                 max_layers: int = MAX_LAYERS, render_mode: str | None = None) -> None:
-        self._set_up("shrink", table, reward_seed, {
-            "constraints": constraints, "anneal_episodes": anneal_episodes,
-            "compression_metric": compression_metric, "invalid_action": invalid_action,
-            "max_layers": max_layers, "render_mode": render_mode})
+    def __init__(self, evaluator: TableEvaluator, **options: Any) -> None:
+        self._set_up("shrink", evaluator, options)
