@@ -37,6 +37,7 @@ from agents.reinforce import (
     masked_logits,
     paper_defaults,
 )
+from agents.search import EPISODES_PER_UPDATE, BestStudent
 
 FORMAT = "n2n-actor-critic-v1"
 """Tag stored in every checkpoint written by `ActorCritic.save`."""
@@ -49,7 +50,7 @@ class ActorCriticConfig:
     learning_rate: float | None = None
     """Adam step size for actor and critic together. None: 0.003 for removal, 0.01 for
     shrink (paper section 4.2, the same as REINFORCE)."""
-    rollouts_per_update: int = 5
+    rollouts_per_update: int = EPISODES_PER_UPDATE
     """m, the number of episodes per gradient update (the paper's batch size of 5)."""
     value_coef: float = 0.1
     """Weight of the critic's mean squared error to the return in the shared loss. The
@@ -137,8 +138,8 @@ class ActorCritic(Reinforce):
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.baseline = None  # unused; kept so inherited code and stats read the same
         self.iterations = 0
-        self.best_reward = float("-inf")
-        self.best_architecture: str | None = None
+        self.best = BestStudent()
+        """The best feasible student found so far."""
         self._reset_seed: int | None = self.config.seed
 
     def evaluate(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,14 +20,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.observations import is_feasible
+from agents.search import EPISODES_PER_UPDATE, BestStudent
 
 
 @dataclass
 class RandomSearchConfig:
     """Settings of the random search (it has no hyperparameters to tune, only bookkeeping)."""
 
-    rollouts_per_update: int = 5
+    rollouts_per_update: int = EPISODES_PER_UPDATE
     """Episodes per iteration: m = 5 as in `ReinforceConfig`, so iterations compare 1:1."""
     seed: int = 0
     """Seeds the action sampling and the first env reset."""
@@ -43,9 +43,19 @@ class RandomSearch:
         self.episodes = 0
         self.rewards: list[float] = []
         """The reward of every episode so far, in order."""
-        self.best_reward = float("-inf")
-        self.best_architecture: str | None = None
+        self.best = BestStudent()
+        """The best feasible student found so far."""
         self._reset_seed: int | None = self.config.seed
+
+    @property
+    def best_reward(self) -> float:
+        """The best feasible student's reward (-inf before the first)."""
+        return self.best.reward
+
+    @property
+    def best_architecture(self) -> str | None:
+        """The best feasible student's architecture JSON (None before the first)."""
+        return self.best.architecture
 
     @property
     def mean_reward(self) -> float:
@@ -71,9 +81,7 @@ class RandomSearch:
             reward += float(step_reward)
         self.episodes += 1
         self.rewards.append(reward)
-        if is_feasible(info) and reward > self.best_reward:
-            self.best_reward = reward
-            self.best_architecture = info.get("architecture")
+        self.best.offer(reward, info)
         return reward, info
 
     def train(self, env: gym.Env, iterations: int) -> list[dict[str, float]]:

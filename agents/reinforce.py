@@ -35,11 +35,11 @@ from torch import nn
 from agents import policy_files
 from agents.observations import (
     env_kind,
-    is_feasible,
     observation_spaces,
     observation_table,
     worker_info,
 )
+from agents.search import EPISODES_PER_UPDATE, BestStudent
 
 KINDS = ("removal", "shrink")
 """The two policy kinds: one per environment."""
@@ -54,7 +54,7 @@ class ReinforceConfig:
     learning_rate: float | None = None
     """Adam step size. None: 0.003 for removal, 0.01 for shrink (paper section 4.2).
     Appendix 10.1 says 0.1 for shrink, contradicting section 4.2; we follow section 4.2."""
-    rollouts_per_update: int = 5
+    rollouts_per_update: int = EPISODES_PER_UPDATE
     """m, the number of episodes per gradient update (the paper's batch size of 5)."""
     baseline_decay: float = 0.9
     """Decay of the exponential moving average baseline: b <- decay * b + (1 - decay) * mean(R)."""
@@ -209,8 +209,8 @@ class Reinforce:
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.baseline: float | None = None
         self.iterations = 0
-        self.best_reward = float("-inf")
-        self.best_architecture: str | None = None
+        self.best = BestStudent()
+        """The best feasible student found so far."""
         self._reset_seed: int | None = self.config.seed
 
     @classmethod
@@ -228,7 +228,7 @@ class Reinforce:
         student, and keep the policy and optimiser: call it after `load` to transfer a
         policy to another teacher (the paper's section 4.6)."""
         self.baseline = None
-        self.best_reward, self.best_architecture = float("-inf"), None
+        self.best = BestStudent()
 
     def sequence_logits(self, episode: Episode) -> torch.Tensor:
         """Masked logits (T, A) of the current policy for the steps of `episode`."""
@@ -342,9 +342,17 @@ class Reinforce:
                                      generator=self.generator))
 
     def _track_best(self, episode: Episode) -> None:
-        if is_feasible(episode.info) and episode.reward > self.best_reward:
-            self.best_reward = episode.reward
-            self.best_architecture = episode.info.get("architecture")
+        self.best.offer(episode.reward, episode.info)
+
+    @property
+    def best_reward(self) -> float:
+        """The best feasible student's reward (-inf before the first)."""
+        return self.best.reward
+
+    @property
+    def best_architecture(self) -> str | None:
+        """The best feasible student's architecture JSON (None before the first)."""
+        return self.best.architecture
 
     def update(self, episodes: list[Episode]) -> dict[str, float]:
         """One REINFORCE step on a batch of episodes (paper eq. 2); returns its statistics."""
@@ -422,8 +430,7 @@ class Reinforce:
             agent.optimizer.load_state_dict(data["optimizer"])
             agent.baseline = data["baseline"]
             agent.iterations = data["iterations"]
-            agent.best_reward = data["best_reward"]
-            agent.best_architecture = data["best_architecture"]
+            agent.best = BestStudent(data["best_reward"], data["best_architecture"])
             return agent
 
         return policy_files.restore(path, what, build)

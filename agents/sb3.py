@@ -31,14 +31,13 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import HumanOutputFormat, Logger
 from stable_baselines3.common.monitor import Monitor
 
+from agents.search import EPISODES_PER_UPDATE
 from agents.step_features import CurrentStepExtractor
 
 AGENTS = ("ppo", "a2c", "maskable-ppo", "recurrent-ppo")
 """The names `make_agent` accepts."""
 INFO_KEYWORDS = ("accuracy", "compression")
 """Terminal-info keys the `Monitor` logs per episode besides reward and length."""
-EPISODES_PER_UPDATE = 5
-"""Episodes per rollout (n_steps = this * episode length): the paper's batch of m = 5."""
 
 
 RECURRENT_POLICY: dict[str, Any] = {"features_extractor_class": CurrentStepExtractor,
