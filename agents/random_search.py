@@ -10,6 +10,10 @@ same number of evaluated candidates (students are the expensive part: each one i
     search = RandomSearch(RandomSearchConfig(seed=0))
     stats = search.train(env, iterations=100)
     print(search.best_reward, search.best_architecture)
+
+On a Gymnasium vector env (``gym.make_vec("N2NRemoval-v0", num_envs=5, ...)``) the
+episodes of an iteration run side by side, their students evaluated as one batch: see
+`RandomSearch.rollouts`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from agents.observations import worker_info
 from agents.search import EPISODES_PER_UPDATE, BestStudent
+
+Outcome = tuple[float, dict[str, Any]]
+"""One episode's reward (the sum of its step rewards) and terminal info."""
 
 
 @dataclass
@@ -69,7 +77,7 @@ class RandomSearch:
             raise ValueError("the action mask allows no action")
         return int(self.rng.choice(allowed))
 
-    def rollout(self, env: gym.Env) -> tuple[float, dict[str, Any]]:
+    def rollout(self, env: gym.Env) -> Outcome:
         """Play one episode; return its reward (the sum of step rewards) and terminal info."""
         _, info = env.reset(seed=self._reset_seed)
         self._reset_seed = None  # seed once, then let the env's RNG run on
@@ -79,13 +87,63 @@ class RandomSearch:
             _, step_reward, terminated, truncated, info = env.step(
                 self.act(info["action_mask"]))
             reward += float(step_reward)
+        self._record(reward, info)
+        return reward, info
+
+    def vector_rollout(self, envs: gym.vector.VectorEnv) -> list[Outcome]:
+        """Play one episode in each sub-environment of a Gymnasium vector env at once (its
+        autoreset mode SAME_STEP, as ``N2NVectorEnv``'s, or NEXT_STEP: the step that ends
+        the episodes is the last one taken either way); one outcome per sub-environment, in
+        order.
+
+        Actions are drawn sub-environment by sub-environment from the masks of the
+        observation. The sub-environments must end their episodes on the same step, which
+        N2N episodes of one teacher do; otherwise a ValueError says so.
+        """
+        observation, _ = envs.reset(seed=self._reset_seed)
+        self._reset_seed = None
+        rewards = np.zeros(envs.num_envs)
+        while True:
+            masks = np.asarray(observation["action_mask"])
+            actions = np.array([self.act(mask) for mask in masks])
+            observation, step_rewards, terminated, truncated, info = envs.step(actions)
+            rewards += np.asarray(step_rewards, np.float64)
+            done = np.logical_or(terminated, truncated)
+            if done.any():
+                if not done.all():
+                    raise ValueError("the vector env's sub-environments ended their "
+                                     "episodes on different steps; use one teacher for all")
+                break
+        # Under SAME_STEP autoreset the terminal infos are under "final_info" (the top
+        # level already describes the next episode's reset).
+        terminal = info.get("final_info", info)
+        outcomes = []
+        for index in range(envs.num_envs):
+            outcome = (float(rewards[index]), worker_info(terminal, index))
+            self._record(*outcome)
+            outcomes.append(outcome)
+        return outcomes
+
+    def rollouts(self, env: gym.Env | gym.vector.VectorEnv, count: int) -> list[Outcome]:
+        """At least `count` episodes: one after another on a plain env, or `num_envs` at a
+        time on a Gymnasium vector env (whole vector episodes, so with 2 sub-environments
+        and count=5 this plays 6)."""
+        if not isinstance(env, gym.vector.VectorEnv):
+            return [self.rollout(env) for _ in range(count)]
+        outcomes: list[Outcome] = []
+        while len(outcomes) < count:
+            outcomes.extend(self.vector_rollout(env))
+        return outcomes
+
+    def _record(self, reward: float, info: dict[str, Any]) -> None:
         self.episodes += 1
         self.rewards.append(reward)
         self.best.offer(reward, info)
-        return reward, info
 
-    def train(self, env: gym.Env, iterations: int) -> list[dict[str, float]]:
-        """Run `iterations` batches of m episodes; one statistics dict per iteration.
+    def train(self, env: gym.Env | gym.vector.VectorEnv,
+              iterations: int) -> list[dict[str, float]]:
+        """Run `iterations` batches of m episodes (on a vector env, whole vector episodes:
+        at least m); one statistics dict per iteration.
 
         Each dict has `iteration`, `mean_reward`, `best_reward` (of this batch),
         `mean_accuracy` and `mean_compression`, as `Reinforce.train` (without its update
@@ -94,7 +152,7 @@ class RandomSearch:
         """
         history = []
         for _ in range(iterations):
-            results = [self.rollout(env) for _ in range(self.config.rollouts_per_update)]
+            results = self.rollouts(env, self.config.rollouts_per_update)
             self.iterations += 1
             rewards = [reward for reward, _ in results]
             history.append({

@@ -15,6 +15,13 @@ needs: per-iteration reseeding and a policy file that loads with `weights_only=T
     agent.save("removal_policy.pt")
     agent = restore("maskable-ppo", env, "removal_policy.pt", seed=0)
 
+Every agent also runs on a Gymnasium vector env of N2N environments (``gym.make_vec(
+"N2NRemoval-v0", num_envs=5, ...)``, whose students are evaluated as one batch per step):
+make it on the vector env and pass the vector env to `iterate`, which then returns one
+outcome per finished episode. With 5 sub-environments an iteration is one episode in each;
+with n sub-environments it is the fewest whole vector episodes that make at least 5
+(n x ceil(5 / n) episodes).
+
 The SB3 agents need the `sb3` extra (`pip install "n2n[sb3]"`); the others do not.
 """
 
@@ -47,6 +54,8 @@ SB3_FORMAT = "n2n-sb3-v1"
 """Tag stored in every SB3 policy file written by `SB3Agent.save`."""
 Outcome = tuple[float, dict[str, Any]]
 """One episode's reward and terminal info."""
+Env = gym.Env | gym.vector.VectorEnv
+"""What an agent plays on: one N2N environment, or a Gymnasium vector env of them."""
 
 
 class SearchAgent(Protocol):
@@ -56,8 +65,9 @@ class SearchAgent(Protocol):
     """Search iterations completed (restored by `restore`, except for random search,
     which saves nothing: its driver keeps the count)."""
 
-    def iterate(self, env: gym.Env) -> list[Outcome]:
-        """Play one batch of episodes on `env`, learn from it, return what each scored."""
+    def iterate(self, env: Env) -> list[Outcome]:
+        """Play one batch of episodes on `env`, learn from it, return what each scored
+        (one outcome per finished episode)."""
         ...
 
     def reseed(self, seed: int) -> None:
@@ -80,8 +90,9 @@ class PolicyGradientAgent:
         """Policy updates so far."""
         return self.learner.iterations
 
-    def iterate(self, env: gym.Env) -> list[Outcome]:
-        """m rollouts (in parallel on a vector env), then one update."""
+    def iterate(self, env: Env) -> list[Outcome]:
+        """m rollouts (in parallel on a vector env: whole vector episodes, at least m),
+        then one update."""
         episodes = self.learner.rollouts(env, self.learner.config.rollouts_per_update)
         self.learner.update(episodes)
         return [(episode.reward, episode.info) for episode in episodes]
@@ -102,10 +113,10 @@ class RandomAgent:
         self.search = search
         self.iterations = 0
 
-    def iterate(self, env: gym.Env) -> list[Outcome]:
-        """m uniformly random episodes."""
-        count = self.search.config.rollouts_per_update
-        outcomes = [self.search.rollout(env) for _ in range(count)]
+    def iterate(self, env: Env) -> list[Outcome]:
+        """m uniformly random episodes (on a vector env: whole vector episodes, at least
+        m)."""
+        outcomes = self.search.rollouts(env, self.search.config.rollouts_per_update)
         self.iterations += 1
         return outcomes
 
@@ -118,42 +129,34 @@ class RandomAgent:
 
 
 class SB3Agent:
-    """An SB3 algorithm whose every `learn` call is exactly one rollout of 5 whole episodes
-    and one update (`agents.sb3.make_agent` sets n_steps = 5 x episode length)."""
+    """An SB3 algorithm whose every `learn` call is exactly one rollout of whole episodes
+    and one update (`agents.sb3.make_agent` sets n_steps = 5 x episode length on one env,
+    episode length x ceil(5 / n) on a vector env of n sub-environments)."""
 
     def __init__(self, name: str, model: Any) -> None:
-        from stable_baselines3.common.callbacks import BaseCallback
+        from agents.sb3 import EpisodeRecorder
 
         self.name = name
         self.model = model
-        outcomes: list[Outcome] = []
-        self._outcomes = outcomes
+        self._recorder = EpisodeRecorder()
 
-        class TerminalInfos(BaseCallback):  # type: ignore[misc]
-            """Records each finished episode's reward (from the Monitor) and terminal info."""
-
-            def _on_step(self) -> bool:
-                for done, info in zip(self.locals["dones"], self.locals["infos"]):
-                    if done:
-                        details = {k: v for k, v in info.items()
-                                   if k not in ("episode", "terminal_observation")}
-                        outcomes.append((float(info["episode"]["r"]), details))
-                return True
-
-        self._callback = TerminalInfos()
+    @property
+    def rollout_steps(self) -> int:
+        """Steps of one rollout over all sub-environments (SB3 counts its timesteps so)."""
+        return int(self.model.n_steps * self.model.n_envs)
 
     @property
     def iterations(self) -> int:
         """Rollouts (and updates) so far: SB3's step count over its rollout length."""
-        return int(self.model.num_timesteps // self.model.n_steps)
+        return int(self.model.num_timesteps // self.rollout_steps)
 
-    def iterate(self, env: gym.Env) -> list[Outcome]:
-        """One rollout and update. `env` is the one the model was built on (SB3 keeps its
-        own wrapped copy), so it is not used here."""
-        self._outcomes.clear()
-        self.model.learn(total_timesteps=self.model.n_steps, callback=self._callback,
+    def iterate(self, env: Env) -> list[Outcome]:
+        """One rollout and update; one outcome per episode finished in it. `env` is the one
+        the model was built on (SB3 keeps its own wrapped copy), so it is not used here."""
+        self._recorder.outcomes.clear()
+        self.model.learn(total_timesteps=self.rollout_steps, callback=self._recorder,
                          reset_num_timesteps=False)
-        return list(self._outcomes)
+        return list(self._recorder.outcomes)
 
     def reseed(self, seed: int) -> None:
         """Seed SB3's sampling, which draws from torch's and numpy's global generators:
@@ -224,12 +227,13 @@ def check_policy_init(name: str, path: str | os.PathLike[str]) -> None:
                          "can only start the removal stage")
 
 
-def make(name: str, env: gym.Env, seed: int = 0,
+def make(name: str, env: Env, seed: int = 0,
          policy_init: str | os.PathLike[str] | None = None) -> SearchAgent:
-    """A fresh `name` agent for `env`. `policy_init` (reinforce and actor-critic, removal
-    env only) starts from a saved removal policy, e.g. one trained on another teacher: its
-    weights and optimiser are kept, its baseline and best student are not (they belong to
-    the other teacher's rewards)."""
+    """A fresh `name` agent for `env` (one N2N environment or a vector env of them).
+    `policy_init` (reinforce and actor-critic, removal env only) starts from a saved
+    removal policy, e.g. one trained on another teacher: its weights and optimiser are
+    kept, its baseline and best student are not (they belong to the other teacher's
+    rewards)."""
     check_name(name)
     if name in POLICY_GRADIENT:
         agent_class, config_class = POLICY_GRADIENT[name]
@@ -250,7 +254,7 @@ def make(name: str, env: gym.Env, seed: int = 0,
     return SB3Agent(name, _sb3_make_agent(name)(name, env, seed=seed))
 
 
-def restore(name: str, env: gym.Env, path: str | os.PathLike[str],
+def restore(name: str, env: Env, path: str | os.PathLike[str],
             seed: int = 0) -> SearchAgent:
     """The agent `save` wrote to `path`, ready to continue on `env`. Random search saves
     nothing, so it comes back fresh (its iteration count lives with the driver); for the

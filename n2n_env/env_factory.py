@@ -5,14 +5,16 @@ options. ``gym.make("N2NRemoval-v0", teacher=..., evaluator=..., ...)`` lands he
 keyword arguments that describe the evaluator become :class:`~n2n_env.stack.
 EvaluatorSettings`, are checked now (before any teacher is trained), and are assembled
 into a lazy stack; the rest go to the environment. The N2N-Bench twins load their table
-here, for the same reason.
+here, for the same reason. ``gym.make_vec(..., vectorization_mode="vector_entry_point")``
+lands in the ``make_*_vector_env`` functions: one evaluator stack (or one table) for all
+sub-environments of an :class:`~n2n_env.vector_env.N2NVectorEnv`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from n2n_env import validate
 from n2n_env.arch import Architecture
@@ -31,6 +33,9 @@ from n2n_env.stack import (
     assemble,
     is_evaluator,
 )
+
+if TYPE_CHECKING:
+    from n2n_env.vector_env import N2NVectorEnv
 
 ENV_OPTIONS = ("constraints", "anneal_episodes", "episodes_played", "compression_metric",
                "max_layers", "render_mode", "invalid_action")
@@ -80,6 +85,69 @@ def make_shrink_bench_env(table: BenchTable | str | os.PathLike[str] | None = No
 for _factory in (make_removal_env, make_shrink_env, make_removal_bench_env,
                  make_shrink_bench_env):
     _factory.metadata = N2NEnvBase.metadata  # type: ignore[attr-defined]  # gym.make reads it
+
+
+def make_removal_vector_env(num_envs: int = 1, **kwargs: Any) -> N2NVectorEnv:
+    """``gym.make_vec("N2NRemoval-v0", num_envs, vectorization_mode="vector_entry_point",
+    **kwargs)``: ``num_envs`` removal environments on ONE evaluator stack, whose
+    ``evaluate_many`` trains the students of a step as one batch (on ``workers`` workers
+    with ``backend="processes"`` or ``"ray"``). ``kwargs`` are those of ``gym.make``."""
+    from n2n_env.removal_env import N2NRemovalEnv
+    from n2n_env.vector_env import N2NVectorEnv
+
+    count = _num_envs(num_envs)
+    options, stack_kwargs = _split(kwargs, ENV_OPTIONS)
+    evaluator = _evaluator(stack_kwargs, options.get("constraints"))
+    return N2NVectorEnv([N2NRemovalEnv(evaluator, **options) for _ in range(count)])
+
+
+def make_shrink_vector_env(num_envs: int = 1, **kwargs: Any) -> N2NVectorEnv:
+    """``gym.make_vec("N2NShrink-v0", num_envs, vectorization_mode="vector_entry_point",
+    **kwargs)``: as :func:`make_removal_vector_env`, for the shrink environment."""
+    from n2n_env.shrink_env import N2NShrinkEnv
+    from n2n_env.vector_env import N2NVectorEnv
+
+    count = _num_envs(num_envs)
+    options, stack_kwargs = _split(kwargs, (*ENV_OPTIONS, *SHRINK_OPTIONS))
+    evaluator = _evaluator(stack_kwargs, options.get("constraints"))
+    return N2NVectorEnv([N2NShrinkEnv(evaluator, **options) for _ in range(count)])
+
+
+def make_removal_bench_vector_env(num_envs: int = 1, table: BenchTable | str | os.PathLike[str]
+                                  | None = None, reward_seed: str = "draw",
+                                  **options: Any) -> N2NVectorEnv:
+    """``gym.make_vec("N2NRemovalBench-v0", num_envs, vectorization_mode=
+    "vector_entry_point", table=None, reward_seed="draw", **options)``: ``num_envs`` bench
+    environments on one table, loaded once, and one TableEvaluator. Each lookup draws its
+    seed with the RNG of the sub-environment that asks (see N2NVectorEnv), so a seed gives
+    the same episodes every time, and the same as the sub-environments played alone."""
+    from n2n_env.bench.envs import N2NRemovalBenchEnv
+    from n2n_env.vector_env import N2NVectorEnv
+
+    count = _num_envs(num_envs)
+    _check_options(options, ENV_OPTIONS, "N2NRemovalBench-v0")
+    evaluator = TableEvaluator(load_table(table, "removal"), reward_seed)
+    return N2NVectorEnv([N2NRemovalBenchEnv(evaluator, **dict(options))
+                         for _ in range(count)])
+
+
+def make_shrink_bench_vector_env(num_envs: int = 1, table: BenchTable | str | os.PathLike[str]
+                                 | None = None, reward_seed: str = "draw",
+                                 **options: Any) -> N2NVectorEnv:
+    """``gym.make_vec("N2NShrinkBench-v0", num_envs, ...)``: as
+    :func:`make_removal_bench_vector_env`, for the shrink table."""
+    from n2n_env.bench.envs import N2NShrinkBenchEnv
+    from n2n_env.vector_env import N2NVectorEnv
+
+    count = _num_envs(num_envs)
+    _check_options(options, ENV_OPTIONS, "N2NShrinkBench-v0")
+    evaluator = TableEvaluator(load_table(table, "shrink"), reward_seed)
+    return N2NVectorEnv([N2NShrinkBenchEnv(evaluator, **dict(options))
+                         for _ in range(count)])
+
+
+def _num_envs(num_envs: Any) -> int:
+    return validate.integer("num_envs", num_envs, minimum=1)
 
 
 def _check_options(options: Mapping[str, Any], allowed: tuple[str, ...], env_id: str) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import pytest
 
 import n2n_env  # noqa: F401  (registers the environments)
 from agents.random_search import RandomSearch, RandomSearchConfig
@@ -89,3 +90,56 @@ def test_best_student_is_never_an_over_budget_one() -> None:
     search = RandomSearch(RandomSearchConfig(seed=0))
     search.train(env, 3)
     assert max(search.rewards) > 0 and search.best_architecture is None
+
+
+# ------------------------------------------------------------------ vector envs
+def vector(num_envs: int, env_id: str = "N2NRemoval-v0") -> gym.vector.VectorEnv:
+    # invalid_action="raise": a masked action would fail the step
+    return gym.make_vec(env_id, num_envs=num_envs, evaluator="mock", invalid_action="raise")
+
+
+def test_on_a_vector_env_an_iteration_is_one_episode_per_sub_environment() -> None:
+    for env_id in ("N2NRemoval-v0", "N2NShrink-v0"):
+        agent = RandomSearch(RandomSearchConfig(seed=0))
+        history = agent.train(vector(5, env_id), iterations=2)
+        assert [h["iteration"] for h in history] == [1.0, 2.0] and agent.episodes == 10
+        assert set(history[0]) == {"iteration", "mean_reward", "best_reward",
+                                   "mean_accuracy", "mean_compression"}
+        assert np.isclose(history[1]["mean_reward"], np.mean(agent.rewards[5:]))
+        assert max(agent.rewards) == agent.best_reward or agent.best_architecture is None
+    outcomes = RandomSearch().rollouts(vector(2), 5)  # whole vector episodes: 3 x 2
+    assert len(outcomes) == 6
+    for reward, info in outcomes:
+        assert -1.0 <= reward <= 1.0 and '"n2n-architecture"' in info["architecture"]
+        assert "final_obs" not in info and "action_mask" in info
+
+
+def test_vector_rollouts_are_seeded_and_sample_each_sub_environment() -> None:
+    def architectures(seed: int) -> list[str]:
+        agent = RandomSearch(RandomSearchConfig(seed=seed))
+        return [info["architecture"] for _, info in agent.rollouts(vector(5), 10)]
+
+    first = architectures(3)
+    assert first == architectures(3) != architectures(4)
+    assert len(set(first)) > 5  # the sub-environments do not all play the same actions
+
+
+def test_vector_rollout_refuses_episodes_that_end_apart() -> None:
+    class Uneven(gym.vector.VectorEnv):
+        """Two one-action sub-environments; the first ends after 1 step, the other after 2."""
+
+        def __init__(self) -> None:
+            self.num_envs = 2
+            self.t = 0
+
+        def reset(self, *, seed: Any = None, options: Any = None) -> Any:
+            self.t = 0
+            return {"action_mask": np.ones((2, 1), np.float32)}, {}
+
+        def step(self, actions: Any) -> Any:
+            self.t += 1
+            return ({"action_mask": np.ones((2, 1), np.float32)}, np.zeros(2),
+                    np.array([True, self.t == 2]), np.zeros(2, bool), {})
+
+    with pytest.raises(ValueError, match="different steps"):
+        RandomSearch().vector_rollout(Uneven())

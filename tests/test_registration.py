@@ -1,5 +1,5 @@
 """Importing n2n_env registers N2NRemoval-v0 and N2NShrink-v0, and their N2N-Bench twins,
-with Gymnasium."""
+with Gymnasium, each with an entry point and a vector entry point."""
 
 from __future__ import annotations
 
@@ -14,11 +14,19 @@ import pytest
 import n2n_env
 from n2n_env.removal_env import N2NRemovalEnv
 from n2n_env.shrink_env import N2NShrinkEnv
+from n2n_env.vector_env import N2NVectorEnv
 
 ENTRY_POINTS = {"N2NRemoval-v0": "n2n_env.env_factory:make_removal_env",
                 "N2NShrink-v0": "n2n_env.env_factory:make_shrink_env"}
 BENCH_ENTRY_POINTS = {"N2NRemovalBench-v0": "n2n_env.env_factory:make_removal_bench_env",
                       "N2NShrinkBench-v0": "n2n_env.env_factory:make_shrink_bench_env"}
+
+
+@pytest.mark.parametrize("env_id", sorted({**ENTRY_POINTS, **BENCH_ENTRY_POINTS}))
+def test_every_id_has_a_vector_entry_point(env_id: str) -> None:
+    entry_point = {**ENTRY_POINTS, **BENCH_ENTRY_POINTS}[env_id]
+    assert gym.spec(env_id).vector_entry_point == entry_point.removesuffix("_env") + (
+        "_vector_env")
 
 
 @pytest.mark.parametrize("env_id", sorted(ENTRY_POINTS))
@@ -45,6 +53,12 @@ def test_make_builds_the_environment_class(env_id: str, env_class: type) -> None
     assert type(env.unwrapped) is env_class
     assert env.spec is not None and env.spec.kwargs == {"evaluator": "mock"}
     env.close()
+    vector = gym.make_vec(env_id, num_envs=2, evaluator="mock")
+    assert type(vector) is N2NVectorEnv and all(type(e) is env_class for e in vector.envs)
+    vector.close()
+    synced = gym.make_vec(env_id, num_envs=2, vectorization_mode="sync", evaluator="mock")
+    assert isinstance(synced, gym.vector.SyncVectorEnv)
+    synced.close()
 
 
 def test_module_prefixed_id_works_in_a_fresh_process() -> None:

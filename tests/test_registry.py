@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -137,3 +138,72 @@ def test_policy_init_samples_with_the_given_seed(tmp_path: Path) -> None:
                               policy_init=tmp_path / "removal.pt")
         runs.append([info["architecture"] for _, info in agent.iterate(removal_env())])
     assert runs[0] == runs[1] != runs[2]
+
+
+# ------------------------------------------------------------------ vector envs
+class BatchCounter:
+    """The mock evaluator (given as an evaluator instance), recording each batch's size."""
+
+    def __init__(self) -> None:
+        from n2n_env import data, zoo
+        from n2n_env.evaluators import MockEvaluator
+
+        shape, classes = data.info("digits")
+        self.mock = MockEvaluator(zoo.get("conv4", shape, classes))
+        self.teacher_architecture = self.mock.teacher_architecture
+        self.teacher_accuracy = self.mock.teacher_accuracy
+        self.batches: list[int] = []
+
+    def identity(self) -> dict[str, str]:
+        return dict(self.mock.identity())
+
+    def evaluate(self, arch: Any) -> Any:
+        return self.mock.evaluate(arch)
+
+    def evaluate_many(self, archs: Any) -> Any:
+        self.batches.append(len(archs))
+        return self.mock.evaluate_many(archs)
+
+
+def removal_vector(num_envs: int = 5, **kwargs: Any) -> gym.vector.VectorEnv:
+    kwargs.setdefault("evaluator", "mock")
+    return gym.make_vec("N2NRemoval-v0", num_envs=num_envs, **kwargs)
+
+
+@pytest.mark.parametrize("name", registry.AGENT_NAMES)
+def test_on_a_vector_env_an_iteration_is_one_batch_of_five_episodes(name: str) -> None:
+    counter = BatchCounter()
+    env = removal_vector(evaluator=counter)
+    agent = registry.make(name, env, seed=0)
+    agent.reseed(11)
+    outcomes = agent.iterate(env)
+    assert len(outcomes) == 5 and agent.iterations == 1
+    assert counter.batches == [5]  # the five students were evaluated together
+    for reward, info in outcomes:
+        assert isinstance(reward, float) and -1.0 <= reward <= 1.0
+        assert '"n2n-architecture"' in info["architecture"]
+        assert set(info) >= {"accuracy", "compression", "cache_hit", "degenerate_reason"}
+        assert not set(info) & {"terminal_observation", "final_obs", "final_info", "episode"}
+    assert len(agent.iterate(env)) == 5 and agent.iterations == 2
+
+
+@pytest.mark.parametrize("name", ["reinforce", "random", "ppo"])
+def test_two_sub_environments_play_whole_vector_episodes(name: str) -> None:
+    env = removal_vector(2)
+    agent = registry.make(name, env, seed=0)
+    assert len(agent.iterate(env)) == 6 and agent.iterations == 1
+
+
+@pytest.mark.parametrize("name", ["reinforce", "maskable-ppo"])
+def test_save_and_restore_on_a_vector_env(name: str, tmp_path: Path) -> None:
+    env = removal_vector()
+    agent = registry.make(name, env, seed=0)
+    agent.iterate(env)
+    agent.save(tmp_path / "policy.pt")
+    fresh = removal_vector()
+    restored = registry.restore(name, fresh, tmp_path / "policy.pt", seed=0)
+    assert restored.iterations == 1
+    agent.reseed(7)
+    ahead = [reward for reward, _ in agent.iterate(env)]
+    restored.reseed(7)
+    assert [reward for reward, _ in restored.iterate(fresh)] == pytest.approx(ahead)

@@ -8,10 +8,21 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+from stable_baselines3.common.vec_env import VecMonitor
 
 import n2n_env  # noqa: F401  (registers the environments)
 from agents.random_search import RandomSearch
-from agents.sb3 import AGENTS, MaskedActionFallback, episode_length, make_agent, monitor, train
+from agents.sb3 import (
+    AGENTS,
+    MaskedActionFallback,
+    VecMaskedActionFallback,
+    episode_length,
+    make_agent,
+    monitor,
+    rollout_steps,
+    train,
+)
+from agents.vec_adapter import GymnasiumVecEnv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -165,3 +176,108 @@ def test_a_plain_ppo_without_masks_learns_on_both_environments(env_id: str) -> N
 
     env = gym.make(env_id, evaluator="mock")
     PPO("MultiInputPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0).learn(128)
+
+
+# ------------------------------------------------------------------ vector envs
+def make_vector(num_envs: int, env_id: str = "N2NRemoval-v0", **kwargs: Any
+                ) -> gym.vector.VectorEnv:
+    return gym.make_vec(env_id, num_envs=num_envs, evaluator="mock", **kwargs)
+
+
+def test_n_steps_on_a_vector_env_holds_whole_episodes_of_every_sub_environment() -> None:
+    assert [rollout_steps(20, n) for n in (1, 2, 3, 4, 5, 7)] == [100, 60, 40, 40, 20, 20]
+    five, two = make_vector(5), make_vector(2)
+    assert episode_length(five) == 20
+    agent = make_agent("ppo", five)
+    assert agent.n_steps == 20 and agent.batch_size == 100 and agent.n_envs == 5
+    agent = make_agent("maskable-ppo", two)
+    assert agent.n_steps == 60 and agent.batch_size == 120
+    assert make_agent("a2c", make_vector(5, "N2NShrink-v0")).n_steps == (
+        make_env("N2NShrink-v0").unwrapped.num_variables)
+
+
+def test_the_adapter_speaks_sb3s_vec_env_interface() -> None:
+    envs = make_vector(3, "N2NShrink-v0")
+    adapter = GymnasiumVecEnv(envs)
+    assert adapter.num_envs == 3 and adapter.observation_space == envs.single_observation_space
+    adapter.seed(7)
+    observation = adapter.reset()
+    assert [int(seed) for seed in adapter.get_attr("np_random_seed")] == [7, 8, 9]
+    assert observation["action_mask"].shape == (3, 10)
+    assert all("action_mask" in info for info in adapter.reset_infos)
+    masks = adapter.env_method("action_masks")
+    assert len(masks) == 3 and np.array_equal(np.stack(masks), envs.action_masks())
+    assert adapter.env_method("action_masks", indices=[1])[0].shape == (10,)
+    assert adapter.has_attr("action_masks") and not adapter.has_attr("no_such_attribute")
+    adapter.set_attr("invalid_action", "raise", indices=[2])
+    assert adapter.get_attr("invalid_action") == ["replace", "replace", "raise"]
+    assert adapter.env_is_wrapped(gym.Wrapper) == [False] * 3
+    length = episode_length(adapter)
+    for t in range(length):
+        observation, rewards, dones, infos = adapter.step(np.array([4, 5, 6]))
+        assert rewards.dtype == np.float32 and len(infos) == 3
+        assert all(info["TimeLimit.truncated"] is False for info in infos)
+        assert dones.all() == (t == length - 1)
+    for info in infos:
+        assert {"terminal_observation", "accuracy", "architecture"} <= set(info)
+        assert info["terminal_observation"]["position"] == pytest.approx([1.0])
+    assert observation["position"] == pytest.approx(np.zeros((3, 1)))  # the next episode
+    adapter.close()
+
+
+def test_the_adapter_wants_same_step_autoreset() -> None:
+    from gymnasium.vector import AutoresetMode
+
+    def make() -> gym.Env:
+        return gym.make("N2NRemoval-v0", evaluator="mock")
+
+    with pytest.raises(ValueError, match="SAME_STEP"):
+        GymnasiumVecEnv(gym.vector.SyncVectorEnv([make, make]))
+    synced = GymnasiumVecEnv(gym.vector.SyncVectorEnv(
+        [make, make], autoreset_mode=AutoresetMode.SAME_STEP))
+    synced.reset()
+    for _ in range(20):
+        _, _, dones, infos = synced.step(np.array([1, 0]))
+    assert dones.all() and all("terminal_observation" in info for info in infos)
+
+
+def test_plain_ppo_and_maskable_ppo_learn_through_the_adapter() -> None:
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3 import PPO
+
+    model = PPO("MultiInputPolicy", GymnasiumVecEnv(make_vector(2)), n_steps=20,
+                batch_size=40, n_epochs=1, seed=0, device="cpu")
+    model.learn(40)
+    assert model.num_timesteps == 40
+    # invalid_action="raise": one masked action and the step fails
+    masked = GymnasiumVecEnv(make_vector(2, invalid_action="raise"))
+    model = MaskablePPO("MultiInputPolicy", masked, n_steps=20, batch_size=40, n_epochs=1,
+                        seed=0, device="cpu")
+    model.learn(80)
+    assert model.num_timesteps == 80
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_every_agent_trains_on_a_vector_env_without_masked_actions(name: str) -> None:
+    envs = make_vector(5, invalid_action="raise")  # unmasked agents go through the fallback
+    overrides = {"n_epochs": 2} if name == "recurrent-ppo" else {}
+    agent = make_agent(name, envs, seed=0, **overrides)
+    assert isinstance(agent.get_env(), VecMonitor)
+    rewards = train(agent, 10)
+    assert len(rewards) == 10 and np.all(np.isfinite(rewards))
+    assert agent.num_timesteps == 10 * 20
+    with pytest.raises(ValueError, match="VecMonitor"):
+        monitor(agent)
+
+
+def test_vec_fallback_maps_each_masked_action_to_its_nearest_allowed() -> None:
+    envs = make_vector(2, invalid_action="raise")
+    fallback = VecMaskedActionFallback(GymnasiumVecEnv(envs))
+    fallback.reset()
+    fixed = ~np.array(envs.envs[0].teacher.removable())
+    length = envs.envs[0].num_layers
+    assert fixed[:-1].any()
+    for index in range(length - 1):  # the last step shows the next episode's observation
+        observation, _, _, _ = fallback.step(np.array([0, 1]))
+        assert observation["decisions"][0][index] == (1.0 if fixed[index] else -1.0)
+        assert observation["decisions"][1][index] == 1.0
