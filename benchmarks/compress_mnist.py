@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from n2n_env.pipeline import compress
+from n2n_env.run_config import RunConfig
 
 
 def main() -> None:
@@ -31,10 +32,11 @@ def main() -> None:
     args = parser.parse_args()
     parent = Path(args.out or tempfile.mkdtemp(prefix="n2n-compress-mnist-"))
     for agent in args.agents.split(","):
-        result = compress(args.teacher, args.dataset, data_root=args.data_root,
-                          teacher_width=args.teacher_width, iterations=args.iterations,
-                          finetune_epochs=args.finetune_epochs, agent=agent,
-                          out=parent / agent, progress=False)
+        config = RunConfig(teacher=args.teacher, dataset=args.dataset,
+                           data_root=args.data_root, teacher_width=args.teacher_width,
+                           iterations=args.iterations, finetune_epochs=args.finetune_epochs,
+                           agent=agent)
+        result = compress(config, out=parent / agent, progress=False)
         trained, best = [], []
         for stage in ("removal", "shrink"):
             with open(result.out / f"metrics_{stage}.csv") as handle:

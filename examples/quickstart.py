@@ -1,6 +1,7 @@
 """Quick start: compress conv4 on digits in Python, the counterpart of ``n2n compress``.
 
-Calls :func:`n2n_env.pipeline.compress`: it trains (or loads the cached) conv4 teacher on
+Calls :func:`n2n_env.pipeline.compress` with a typed :class:`~n2n_env.run_config.RunConfig`:
+it trains (or loads the cached) conv4 teacher on
 scikit-learn's bundled digits, searches for a student by layer removal (stage 1) and then
 layer shrinkage (stage 2) with the paper's REINFORCE agent, scoring every candidate by
 real knowledge distillation, fine-tunes both stages' best students and prints a table in
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 
 from n2n_env.pipeline import CompressionResult, compress
+from n2n_env.run_config import RunConfig
 
 DEFAULT_ITERATIONS = 15
 
@@ -42,9 +44,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> CompressionResult:
     args = parse_args(argv)
-    result = compress("conv4", "digits", iterations=args.iterations,
-                      evaluator=args.evaluator, finetune_epochs=args.finetune_epochs,
-                      out=args.out, seed=args.seed, progress=not args.no_progress)
+    config = RunConfig(teacher="conv4", dataset="digits", iterations=args.iterations,
+                       evaluator=args.evaluator, finetune_epochs=args.finetune_epochs,
+                       seed=args.seed)
+    result = compress(config, out=args.out, progress=not args.no_progress)
     if args.evaluator == "mock":
         print("note: the search used MOCK rewards (NOT REAL); the accuracies below come from "
               "real fine-tuning")

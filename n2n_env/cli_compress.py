@@ -8,21 +8,28 @@ with 1 (see :mod:`n2n_env.cli`). Ctrl-C says what rerunning will do.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from n2n_env import checkpoints, data, zoo
 from n2n_env.cli import (
     FILE_ERRORS,
     UsageError,
     _check_choice,
+    _int_at_least,
     _non_negative_int,
     _positive_float,
     _positive_int,
 )
 from n2n_env.device import resolve_device, use_all_cores
+
+BACKENDS = ("local", "processes", "ray")
+_at_least_two = _int_at_least(2, "an integer >= 2 (batch norm needs two samples)")
 
 
 def _constraint(text: str) -> tuple[str, float]:
@@ -40,12 +47,14 @@ def _constraint(text: str) -> tuple[str, float]:
 
 def _compress(args: argparse.Namespace) -> int:
     from n2n_env import pipeline
+    from n2n_env.run_config import RunConfig
 
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     for stage in stages:
         _check_choice("stage", stage, pipeline.STAGES)
     _check_choice("agent", args.agent, pipeline.AGENTS)
     _check_choice("evaluator", args.evaluator, ("distill", "mock"))
+    _check_choice("backend", args.backend, BACKENDS)
     if not args.teacher.endswith(".pt"):
         _check_choice("teacher (or a checkpoint path ending in .pt)", args.teacher, zoo.names())
     _check_choice("dataset", args.dataset, data.names())
@@ -58,16 +67,25 @@ def _compress(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if device.type == "cpu":
         use_all_cores()
+    progress = "lines" if args.no_progress else True
     try:
-        result = pipeline.compress(
-            args.teacher, args.dataset, data_root=args.data_root, stages=stages,
-            iterations=args.iterations, agent=args.agent,
-            constraints=dict(args.constraint) or None, evaluator=args.evaluator,
-            policy_init=args.policy_init, out=run, resume=args.resume is not None,
-            finetune_epochs=args.finetune_epochs, device=str(device), seed=args.seed,
-            progress="lines" if args.no_progress else True, teacher_width=args.teacher_width,
-            teacher_epochs=args.teacher_epochs, anneal_episodes=args.anneal_episodes,
-        )
+        backend = _backend(args)
+        if args.resume is not None:
+            result = pipeline.resume(run, iterations=args.iterations,
+                                     finetune_epochs=args.finetune_epochs,
+                                     backend=backend if _backend_given(args) else None,
+                                     device=str(device), progress=progress)
+        else:
+            config = RunConfig(
+                teacher=args.teacher, dataset=args.dataset, data_root=args.data_root,
+                stages=stages, agent=args.agent,
+                iterations=args.iterations or pipeline.DEFAULT_ITERATIONS,
+                constraints=dict(args.constraint), anneal_episodes=args.anneal_episodes,
+                evaluator=args.evaluator, recipe=_recipe(args), policy_init=args.policy_init,
+                seed=args.seed, teacher_width=args.teacher_width,
+                teacher_epochs=args.teacher_epochs, finetune_epochs=args.finetune_epochs,
+                backend=backend)
+            result = pipeline.compress(config, out=run, device=str(device), progress=progress)
     except KeyboardInterrupt:
         print(f"n2n: interrupted; {_compress_interrupted(args, run)}", file=sys.stderr)
         return 130
@@ -79,6 +97,34 @@ def _compress(args: argparse.Namespace) -> int:
     print(f"wall time:  {result.seconds:.1f} s")
     print(f"run dir:    {result.out}")
     return 0
+
+
+def _recipe(args: argparse.Namespace) -> Any:
+    """The distillation recipe: the default one with the budget the command line gave."""
+    from n2n_env.distill import DistillRecipe
+
+    changes = {}
+    if args.distill_steps is not None:
+        changes["steps"] = args.distill_steps
+    if args.distill_batch_size is not None:
+        changes["batch_size"] = args.distill_batch_size
+    return dataclasses.replace(DistillRecipe(), **changes)
+
+
+def _backend_given(args: argparse.Namespace) -> bool:
+    return (args.backend != "local" or args.workers is not None
+            or args.ray_address is not None or args.gpus_per_student is not None)
+
+
+def _backend(args: argparse.Namespace) -> Any:
+    """--backend, --workers, --ray-address and --gpus-per-student as BackendSettings."""
+    from n2n_env.stack import BackendSettings
+
+    workers = args.workers
+    if workers is None:
+        workers = 1 if args.backend == "local" else max(1, (os.cpu_count() or 1))
+    return BackendSettings(args.backend, workers, args.ray_address,
+                           args.gpus_per_student or 0.0)
 
 
 def _compress_interrupted(args: argparse.Namespace, run: Path) -> str:
@@ -98,7 +144,7 @@ def _compress_interrupted(args: argparse.Namespace, run: Path) -> str:
 def register(commands: argparse._SubParsersAction,
              add_command: Callable[..., argparse.ArgumentParser]) -> None:
     """Add ``n2n compress`` to the parser's ``commands``."""
-    from n2n_env.pipeline import DEFAULT_ITERATIONS
+    from n2n_env.run_config import DEFAULT_ITERATIONS
 
     cmd = add_command(commands, "compress", _compress,
                        "compress a teacher: layer removal, then layer shrinkage, then "
@@ -143,5 +189,21 @@ def register(commands: argparse._SubParsersAction,
                      help="auto (default), cpu, cuda or cuda:N")
     cmd.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                      help="seed (default 0)")
+    cmd.add_argument("--distill-steps", type=_positive_int, metavar="N",
+                     help="optimizer steps of distillation per candidate (default 100)")
+    cmd.add_argument("--distill-batch-size", type=_at_least_two, metavar="B",
+                     help="mini-batch size of distillation per candidate (default 32)")
+    cmd.add_argument("--backend", default="local", metavar="NAME",
+                     help="where candidates train: local (default, one at a time in this "
+                     "process), processes (--workers local processes) or ray (--workers Ray "
+                     "actors; pip install \"n2n[ray]\"). With processes or ray the 5 "
+                     "episodes of an update are played side by side and trained as a batch")
+    cmd.add_argument("--workers", type=_positive_int, metavar="N",
+                     help="worker processes or Ray actors (default: the CPU count)")
+    cmd.add_argument("--ray-address", metavar="ADDR",
+                     help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray)")
+    cmd.add_argument("--gpus-per-student", type=_positive_float, metavar="G",
+                     help="GPUs per Ray actor; below 1, several students share a GPU "
+                     "(for example 0.25)")
     cmd.add_argument("--no-progress", action="store_true",
                      help="no progress bars: one line per iteration and epoch instead")

@@ -113,9 +113,13 @@ class N2NEnvBase(gym.Env[dict[str, np.ndarray], int]):
         self._require_running()
         student, replaced = self.advance(action)
         if student is None:
-            return self._observation(), 0.0, False, False, {
-                "action_mask": self.action_masks(), "action_replaced": replaced}
+            return self.midway(replaced)
         return self.finish(student, self.evaluator.evaluate(student), replaced)
+
+    def midway(self, replaced: bool = False) -> StepResult:
+        """The step result of a decision that did not finish the episode."""
+        return self._observation(), 0.0, False, False, {
+            "action_mask": self.action_masks(), "action_replaced": replaced}
 
     @abstractmethod
     def advance(self, action: int) -> tuple[Architecture | None, bool]:

@@ -1,12 +1,15 @@
-"""The files of a ``n2n compress`` run directory besides the search itself: metrics CSVs,
-plots, the run state, and the fine-tuned students, kept so that an interrupted run never
-trains a finished student again.
+"""The files of an ``n2n compress`` run directory: the run state (``state.json``), the
+metrics CSVs, TensorBoard events, plots, the pending-policy protocol that keeps a saved
+policy and the state in step, and the fine-tuned students, kept so that an interrupted run
+never trains a finished student again.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,6 +17,7 @@ from typing import Any
 
 import torch
 
+from agents.search import EPISODES_PER_UPDATE
 from n2n_env.arch import Architecture
 from n2n_env.build import build_model
 from n2n_env.checkpoints import CheckpointError, _atomic_save, _read_checkpoint
@@ -23,8 +27,6 @@ from n2n_env.progress import Progress
 from n2n_env.recipes import Recipe
 
 STAGE_LABELS = {"removal": "Stage1", "shrink": "Stage2"}
-ROLLOUTS = 5
-"""Episodes per iteration (the paper's batch of m = 5 rollouts)."""
 METRIC_FIELDS = ("iteration", "reward_mean", "reward_best", "accuracy_mean", "accuracy_best",
                  "compression_mean", "compression_best", "best_reward_so_far", "evaluations",
                  "cache_hits", "seconds")
@@ -105,9 +107,60 @@ def plot(run: Path, stages: Sequence[str]) -> None:
                         label=f"{STAGE_LABELS[stage]} ({stage}) {kind}")
         ax.set_xlabel("iteration")
         ax.set_ylabel(quantity)
-        ax.set_title(f"{quantity} per iteration ({ROLLOUTS} rollouts)")
+        ax.set_title(f"{quantity} per iteration ({EPISODES_PER_UPDATE} rollouts)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
         fig.tight_layout()
         fig.savefig(run / f"{quantity}.png", dpi=100)
         plt.close(fig)
+
+
+def default_run_dir(teacher: str | os.PathLike[str], dataset: str) -> Path:
+    """``n2n-runs/<teacher>-<dataset>-<local time>``: a new directory per run."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("n2n-runs") / f"{Path(os.fspath(teacher)).stem}-{dataset}-{stamp}"
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """The run state ``state.json`` of an interrupted run, or a ValueError saying why not."""
+    if not path.is_file():
+        raise ValueError(f"nothing to resume: {path} does not exist")
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot resume: run state {path} is damaged ({exc}); start a new "
+                         "run with --out") from None
+    if not (isinstance(state, dict) and isinstance(state.get("stages"), dict) and (
+            isinstance(state.get("config"), dict) or isinstance(state.get("settings"), dict))):
+        raise ValueError(f"cannot resume: {path} is not an n2n run state (no config and "
+                         "stages); start a new run with --out")
+    return state
+
+
+def pending_policy(policy_path: Path, iteration: int) -> Path:
+    """Where iteration ``iteration``'s policy waits until ``state.json`` records it."""
+    return policy_path.with_name(f"{policy_path.name}.{iteration}")
+
+
+def settle_policy(policy_path: Path, iteration: int) -> None:
+    """Make ``policy_path`` the policy of saved iteration ``iteration``.
+
+    Each iteration writes its policy to a pending file, then ``state.json``, then renames
+    the pending file. A kill between the last two leaves the pending file of the saved
+    iteration (promoted here); a kill before ``state.json`` leaves one of an iteration the
+    state never recorded (deleted here, so that update is not applied twice).
+    """
+    recorded = pending_policy(policy_path, iteration)
+    if iteration > 0 and recorded.exists():
+        recorded.replace(policy_path)
+    for stale in policy_path.parent.glob(f"{policy_path.name}.*"):
+        stale.unlink()
+
+
+def board(run: Path, stage: str, done: int) -> Any:
+    """A TensorBoard writer for one stage under ``run/tensorboard/<stage>``; on resume,
+    events after the last saved iteration (written before a kill) are dropped."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=os.fspath(run / "tensorboard" / stage),
+                         purge_step=done + 1 if done else None)

@@ -326,9 +326,11 @@ def _ensure_teacher(settings: EvaluatorSettings) -> None:
 
 
 def load_teacher(settings: EvaluatorSettings, data: Dataset | None = None,
-                 epochs: int | None = None) -> tuple[LoadedTeacher, Any]:
+                 epochs: int | None = None, progress: Any = None
+                 ) -> tuple[LoadedTeacher, Any]:
     """The teacher of ``settings`` and its record (a zoo teacher is trained on first use,
-    for ``epochs`` epochs if given, and cached)."""
+    for ``epochs`` epochs if given, and cached, showing ``progress`` as
+    :mod:`n2n_env.progress` does; None: ``settings.teacher_progress``)."""
     from n2n_env import data as data_mod
     from n2n_env.device import resolve_device
 
@@ -346,7 +348,8 @@ def load_teacher(settings: EvaluatorSettings, data: Dataset | None = None,
         model, record = get_teacher(settings.teacher, settings.dataset,
                                     width=settings.teacher_width, data_root=settings.data_root,
                                     device=device, epochs=epochs,
-                                    progress=settings.teacher_progress)
+                                    progress=settings.teacher_progress if progress is None
+                                    else progress)
     return LoadedTeacher(model, record.val_accuracy), record
 
 

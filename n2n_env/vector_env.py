@@ -167,8 +167,7 @@ class N2NVectorEnv(VectorEnv[Observation, np.ndarray, np.ndarray]):
         for index, (env, action) in enumerate(zip(self.envs, chosen)):
             student, replaced = env.advance(action)
             if student is None:
-                results[index] = (env._observation(), 0.0, False, False, {
-                    "action_mask": env.action_masks(), "action_replaced": replaced})
+                results[index] = env.midway(replaced)
             else:
                 finished.append((index, student, replaced))
         if finished and len(finished) != self.num_envs:

@@ -21,7 +21,7 @@ import torch
 
 import n2n_env  # noqa: F401  (registers the environments)
 from agents.policy_files import PolicyFileError
-from n2n_env import cli, pipeline, zoo
+from n2n_env import cli, zoo
 from n2n_env.arch import Architecture, Layer
 from n2n_env.build import build_model
 from n2n_env.checkpoints import CheckpointError, TeacherRecord, load_teacher, save_teacher
@@ -31,6 +31,8 @@ from n2n_env.evaluators import MockEvaluator
 from n2n_env.finetune import finetune
 from n2n_env.recipes import Recipe
 from n2n_env.reward import LinearConstraint, parse_constraints
+from n2n_env.run_config import RunConfig
+from n2n_env.stack import BackendSettings
 from n2n_env.teacher import train_teacher
 
 TINY = Architecture((3, 8, 8), 10, (Layer("conv", out=4, kernel=3, padding=1), Layer("relu"),
@@ -133,19 +135,20 @@ API_CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
      lambda: build_model(TINY, teacher=build_model(zoo.get("conv4", (1, 16, 16), 10, 0.25))),
      ValueError, r"input \(1, 16, 16\)"),
     # the pipeline's own arguments
-    ("fractional iterations", lambda: pipeline.compress(iterations=1.5), TypeError,
+    ("fractional iterations", lambda: RunConfig(iterations=1.5), TypeError,
      r"iterations must be an integer >= 1, got 1.5"),
-    ("negative compress seed", lambda: pipeline.compress(iterations=1, seed=-2), ValueError,
+    ("negative compress seed", lambda: RunConfig(iterations=1, seed=-2), ValueError,
      r"seed must be an integer >= 0"),
     ("compress mock option",
-     lambda: pipeline.compress(iterations=1, evaluator="mock", evaluator_kwargs={"steps": 9}),
-     ValueError, r"unknown evaluator_kwargs for evaluator='mock' \['steps'\]; allowed"),
-    ("compress distill option",
-     lambda: pipeline.compress(iterations=1, evaluator_kwargs={"lr": -1}), ValueError,
+     lambda: RunConfig(iterations=1, evaluator="mock", mock_options={"steps": 9}),
+     ValueError, r"unknown mock_options \['steps'\]; allowed: capacity_scale"),
+    ("compress distill option", lambda: RunConfig(recipe=DistillRecipe(lr=-1)), ValueError,
      r"lr must be a finite number > 0, got -1"),
     ("compress constraint name",
-     lambda: pipeline.compress(iterations=1, constraints={"latency": 3.0}), ValueError,
+     lambda: RunConfig(iterations=1, constraints={"latency": 3.0}), ValueError,
      r"allowed: accuracy, flops, params"),
+    ("compress backend", lambda: RunConfig(backend=BackendSettings("threads")), ValueError,
+     r"backend must be one of 'local', 'processes', 'ray'"),
 ]
 
 

@@ -16,8 +16,20 @@ from n2n_env.arch import Architecture
 from n2n_env.build import build_model
 from n2n_env.cli import main
 from n2n_env.evaluators import MockEvaluator
+from n2n_env.run_config import RunConfig
 
-FAST = {"dataset": "synthetic", "evaluator": "mock", "finetune_epochs": 1, "progress": False}
+FAST = {"dataset": "synthetic", "evaluator": "mock", "finetune_epochs": 1}
+
+
+def compress(teacher, out, *, resume=False, **settings):
+    """``pipeline.compress`` of a RunConfig from ``settings`` (or ``pipeline.resume``,
+    which takes only the budgets), without progress bars."""
+    if resume:
+        return pipeline.resume(out, iterations=settings.get("iterations"),
+                               finetune_epochs=settings.get("finetune_epochs"),
+                               progress=False)
+    return pipeline.compress(RunConfig(teacher=str(teacher), **settings), out=out,
+                             progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +38,8 @@ def first_run(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("N2N_HOME", str(home))
-        result = pipeline.compress("conv4", iterations=3, out=home / "run", teacher_width=0.25,
-                                   teacher_epochs=2, **FAST)
+        result = compress("conv4", home / "run", iterations=3, teacher_width=0.25,
+                          teacher_epochs=2, **FAST)
     return result, home / "teachers" / "conv4-synthetic-w0.25-s0.pt"
 
 
@@ -98,7 +110,7 @@ def test_tensorboard_logs_match_the_metrics(first_run):
 def test_resume_continues_and_never_reevaluates(first_run, tmp_path, monkeypatch, agent):
     _, checkpoint = first_run
     kwargs = {**FAST, "iterations": 4, "agent": agent}
-    clean = pipeline.compress(str(checkpoint), out=tmp_path / "clean", **kwargs)
+    clean = compress(str(checkpoint), tmp_path / "clean", **kwargs)
     seen: list[str] = []
     original = MockEvaluator.evaluate
 
@@ -110,11 +122,11 @@ def test_resume_continues_and_never_reevaluates(first_run, tmp_path, monkeypatch
 
     monkeypatch.setattr(MockEvaluator, "evaluate", counting)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.compress(str(checkpoint), out=tmp_path / "run", **kwargs)
+        compress(str(checkpoint), tmp_path / "run", **kwargs)
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert 0 < state["stages"]["removal"]["iteration"] < 4
     seen.append("interrupted")
-    resumed = pipeline.compress(str(checkpoint), out=tmp_path / "run", resume=True, **kwargs)
+    resumed = compress(str(checkpoint), tmp_path / "run", resume=True, **kwargs)
     assert len(set(seen)) == len(seen)  # no candidate evaluated twice across the two runs
     for stage in pipeline.STAGES:
         path = f"metrics_{stage}.csv"
@@ -144,23 +156,23 @@ def test_resume_continues_and_never_reevaluates(first_run, tmp_path, monkeypatch
 
 def test_random_agent_and_bad_names(first_run, tmp_path):
     _, checkpoint = first_run
-    result = pipeline.compress(str(checkpoint), out=tmp_path / "r", agent="random",
+    result = compress(str(checkpoint), tmp_path / "r", agent="random",
                                stages=("removal",), iterations=2, **FAST)
     assert [r.name for r in result.rows] == ["Teacher", "Student (Stage1)"]
     assert not (tmp_path / "r" / "removal_policy.pt").exists()
     assert _column(tmp_path / "r" / "metrics_removal.csv", "cache_hits")[-1] != ""
     with pytest.raises(ValueError, match=r"reinforce, actor-critic, ppo, .*, random"):
-        pipeline.compress(str(checkpoint), agent="dqn", out=tmp_path / "x", **FAST)
+        compress(str(checkpoint), agent="dqn", out=tmp_path / "x", **FAST)
     with pytest.raises(ValueError, match=r"policy_init needs .* reinforce, actor-critic"):
-        pipeline.compress(str(checkpoint), agent="ppo", policy_init=tmp_path / "p.pt",
+        compress(str(checkpoint), agent="ppo", policy_init=tmp_path / "p.pt",
                           out=tmp_path / "x", **FAST)
     with pytest.raises(ValueError, match="removal, shrink"):
-        pipeline.compress(str(checkpoint), stages=("removal", "prune"), out=tmp_path / "x",
+        compress(str(checkpoint), stages=("removal", "prune"), out=tmp_path / "x",
                           **FAST)
     with pytest.raises(ValueError, match="already holds a run"):
-        pipeline.compress(str(checkpoint), out=tmp_path / "r", **FAST)
+        compress(str(checkpoint), tmp_path / "r", **FAST)
     with pytest.raises(ValueError, match="nothing to resume"):
-        pipeline.compress(str(checkpoint), out=tmp_path / "none", resume=True, **FAST)
+        compress(str(checkpoint), tmp_path / "none", resume=True, **FAST)
 
 
 def test_cli_compress(first_run, tmp_path, capsys):
@@ -171,7 +183,7 @@ def test_cli_compress(first_run, tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "cli")]) == 0
     out = capsys.readouterr().out
     assert "Student (Stage1+Stage2)" in out and str(tmp_path / "cli") in out
-    assert json.loads((tmp_path / "cli" / "result.json").read_text())["settings"][
+    assert json.loads((tmp_path / "cli" / "result.json").read_text())["config"][
         "constraints"] == {"params": 100000.0}
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--constraint", "params<20000"])
@@ -220,7 +232,7 @@ def test_cli_trains_a_zoo_teacher_at_the_given_width(tmp_path, capsys, monkeypat
                  "--stages", "removal", "--finetune-epochs", "1", "--no-progress",
                  "--out", str(tmp_path / "run")]) == 0
     assert (tmp_path / "home" / "teachers" / "conv4-synthetic-w0.25-s0.pt").is_file()
-    settings = json.loads((tmp_path / "run" / "result.json").read_text())["settings"]
+    settings = json.loads((tmp_path / "run" / "result.json").read_text())["config"]
     assert settings["teacher_width"] == 0.25 and settings["teacher_epochs"] == 1
 
 
@@ -229,28 +241,28 @@ def test_constraints_anneal_and_only_feasible_students_win(first_run, tmp_path, 
     teacher_params = Architecture.from_json(first_run[0].rows[0].architecture).num_params()
     bound = teacher_params // 8
     kwargs = {**FAST, "iterations": 4, "constraints": {"params": bound}, "anneal_episodes": 12}
-    clean = pipeline.compress(str(checkpoint), out=tmp_path / "clean", **kwargs)
+    clean = compress(str(checkpoint), tmp_path / "clean", **kwargs)
     assert all(row.params <= bound for row in clean.rows[1:])
     interrupt_evaluation(monkeypatch, 8)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.compress(str(checkpoint), out=tmp_path / "run", **kwargs)
-    resumed = pipeline.compress(str(checkpoint), out=tmp_path / "run", resume=True, **kwargs)
+        compress(str(checkpoint), tmp_path / "run", **kwargs)
+    resumed = compress(str(checkpoint), tmp_path / "run", resume=True, **kwargs)
     for stage in pipeline.STAGES:  # equal rewards: the penalty schedule resumed where it was
         assert _column(tmp_path / "run" / f"metrics_{stage}.csv", "reward_mean") == _column(
             tmp_path / "clean" / f"metrics_{stage}.csv", "reward_mean")
     assert resumed.student.architecture == clean.student.architecture
-    settings = json.loads((tmp_path / "run" / "result.json").read_text())["settings"]
+    settings = json.loads((tmp_path / "run" / "result.json").read_text())["config"]
     assert settings["anneal_episodes"] == 12
-    default = pipeline.compress(str(checkpoint), out=tmp_path / "default", stages=("removal",),
+    default = compress(str(checkpoint), tmp_path / "default", stages=("removal",),
                                 **{**kwargs, "anneal_episodes": None})
-    assert json.loads((default.out / "result.json").read_text())["settings"][
+    assert json.loads((default.out / "result.json").read_text())["config"][
         "anneal_episodes"] == 10  # half of 4 iterations x 5 episodes
 
 
 def test_an_impossible_constraint_keeps_the_start_and_says_so(first_run, tmp_path):
     _, checkpoint = first_run
     with pytest.warns(UserWarning, match="no valid student within the constraints"):
-        result = pipeline.compress(str(checkpoint), out=tmp_path / "run", iterations=1,
+        result = compress(str(checkpoint), tmp_path / "run", iterations=1,
                                    stages=("removal",), constraints={"params": 1}, **FAST)
     assert result.student.architecture == result.teacher.architecture
 
@@ -260,8 +272,8 @@ def test_a_kill_between_policy_and_state_applies_no_update_twice(first_run, tmp_
                                                                   monkeypatch, agent):
     _, checkpoint = first_run
     kwargs = {**FAST, "iterations": 4, "agent": agent}
-    clean = pipeline.compress(str(checkpoint), out=tmp_path / "clean", **kwargs)
-    original = pipeline._atomic_json
+    clean = compress(str(checkpoint), tmp_path / "clean", **kwargs)
+    original = pipeline.atomic_json
     writes = []
 
     def killed_before_the_second_state(path, value):
@@ -270,11 +282,11 @@ def test_a_kill_between_policy_and_state_applies_no_update_twice(first_run, tmp_
             raise KeyboardInterrupt
         original(path, value)
 
-    monkeypatch.setattr(pipeline, "_atomic_json", killed_before_the_second_state)
+    monkeypatch.setattr(pipeline, "atomic_json", killed_before_the_second_state)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.compress(str(checkpoint), out=tmp_path / "run", **kwargs)
-    monkeypatch.setattr(pipeline, "_atomic_json", original)
-    resumed = pipeline.compress(str(checkpoint), out=tmp_path / "run", resume=True, **kwargs)
+        compress(str(checkpoint), tmp_path / "run", **kwargs)
+    monkeypatch.setattr(pipeline, "atomic_json", original)
+    resumed = compress(str(checkpoint), tmp_path / "run", resume=True, **kwargs)
     for stage in pipeline.STAGES:
         assert _column(tmp_path / "run" / f"metrics_{stage}.csv", "reward_mean") == _column(
             tmp_path / "clean" / f"metrics_{stage}.csv", "reward_mean")
@@ -290,7 +302,7 @@ def test_bad_settings_fail_before_any_teacher_is_trained(tmp_path, monkeypatch):
                          ({"teacher_width": 0.0}, "teacher_width must be a finite number > 0"),
                          ({"finetune_epochs": 0}, "finetune_epochs must be an integer >= 1")):
         with pytest.raises(ValueError, match=message):
-            pipeline.compress("conv4", out=tmp_path / "run", **{**FAST, **bad})
+            compress("conv4", tmp_path / "run", **{**FAST, **bad})
     assert not (tmp_path / "home").exists()
 
 
@@ -335,9 +347,9 @@ def test_a_kill_during_fine_tuning_does_not_train_a_finished_student_again(
     monkeypatch.setattr(run_files, "finetune", counted)
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        pipeline.compress(str(checkpoint), iterations=2, out=run, **FAST)
+        compress(str(checkpoint), iterations=2, out=run, **FAST)
     assert len(list(run.glob("finetune_*.pt"))) == 1
     calls.clear()
-    result = pipeline.compress(str(checkpoint), out=run, resume=True, **FAST)
+    result = compress(str(checkpoint), run, resume=True, **FAST)
     assert len(calls) == 1 and calls[0] == Architecture.from_json(
         result.student.architecture).signature()
