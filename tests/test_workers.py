@@ -41,7 +41,7 @@ def draw_students(n: int, seed: int = 0) -> list[Architecture]:
     return list(found.values())
 
 
-STUDENTS = draw_students(60)
+STUDENTS = draw_students(64)
 """Each test takes its own slice, so the shared log tells its students apart."""
 
 
