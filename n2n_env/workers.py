@@ -84,14 +84,15 @@ def default_threads(workers: int) -> int:
 def build_evaluator(make_evaluator: Callable[[], Evaluator], threads: int) -> Evaluator:
     """Inside a worker: limit torch to ``threads`` threads, then build the evaluator.
 
-    ``OMP_NUM_THREADS`` is set too, so that an evaluator which sizes torch's thread pool
-    itself (``DistillationEvaluator`` uses every core unless that variable says otherwise)
-    keeps the worker's share, and so that torch, if the factory imports it only now, starts
-    with it. Torch is only imported here if the factory already did: a worker whose
-    evaluator needs no torch starts in a fraction of a second.
+    ``N2N_THREADS`` and ``OMP_NUM_THREADS`` are set too, so that an evaluator which sizes
+    torch's thread pool itself (``DistillationEvaluator`` claims a share of the machine's
+    cores through :mod:`n2n_env.thread_budget` unless one of them fixes the count) keeps the
+    worker's count, and so that torch, if the factory imports it only now, starts with it.
+    Torch is only imported here if the factory already did: a worker whose evaluator needs
+    no torch starts in a fraction of a second.
     """
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ["MKL_NUM_THREADS"] = str(threads)
+    for variable in ("N2N_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
     evaluator = make_evaluator()

@@ -62,10 +62,17 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def remote(ray_session, folder: Path):
+def ray_here(ray_session):
+    """The session's Ray, shipping the test helpers' module to the actors by value."""
+    ray_session.cloudpickle.register_pickle_by_value(test_workers)
+    yield ray_session
+    ray_session.cloudpickle.unregister_pickle_by_value(test_workers)
+
+
+@pytest.fixture(scope="module")
+def remote(ray_here, folder: Path):
     from n2n_env.ray_backend import RayEvaluator
 
-    ray_session.cloudpickle.register_pickle_by_value(test_workers)
     with RayEvaluator(functools.partial(Scripted, str(folder)), workers=2, progress=Bar(),
                       **HALF) as evaluator:
         assert not evaluator.started_ray
@@ -91,7 +98,7 @@ def test_batch_equals_sequential_each_distinct_student_once(remote, folder: Path
 @pytest.mark.parametrize(("how", "first"), [("SIGKILL", 46), ("restartable ray.kill", 50),
                                             ("ray.kill for good", 60)])
 def test_actor_killed_mid_student_is_survived_and_the_student_retried(
-        ray_session, remote, folder: Path, how: str, first: int) -> None:
+        ray_here, remote, folder: Path, how: str, first: int) -> None:
     """SIGKILL and ``ray.kill(no_restart=False)``: Ray restarts the actor; ``ray.kill``
     (no restart): the evaluator starts a fresh actor in its place."""
     batch = STUDENTS[first : first + 4]
@@ -104,7 +111,7 @@ def test_actor_killed_mid_student_is_survived_and_the_student_retried(
         if how == "SIGKILL":
             os.kill(pid, signal.SIGKILL)
         else:
-            ray_session.kill(actors[pid], no_restart=how == "ray.kill for good")
+            ray_here.kill(actors[pid], no_restart=how == "ray.kill for good")
 
     thread, killed = kill_when_started(folder, slow, kill=kill)
     results = remote.evaluate_many(batch)
@@ -143,18 +150,18 @@ def test_an_evaluator_that_raises_is_reported_with_its_traceback(remote, folder:
     assert remote.evaluate_many(STUDENTS[40:42]) == expected(STUDENTS[40:42])
 
 
-def test_a_factory_that_raises_fails_the_constructor_and_ray_stays_up(ray_session) -> None:
+def test_a_factory_that_raises_fails_the_constructor_and_ray_stays_up(ray_here) -> None:
     from n2n_env.ray_backend import RayEvaluator
 
     with pytest.raises(RuntimeError, match="make_evaluator failed in a Ray actor") as error:
         RayEvaluator(make_broken, workers=1, **HALF)
     assert "no teacher checkpoint at /nowhere/teacher.pt" in str(error.value)
-    assert ray_session.is_initialized()  # not ours to shut down
+    assert ray_here.is_initialized()  # not ours to shut down
 
 
 @pytest.mark.slow
 def test_distillation_on_ray_equals_sequential_distillation(
-        ray_session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        ray_here, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One torch thread in the actor and here: the same floats, bit for bit."""
     from n2n_env.ray_backend import RayEvaluator
 
@@ -165,7 +172,7 @@ def test_distillation_on_ray_equals_sequential_distillation(
     with RayEvaluator(factory, workers=1, **HALF) as evaluator:
         results = evaluator.evaluate_many(batch)
         identity = evaluator.identity()
-    assert ray_session.is_initialized()
+    assert ray_here.is_initialized()
     local = sequential(tmp_path, batch, monkeypatch)
     assert identity == make_distill(str(tmp_path)).identity()
     assert [r.cache_hit for r in results] == [False, False, True, False]
