@@ -6,8 +6,11 @@ and keeps its results in one SQLite file (WAL mode) that several processes may s
 
 Entries are keyed by a hash of the inner evaluator's ``identity()`` (teacher, dataset,
 recipe, seed) and by ``Architecture.signature()``, so a result is only reused under the
-exact conditions that produced it. Each new result is committed on its own as soon as it
-is known: a process killed at any moment loses at most the evaluation it was running.
+exact conditions that produced it. ``evaluate_many`` answers what it can from the file and
+sends the rest to the inner evaluator as one batch (which a parallel evaluator, such as
+:class:`~n2n_env.workers.ProcessPoolEvaluator`, trains side by side); the fresh results are
+committed as soon as that batch returns: a process killed at any moment loses at most the
+batch it was waiting for. The cache lives with the caller only; workers never open it.
 Evaluations whose ``failure`` is set (out of memory, divergence) are NOT cached, since
 the failure may not recur; degenerate ones are (they depend on the architecture alone).
 """
@@ -22,7 +25,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +37,7 @@ from n2n_env.evaluators import Evaluation, Evaluator
 FORMAT = "n2n-evaluation-cache"
 VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
+_LOOKUP_CHUNK = 500  # signatures per SELECT, well below SQLite's limit on parameters
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -89,7 +93,8 @@ class CachedEvaluator:
     """An :class:`~n2n_env.evaluators.Evaluator` that answers from ``path`` when it can.
 
     ``evaluate`` returns the stored result with ``cache_hit=True`` or calls ``inner`` and
-    stores the result (unless it failed). The file is created with its parent folders if
+    stores the result (unless it failed); ``evaluate_many`` does the same for a batch,
+    calling ``inner`` once for all its misses. The file is created with its parent folders if
     missing; anything else there that is not an n2n cache of a supported version raises
     :class:`CacheFileError` and is left untouched. Picklable: the copy reopens the file
     lazily in whichever process uses it (one connection per process).
@@ -127,28 +132,89 @@ class CachedEvaluator:
         A fresh result is committed before it is returned. If another process stores the
         same candidate meanwhile, the first stored result stays and this one is returned.
         """
+        return self.evaluate_many([arch])[0]
+
+    def evaluate_many(self, archs: Sequence[Architecture]) -> list[Evaluation]:
+        """One Evaluation per architecture, in order: stored ones (``cache_hit=True``) from
+        the file, the others trained by ``inner`` in ONE batch.
+
+        The misses go to the inner evaluator deduplicated (same signature, same cache key),
+        in order of first appearance, so a parallel inner evaluator (a process pool, Ray)
+        trains them side by side; a single miss goes to ``inner.evaluate``, which is the same
+        thing for a batch of one. Every fresh result that did not fail is committed in one
+        transaction as soon as the batch returns, before anything is returned. A repeat of
+        a candidate within ``archs`` comes back as its first result with ``cache_hit=True``.
+        Only this object touches the file: the inner evaluator's workers never do.
+        """
+        archs = list(archs)
         identity = self.identity()
-        key = (identity_hash(identity), arch.signature())
+        digest = identity_hash(identity)
+        stored = self._lookup(digest, {arch.signature() for arch in archs})
+        first: dict[str, Architecture] = {}
+        for arch in archs:
+            if arch.signature() not in stored:
+                first.setdefault(arch.signature(), arch)
+        misses = list(first.values())
+        fresh: dict[str, Evaluation] = {}
+        if misses:
+            trained = ([self.inner.evaluate(misses[0])] if len(misses) == 1
+                       else list(self.inner.evaluate_many(misses)))
+            if len(trained) != len(misses):
+                raise RuntimeError(f"{type(self.inner).__name__}.evaluate_many returned "
+                                   f"{len(trained)} evaluations for {len(misses)} students")
+            for arch, result in zip(misses, trained):
+                fresh[arch.signature()] = dataclasses.replace(result, cache_hit=False)
+            self._store(identity, digest, misses, fresh)
+        results, answered = [], set()
+        for arch in archs:
+            signature = arch.signature()
+            if signature in stored or signature in answered:
+                self._hits += 1
+                result = stored[signature] if signature in stored else fresh[signature]
+                results.append(dataclasses.replace(result, cache_hit=True))
+            else:
+                answered.add(signature)
+                self._misses += 1
+                self._uncached += fresh[signature].failure is not None
+                results.append(fresh[signature])
+        return results
+
+    def _lookup(self, digest: str, signatures: set[str]) -> dict[str, Evaluation]:
+        """The stored evaluations among ``signatures``, by signature (one query per 500)."""
+        found: dict[str, Evaluation] = {}
+        wanted = sorted(signatures)
         with self._lock:
-            row = self._execute(
-                "SELECT evaluation_json FROM evaluations WHERE identity_hash=? AND signature=?",
-                key).fetchone()
-        if row is not None:
-            self._hits += 1
-            return dataclasses.replace(self._decode(row[0], key), cache_hit=True)
-        self._misses += 1
-        result = dataclasses.replace(self.inner.evaluate(arch), cache_hit=False)
-        if result.failure is not None:
-            self._uncached += 1
-            return result
+            for start in range(0, len(wanted), _LOOKUP_CHUNK):
+                chunk = wanted[start : start + _LOOKUP_CHUNK]
+                rows = self._execute(
+                    "SELECT signature, evaluation_json FROM evaluations WHERE identity_hash=?"
+                    f" AND signature IN ({','.join('?' * len(chunk))})",
+                    (digest, *chunk)).fetchall()
+                for signature, text in rows:
+                    found[signature] = self._decode(text, (digest, signature))
+        return found
+
+    def _store(self, identity: Mapping[str, Any], digest: str, archs: Sequence[Architecture],
+               results: Mapping[str, Evaluation]) -> None:
+        """Commit the results that did not fail, in one transaction; an entry another process
+        stored meanwhile stays as it is."""
         created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        rows = [(digest, arch.signature(), _canonical(identity), arch.to_json(),
+                 json.dumps(results[arch.signature()].to_dict(), sort_keys=True), created)
+                for arch in archs if results[arch.signature()].failure is None]
+        if not rows:
+            return
         with self._lock:
-            self._execute(
-                "INSERT INTO evaluations VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (identity_hash, signature) DO NOTHING",
-                (*key, _canonical(identity), arch.to_json(),
-                 json.dumps(result.to_dict(), sort_keys=True), created))
-        return result
+            self._execute("BEGIN IMMEDIATE")  # waits up to BUSY_TIMEOUT_MS for other writers
+            try:
+                self._connection().executemany(
+                    "INSERT INTO evaluations VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (identity_hash, signature) DO NOTHING", rows)
+                self._execute("COMMIT")
+            except BaseException:
+                if self._connection().in_transaction:
+                    self._execute("ROLLBACK")
+                raise
 
     # ------------------------------------------------------------------ bookkeeping
     def __len__(self) -> int:

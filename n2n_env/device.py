@@ -2,17 +2,19 @@
 
 Everything that trains a network (teachers, students, the RL environments) goes through
 these helpers so that one rule holds everywhere: on CUDA use bf16 autocast and
-channels-last tensors, on CPU use float32 channels-last tensors on every available core.
+channels-last tensors, on CPU use float32 channels-last tensors on this process's share of
+the machine's cores (:mod:`n2n_env.thread_budget`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterator
 
 import torch
+
+from n2n_env import thread_budget
 
 __all__ = [
     "ALLOWED_DEVICES",
@@ -111,24 +113,18 @@ def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     return model.to(device=device, memory_format=memory_format(device))
 
 
-def _available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def use_all_cores() -> int:
-    """Let torch use every core this process may run on; returns the thread count.
+    """Let torch use this process's share of the cores it may run on; returns the thread
+    count.
 
-    Torch defaults to the number of physical cores, which leaves hyper-threads and
-    cores of a restricted cgroup idle in some containers. An explicit
-    ``OMP_NUM_THREADS`` is respected (useful when several trainings share a machine).
+    Alone, the share is every core (torch's default, the physical cores, leaves
+    hyper-threads and cores of a restricted cgroup idle in some containers). Beside other
+    n2n processes that train on the CPU, the cores are divided among them, so that they do
+    not oversubscribe the machine, and rebalanced as they start and finish
+    (:func:`n2n_env.thread_budget.claim`). An explicit setting wins: ``N2N_THREADS=k``
+    fixes ``k`` threads, and an ``OMP_NUM_THREADS`` keeps torch's count as it is.
     """
-    cores = _available_cores()
-    if not os.environ.get("OMP_NUM_THREADS") and torch.get_num_threads() < cores:
-        torch.set_num_threads(cores)
-    return torch.get_num_threads()
+    return thread_budget.claim()
 
 
 @contextlib.contextmanager

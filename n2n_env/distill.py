@@ -16,10 +16,17 @@ validation accuracy. This is ~99% of the method's cost, so it is built for speed
 * once the budget is spent, batch-norm statistics are re-estimated over a few hundred
   training images, so the score reflects the trained weights rather than running averages
   that lag behind them (the same candidate then scores more alike across seeds);
-* on CUDA, bf16 autocast and channels-last; on the CPU, every core.
+* on CUDA, bf16 autocast and channels-last; on the CPU, this process's share of the
+  machine's cores (every core unless other n2n processes train too;
+  :mod:`n2n_env.thread_budget`).
 
 A student whose loss becomes NaN/inf or that runs out of memory yields an Evaluation with
 ``failure`` set instead of raising, so one bad candidate never kills a search.
+
+The losses, teacher logits, batch-norm re-estimation, fingerprint and training loop come
+from the kit shared with teacher training and fine-tuning (:mod:`n2n_env.training`);
+``distillation_loss``, ``teacher_logits``, ``recalibrate_batch_norm`` and
+``model_fingerprint`` stay importable from here.
 """
 
 from __future__ import annotations
@@ -33,7 +40,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from n2n_env import validate
@@ -43,14 +49,32 @@ from n2n_env.data import Dataset
 from n2n_env.device import (
     autocast_context,
     in_memory_format,
-    inference_batch_size,
-    inference_mode,
     prepare_model,
     resolve_device,
     use_all_cores,
 )
 from n2n_env.evaluators import Evaluation, evaluate_each, unscored
-from n2n_env.teacher import evaluate_accuracy
+from n2n_env.training import (
+    batch_stream,
+    distillation_loss,
+    distillation_optimizer,
+    evaluate_accuracy,
+    model_fingerprint,
+    recalibrate_batch_norm,
+    teacher_logits,
+    train_steps,
+)
+
+__all__ = [
+    "INITS",
+    "DistillRecipe",
+    "DistillationEvaluator",
+    "TrainedStudent",
+    "distillation_loss",
+    "model_fingerprint",
+    "recalibrate_batch_norm",
+    "teacher_logits",
+]
 
 INITS = ("inherit", "scratch")
 
@@ -110,71 +134,6 @@ class DistillRecipe:
         """Stable hash of the recipe, part of a cache key."""
         text = json.dumps(asdict(self), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                      labels: torch.Tensor | None = None, ce_weight: float = 0.0) -> torch.Tensor:
-    """Mean over samples of ||f(x) - z||^2 (section 3.5), plus ce_weight * cross-entropy."""
-    student_logits = student_logits.float()
-    loss = (student_logits - teacher_logits).pow(2).sum(dim=1).mean()
-    if ce_weight > 0 and labels is not None:
-        loss = loss + ce_weight * F.cross_entropy(student_logits, labels)
-    return loss
-
-
-def teacher_logits(teacher: nn.Module, x: torch.Tensor,
-                   batch_size: int | None = None) -> torch.Tensor:
-    """The teacher's logits for every row of ``x``, in float32, on ``x``'s device, in batches
-    of ``batch_size`` (by default the device's ``inference_batch_size``)."""
-    device = x.device
-    if batch_size is None:
-        batch_size = inference_batch_size(device)
-    outputs = []
-    with inference_mode(teacher), autocast_context(device):
-        for start in range(0, len(x), batch_size):
-            outputs.append(teacher(in_memory_format(x[start : start + batch_size], device)).float())
-    return torch.cat(outputs)
-
-
-def recalibrate_batch_norm(model: nn.Module, inputs: torch.Tensor,
-                           batch_size: int | None = None) -> None:
-    """Replace every batch norm's running statistics with their average over the batches of
-    ``inputs``.
-
-    The model's weights are untouched; it is left in eval mode. Only the batch norms run in
-    training mode, so dropout is off, as it is when the model is scored. A final batch of a
-    single image is skipped, since batch norm cannot normalise one sample in training mode.
-    """
-    model.eval()
-    norms = [module for module in model.modules()
-             if isinstance(module, nn.modules.batchnorm._BatchNorm)]
-    if not norms or len(inputs) < 2:
-        return
-    device = inputs.device
-    if batch_size is None:
-        batch_size = inference_batch_size(device)
-    momenta = [norm.momentum for norm in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average: every batch counts equally
-        norm.train()
-    with torch.no_grad(), autocast_context(device):
-        for start in range(0, len(inputs), batch_size):
-            batch = inputs[start : start + batch_size]
-            if len(batch) >= 2:
-                model(in_memory_format(batch, device))
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
-        norm.eval()
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """A hash of a model's architecture and every tensor of its state_dict."""
-    digest = hashlib.sha256(model.architecture.signature().encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -312,31 +271,19 @@ class DistillationEvaluator:
     def _train(self, student: nn.Module) -> tuple[int, str | None]:
         """Run the budget; return steps taken and a failure message if the loss diverged."""
         recipe, device = self.recipe, self.device
-        # The fused kernel updates every tensor in one pass, which matters on the CPU for
-        # candidates with a large linear layer (docs/benchmarks.md).
-        optimizer = torch.optim.Adam(student.parameters(), lr=recipe.lr, fused=True)
+        optimizer = distillation_optimizer(student, recipe.lr)
         order = torch.Generator().manual_seed(self.seed)
         total = recipe.total_steps(len(self.train))
-        per_epoch = len(self.train) // recipe.batch_size
-        finite = torch.ones((), dtype=torch.bool, device=device)
-        student.train()
-        step = 0
-        while step < total:
-            permutation = torch.randperm(len(self.train), generator=order).to(device)
-            for batch in range(min(per_epoch, total - step)):
-                index = permutation[batch * recipe.batch_size : (batch + 1) * recipe.batch_size]
-                inputs = in_memory_format(self.train.x[index], device)
-                with autocast_context(device):
-                    logits = student(inputs)
-                loss = distillation_loss(logits, self.train_logits[index], self.train.y[index],
-                                         recipe.ce_weight)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                finite &= torch.isfinite(loss.detach())
-                step += 1
-                if step % 50 == 0 and not bool(finite):
-                    return step, f"loss became non-finite by step {step}"
-        if not bool(finite):
-            return step, f"loss became non-finite by step {step}"
-        return step, None
+
+        def batch_loss(index: torch.Tensor) -> torch.Tensor:
+            inputs = in_memory_format(self.train.x[index], device)
+            with autocast_context(device):
+                logits = student(inputs)
+            return distillation_loss(logits, self.train_logits[index], self.train.y[index],
+                                     recipe.ce_weight)
+
+        batches = batch_stream(len(self.train), recipe.batch_size, order, device, total)
+        stats = train_steps(student, optimizer, batches, batch_loss, check_every=50)
+        if not bool(stats.finite):
+            return stats.steps, f"loss became non-finite by step {stats.steps}"
+        return stats.steps, None

@@ -11,6 +11,9 @@ of a re-initialised classifier, say, can diverge at that learning rate within on
 and would end at chance accuracy. A loss that becomes NaN/inf therefore restarts the
 training from the same initial weights at a tenth of the learning rate (at most
 ``MAX_RESTARTS`` times), with a warning; the result records the learning rate that worked.
+
+The loss, optimizer, schedule, teacher logits and training loop come from the kit shared
+with teacher training and distillation (:mod:`n2n_env.training`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from n2n_env import data as data_mod
@@ -33,11 +35,19 @@ from n2n_env.arch import Architecture
 from n2n_env.build import build_model
 from n2n_env.checkpoints import CheckpointError, _atomic_save, _cpu_state, _read_checkpoint
 from n2n_env.device import autocast_context, in_memory_format, prepare_model, resolve_device
-from n2n_env.distill import distillation_loss, model_fingerprint, teacher_logits
 from n2n_env.progress import Progress, progress_bar
 from n2n_env.progress import check as check_progress
 from n2n_env.recipes import Recipe, recipe_for
-from n2n_env.teacher import evaluate_accuracy, make_optimizer
+from n2n_env.training import (
+    evaluate_accuracy,
+    final_loss,
+    make_optimizer,
+    make_schedule,
+    model_fingerprint,
+    shuffled_batches,
+    teacher_logits,
+    train_steps,
+)
 
 DEFAULT_KD_WEIGHT = 0.1
 """lambda of the final loss; the paper does not state its value."""
@@ -145,8 +155,7 @@ def _train(student: nn.Module, teacher: nn.Module, data: data_mod.Dataset, recip
     each epoch is saved; ``saved`` is a state to continue from."""
     dev = next(student.parameters()).device
     optimizer = make_optimizer(student, recipe)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(recipe.milestones),
-                                                     recipe.gamma)
+    schedule = make_schedule(optimizer, recipe)
     shuffle = torch.Generator().manual_seed(seed)
     augment_rng = torch.Generator(device=dev).manual_seed(seed)
     val_accuracy, first = 0.0, 0
@@ -160,34 +169,27 @@ def _train(student: nn.Module, teacher: nn.Module, data: data_mod.Dataset, recip
         first, val_accuracy = saved["epoch"], saved["val_accuracy"]
     bar = progress_bar(progress, range(first, recipe.epochs), total=recipe.epochs, desc=desc,
                        unit="epoch", initial=first)
+
+    def batch_loss(index: torch.Tensor) -> torch.Tensor:
+        inputs = data.train.x[index]
+        if recipe.augment:
+            inputs = data_mod.random_crop_flip(inputs, generator=augment_rng)
+        inputs = in_memory_format(inputs, dev)
+        targets = teacher_logits(teacher, inputs) if fixed_logits is None else fixed_logits[index]
+        with autocast_context(dev):
+            logits = student(inputs)
+        return final_loss(logits, data.train.y[index], targets, kd_weight)
+
     for epoch in bar:
-        student.train()
-        finite = torch.ones((), dtype=torch.bool, device=dev)
-        order = torch.randperm(len(data.train), generator=shuffle).to(dev)
-        for start in range(0, len(order) - 1, recipe.batch_size):
-            index = order[start : start + recipe.batch_size]
-            if len(index) < 2:
-                continue
-            inputs = data.train.x[index]
-            if recipe.augment:
-                inputs = data_mod.random_crop_flip(inputs, generator=augment_rng)
-            inputs = in_memory_format(inputs, dev)
-            targets = (teacher_logits(teacher, inputs) if fixed_logits is None
-                       else fixed_logits[index])
-            with autocast_context(dev):
-                logits = student(inputs)
-            loss = F.cross_entropy(logits.float(), data.train.y[index]) + (
-                kd_weight * distillation_loss(logits, targets) if kd_weight else 0.0)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            finite &= torch.isfinite(loss.detach())
-        if not bool(finite):
+        batches = shuffled_batches(len(data.train), recipe.batch_size, shuffle, dev)
+        stats = train_steps(student, optimizer, batches, batch_loss)
+        if not bool(stats.finite):
             bar.close()
             return None
         schedule.step()
         val_accuracy = evaluate_accuracy(student, data.val)
-        bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val_accuracy:.4f}")
+        last = stats.last_loss.item() if stats.last_loss is not None else float("nan")
+        bar.set_postfix(loss=f"{last:.3f}", val=f"{val_accuracy:.4f}")
         if resume is not None:
             resume.save({
                 "restart": restart, "epoch": epoch + 1, "val_accuracy": val_accuracy,

@@ -3,6 +3,9 @@
 N2N compresses a trained *teacher*; every student is judged relative to it. This module
 trains teachers with the recipes of the paper's appendix 10.2 (:mod:`n2n_env.recipes`)
 and, through :func:`get_teacher`, caches them as checkpoints (:mod:`n2n_env.checkpoints`).
+The training loop, optimizer and accuracy come from the kit shared with distillation and
+fine-tuning (:mod:`n2n_env.training`); ``evaluate_accuracy`` and ``make_optimizer`` stay
+importable from here.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from n2n_env import data as data_mod
 from n2n_env import validate, zoo
@@ -34,17 +36,27 @@ from n2n_env.checkpoints import (
     save_teacher,
     teacher_path,
 )
-from n2n_env.device import (
-    autocast_context,
-    in_memory_format,
-    inference_batch_size,
-    inference_mode,
-    prepare_model,
-    resolve_device,
-)
+from n2n_env.device import autocast_context, in_memory_format, prepare_model, resolve_device
 from n2n_env.progress import Progress, progress_bar
 from n2n_env.progress import check as check_progress
 from n2n_env.recipes import Recipe, recipe_for
+from n2n_env.training import (
+    evaluate_accuracy,
+    hard_label_loss,
+    make_optimizer,
+    make_schedule,
+    shuffled_batches,
+    train_steps,
+)
+
+__all__ = [
+    "TrainedTeacher",
+    "TrainingDivergedError",
+    "evaluate_accuracy",
+    "get_teacher",
+    "make_optimizer",
+    "train_teacher",
+]
 
 
 class TrainingDivergedError(RuntimeError):
@@ -63,39 +75,6 @@ class TrainedTeacher:
     seconds: float
 
 
-def evaluate_accuracy(
-    model: torch.nn.Module, split: data_mod.Split, batch_size: int | None = None,
-    device: str | torch.device | None = None,
-) -> float:
-    """Top-1 accuracy (fraction in [0, 1]) of ``model`` on ``split``, in batches of
-    ``batch_size`` (by default the device's ``inference_batch_size``).
-
-    Runs where the model's parameters live unless ``device`` is given (then the model is
-    moved there). The model's train/eval mode is restored afterwards.
-    """
-    if len(split) == 0:
-        raise ValueError("cannot evaluate accuracy on an empty split")
-    dev = next(model.parameters()).device if device is None else resolve_device(device)
-    if batch_size is None:
-        batch_size = inference_batch_size(dev)
-    model.to(dev)
-    correct = torch.zeros((), dtype=torch.int64, device=dev)
-    with inference_mode(model), autocast_context(dev):
-        for start in range(0, len(split), batch_size):
-            xb = split.x[start : start + batch_size].to(dev, non_blocking=True)
-            yb = split.y[start : start + batch_size].to(dev, non_blocking=True)
-            correct += (model(in_memory_format(xb, dev)).argmax(dim=1) == yb).sum()
-    return correct.item() / len(split)
-
-
-def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """The optimizer ``recipe`` names (SGD or Adam) over all of ``model``'s parameters."""
-    params, lr, wd = model.parameters(), recipe.lr, recipe.weight_decay
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(recipe.momentum, 0.999), weight_decay=wd)
-    return torch.optim.SGD(params, lr=lr, momentum=recipe.momentum, weight_decay=wd)
-
-
 @torch.inference_mode(False)
 @torch.enable_grad()
 def train_teacher(
@@ -109,10 +88,13 @@ def train_teacher(
     generator: much faster than a DataLoader for these small datasets, and reproducible.
     With ``resume_path``, a partial checkpoint (weights, optimizer, scheduler, epoch and
     RNG states) is written after every epoch, and training continues from an existing one
-    that matches this architecture, dataset, recipe and seed; on CPU the result is
-    bit-identical to an uninterrupted run. The caller deletes the partial file after
-    saving the final checkpoint. The global torch RNG is left as it was found, and so is
-    torch's CPU thread count (the ``n2n`` command raises it to every available core).
+    that matches this architecture, dataset, recipe and seed; on CPU (at one thread
+    count) the result is bit-identical to an uninterrupted run. The caller deletes the
+    partial file after saving the final checkpoint. The global torch RNG is left as it was
+    found, and so is torch's CPU thread count, unless this process claimed its share of
+    the machine's cores (the ``n2n`` command does, through ``use_all_cores``): that share
+    is then rebalanced before every epoch as other n2n processes start and finish
+    (:mod:`n2n_env.thread_budget`).
     """
     if not isinstance(arch, Architecture):
         raise TypeError(f"arch must be an Architecture, got {type(arch).__name__}")
@@ -132,9 +114,7 @@ def train_teacher(
         torch.manual_seed(seed)
         model = prepare_model(build_model(arch), dev)
         optimizer = make_optimizer(model, recipe)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, milestones=list(recipe.milestones), gamma=recipe.gamma
-        )
+        scheduler = make_schedule(optimizer, recipe)
         shuffle = torch.Generator().manual_seed(seed)
         augment_rng = torch.Generator(device=dev).manual_seed(seed + 1)
         identity = {"architecture": arch.signature(), "dataset_fingerprint": data.fingerprint,
@@ -190,26 +170,19 @@ def _train_epoch(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, train: data_mod.Split,
     recipe: Recipe, shuffle: torch.Generator, augment_rng: torch.Generator,
 ) -> float:
-    """One pass over ``train`` in shuffled mini-batches; returns the mean training loss."""
+    """One pass over ``train`` in shuffled mini-batches, on the cross-entropy of the true
+    labels; returns the mean training loss."""
     dev = train.x.device
-    model.train()
-    order = torch.randperm(len(train), generator=shuffle).to(dev)
-    loss_sum, seen = torch.zeros((), device=dev), 0
-    for start in range(0, len(train), recipe.batch_size):
-        idx = order[start : start + recipe.batch_size]
-        if idx.numel() < 2:  # BatchNorm cannot train on a single example
-            continue
-        xb, yb = train.x[idx], train.y[idx]
+
+    def batch_loss(index: torch.Tensor) -> torch.Tensor:
+        xb = train.x[index]
         if recipe.augment:
             xb = data_mod.random_crop_flip(xb, generator=augment_rng)
         with autocast_context(dev):
-            loss = F.cross_entropy(model(in_memory_format(xb, dev)), yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach().float() * idx.numel()
-        seen += idx.numel()
-    return loss_sum.item() / max(seen, 1)
+            return hard_label_loss(model(in_memory_format(xb, dev)), train.y[index])
+
+    batches = shuffled_batches(len(train), recipe.batch_size, shuffle, dev)
+    return train_steps(model, optimizer, batches, batch_loss).mean_loss
 
 
 def _load_partial(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:

@@ -128,3 +128,16 @@ def synthetic_teacher(synthetic: data.Dataset) -> torch.nn.Module:
     trained = teacher.train_teacher(arch, synthetic, recipe, device="cpu", progress=False)
     assert trained.val_accuracy > 0.8
     return trained.model
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray for the Ray backend tests (2 CPUs, no dashboard), started once and shut
+    down when the session ends; the tests that use it skip when Ray is not installed."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()

@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import pytest
 from n2n_env import zoo
 from n2n_env.arch import Architecture
 from n2n_env.cache import FORMAT, CachedEvaluator, CacheFileError
-from n2n_env.evaluators import Evaluation, Evaluator, MockEvaluator
+from n2n_env.evaluators import Evaluation, Evaluator, MockEvaluator, evaluate_each
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,10 +53,12 @@ def spawn_writer(path: Path, seed: int, limit: int, shared: bool = False) -> sub
 
 
 class Counting:
-    """Wraps an evaluator, counting calls; ``strict`` makes any call an error."""
+    """Wraps an evaluator, counting calls (``calls``: students, ``batches``: the lists given to
+    evaluate_many); ``strict`` makes any call an error."""
 
     def __init__(self, inner: Evaluator, strict: bool = False) -> None:
         self.inner, self.strict, self.calls = inner, strict, 0
+        self.batches: list[list[Architecture]] = []
         self.teacher_architecture = inner.teacher_architecture
         self.teacher_accuracy = inner.teacher_accuracy
 
@@ -67,6 +69,10 @@ class Counting:
         assert not self.strict, "inner evaluator called although the result was cached"
         self.calls += 1
         return self.inner.evaluate(arch)
+
+    def evaluate_many(self, archs: Sequence[Architecture]) -> list[Evaluation]:
+        self.batches.append(list(archs))
+        return evaluate_each(self, archs)
 
 
 class Failing(Counting):
@@ -286,3 +292,76 @@ def test_empty_file_is_initialised(teacher: Architecture, tmp_path: Path) -> Non
     assert not cache.evaluate(teacher).cache_hit and cache.evaluate(teacher).cache_hit
     cache.close()
     assert len(CachedEvaluator(MockEvaluator(teacher), path)) == 1
+
+
+def test_batch_hits_from_the_file_misses_in_one_inner_batch(
+        teacher: Architecture, tmp_path: Path) -> None:
+    path, some = tmp_path / "c.sqlite", students(teacher, 6)
+    CachedEvaluator(MockEvaluator(teacher), path).evaluate_many(some[:3])
+    inner = Counting(MockEvaluator(teacher))
+    cache = CachedEvaluator(inner, path)
+    batch = [some[0], some[3], some[4], some[0], some[3], some[5], some[1]]
+    results = cache.evaluate_many(batch)
+    # the misses went to the inner evaluator once, deduplicated, in order of first appearance
+    assert inner.batches == [[some[3], some[4], some[5]]] and inner.calls == 3
+    assert [r.cache_hit for r in results] == [True, False, False, True, True, False, True]
+    assert [dataclasses.replace(r, cache_hit=False) for r in results] == [
+        MockEvaluator(teacher).evaluate(arch) for arch in batch]  # input order kept
+    assert cache.stats == {"hits": 4, "misses": 3, "uncached": 0} and len(cache) == 6
+    # committed by the time evaluate_many returned: another connection answers all six
+    strict = CachedEvaluator(Counting(MockEvaluator(teacher), strict=True), path)
+    assert all(r.cache_hit for r in strict.evaluate_many(some))
+    assert cache.evaluate_many([]) == [] and inner.batches == [[some[3], some[4], some[5]]]
+
+
+def test_batch_of_one_student_repeated_trains_it_once(
+        teacher: Architecture, tmp_path: Path) -> None:
+    inner = Counting(MockEvaluator(teacher))
+    cache = CachedEvaluator(inner, tmp_path / "c.sqlite")
+    a = students(teacher, 1)[0]
+    renamed = dataclasses.replace(a, name="same student, other name")  # same signature
+    results = cache.evaluate_many([a, a, renamed])
+    assert inner.calls == 1 and inner.batches == []  # a single miss goes to evaluate()
+    assert [r.cache_hit for r in results] == [False, True, True]
+    assert cache.stats == {"hits": 2, "misses": 1, "uncached": 0} and len(cache) == 1
+
+
+class FailingSome(Counting):
+    """Fails the students whose signature is in ``failing``."""
+
+    def __init__(self, inner: Evaluator, failing: set[str]) -> None:
+        super().__init__(inner)
+        self.failing = failing
+
+    def evaluate(self, arch: Architecture) -> Evaluation:
+        result = super().evaluate(arch)
+        if arch.signature() in self.failing:
+            return dataclasses.replace(result, failure="loss became non-finite by step 50")
+        return result
+
+
+def test_failures_in_a_batch_are_returned_not_cached(
+        teacher: Architecture, tmp_path: Path) -> None:
+    a, b, c = students(teacher, 3)
+    inner = FailingSome(MockEvaluator(teacher), {a.signature()})
+    cache = CachedEvaluator(inner, tmp_path / "c.sqlite")
+    first = cache.evaluate_many([a, b, a, c])
+    assert [r.failure is not None for r in first] == [True, False, True, False]
+    assert [r.cache_hit for r in first] == [False, False, True, False]
+    assert inner.batches == [[a, b, c]] and len(cache) == 2
+    assert cache.stats == {"hits": 1, "misses": 3, "uncached": 1}
+    again = cache.evaluate_many([c, a, b])  # only the failed student is trained again
+    assert inner.calls == 4 and len(inner.batches) == 1
+    assert [r.cache_hit for r in again] == [True, False, True] and again[1].failure
+
+
+def test_inner_batch_of_the_wrong_length_is_an_error(
+        teacher: Architecture, tmp_path: Path) -> None:
+    class Short(Counting):
+        def evaluate_many(self, archs: Sequence[Architecture]) -> list[Evaluation]:
+            return super().evaluate_many(archs)[:-1]
+
+    cache = CachedEvaluator(Short(MockEvaluator(teacher)), tmp_path / "c.sqlite")
+    with pytest.raises(RuntimeError, match="returned 1 evaluations for 2 students"):
+        cache.evaluate_many(students(teacher, 2))
+    assert len(cache) == 0
