@@ -15,8 +15,10 @@ from n2n_env import pipeline, run_files
 from n2n_env.arch import Architecture
 from n2n_env.build import build_model
 from n2n_env.cli import main
+from n2n_env.distill import DistillRecipe
 from n2n_env.evaluators import MockEvaluator
 from n2n_env.run_config import RunConfig
+from n2n_env.stack import BackendSettings
 
 FAST = {"dataset": "synthetic", "evaluator": "mock", "finetune_epochs": 1}
 
@@ -353,3 +355,29 @@ def test_a_kill_during_fine_tuning_does_not_train_a_finished_student_again(
     result = compress(str(checkpoint), run, resume=True, **FAST)
     assert len(calls) == 1 and calls[0] == Architecture.from_json(
         result.student.architecture).signature()
+
+
+@pytest.mark.parametrize("backend", ["processes", "ray"])
+def test_every_backend_runs_through_compress_and_resumes(first_run, tmp_path, backend,
+                                                         request):
+    """A parallel backend plays each update's 5 episodes side by side and trains their
+    students as one batch on 2 workers: real distillation with a tiny budget."""
+    if backend == "ray":
+        request.getfixturevalue("ray_session")
+    _, checkpoint = first_run
+    settings = {"dataset": "synthetic", "finetune_epochs": 1, "iterations": 2,
+                "stages": ("removal",), "recipe": DistillRecipe(steps=2),
+                "backend": BackendSettings(backend, 2)}
+    result = compress(str(checkpoint), tmp_path / "run", **settings)
+    assert _column(result.out / "metrics_removal.csv", "iteration") == ["1", "2"]
+    total = [int(a) + int(b) for a, b in zip(
+        _column(result.out / "metrics_removal.csv", "evaluations"),
+        _column(result.out / "metrics_removal.csv", "cache_hits"))]
+    assert total == [5, 10]
+    state = json.loads((result.out / "state.json").read_text())
+    assert state["config"]["backend"] == {"kind": backend, "workers": 2, "ray_address": None,
+                                          "gpus_per_student": 0.0}
+    extended = pipeline.resume(result.out, iterations=3, progress=False)
+    assert _column(extended.out / "metrics_removal.csv", "iteration") == ["1", "2", "3"]
+    with pytest.raises(ValueError, match="keeps local or parallel sampling"):
+        pipeline.resume(result.out, backend=BackendSettings(), progress=False)
