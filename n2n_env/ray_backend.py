@@ -163,6 +163,8 @@ class RayEvaluator:
         self._started_ray = not ray.is_initialized()
         if self._started_ray:
             ray.init(address=address, **dict(init_kwargs or {}))
+            if address is None:  # a Ray of this machine alone: no autoscaler will add nodes
+                self._check_fits(ray.cluster_resources())
         self._slots: list[_Slot] = []
         self._inflight: dict[Any, tuple[_Slot, Architecture | None]] = {}
         """Every call in flight: the slot it went to and its student (None: a hand-shake)."""
@@ -239,6 +241,18 @@ class RayEvaluator:
                 f"gpus_per_student={self.gpus_per_student:g}, {state})")
 
     # ------------------------------------------------------------------ internals
+    def _check_fits(self, resources: Mapping[str, float]) -> None:
+        """Refuse, at once, actors that a fixed cluster of ``resources`` can never place
+        (they would wait for them forever); shuts down the Ray this evaluator started."""
+        for name, each in (("GPU", self.gpus_per_student), ("CPU", self.cpus_per_worker)):
+            if each > resources.get(name, 0.0):
+                if self._started_ray:
+                    ray.shutdown()
+                raise RuntimeError(f"each Ray actor asks for {each:g} {name}s but this "
+                                   f"machine's Ray has {resources.get(name, 0.0):g}; lower "
+                                   f"{'gpus_per_student' if name == 'GPU' else 'cpus_per_worker'}"
+                                   f" or connect to a cluster that has them (address=)")
+
     def _new_actor(self) -> Any:
         return _RemoteEvaluatorActor.options(
             num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_student,

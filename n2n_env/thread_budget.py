@@ -13,6 +13,9 @@ least one:
 * :func:`rebalance`, called before each training (:func:`n2n_env.training.train_steps`),
   re-counts the live processes, at most once per :data:`CHECK_INTERVAL`, so a process that
   starts later and one that finishes both rebalance the others;
+* a live process that sits idle (less than :data:`BUSY_SHARE` of a core since the previous
+  count: a pool of workers waiting for students, a notebook between two trainings) holds
+  no cores until it computes again; a process seen for the first time counts;
 * the registration is a small file, ``<pid>.json``, holding the pid, the process's start
   time and the threads it holds if they are fixed. It is removed at exit; after a
   ``kill -9``, the next process to count finds the pid gone (or reused by a process that
@@ -38,12 +41,13 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 __all__ = [
+    "BUSY_SHARE",
     "CHECK_INTERVAL",
     "Registration",
     "available_cores",
@@ -58,8 +62,14 @@ __all__ = [
 
 CHECK_INTERVAL = 1.0
 """Seconds between two re-counts of the live processes by :func:`rebalance`."""
+BUSY_SHARE = 0.2
+"""The share of one core a registered process must have used since the previous count to
+hold cores (where ``/proc`` tells)."""
+_MIN_SAMPLE = 0.5
+"""Seconds between two CPU-time samples of a process; a closer count keeps the verdict."""
 
 _MAX_FILE_BYTES = 4096
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,9 @@ class _State:
     checked: float = float("-inf")
     """When the live processes were last counted (``time.monotonic``)."""
     exit_hook: bool = False
+    samples: dict[tuple[int, str], tuple[int, float, bool]] = field(default_factory=dict)
+    """Per registered process (pid, start): its CPU ticks and when they were read, and
+    whether it was busy then."""
 
 
 _state = _State()
@@ -212,7 +225,10 @@ def live_registrations(directory: Path | None = None) -> list[Registration]:
 def _apply_share() -> None:
     """Set torch's thread count to this process's share and remember it."""
     assert _state.directory is not None
-    others = [r for r in live_registrations(_state.directory) if r.pid != os.getpid()]
+    live = [r for r in live_registrations(_state.directory) if r.pid != os.getpid()]
+    others = [registration for registration in live if _busy(registration)]
+    kept = {(registration.pid, registration.start) for registration in live}
+    _state.samples = {key: value for key, value in _state.samples.items() if key in kept}
     threads = share(available_cores(), others)
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
@@ -268,9 +284,10 @@ def _read(path: Path) -> Registration | None:
     return Registration(pid=pid, start=start, threads=threads)
 
 
-def _start_time(pid: int) -> str | None:
-    """The start time of process ``pid`` in clock ticks since boot (``/proc/<pid>/stat``
-    field 22), or None when it has none: no such process, a zombie, or no ``/proc``."""
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """The start time of process ``pid`` in clock ticks since boot and the CPU ticks it used
+    (user plus system), from ``/proc/<pid>/stat`` (fields 22, 14 and 15); None when there is
+    no such process, it is a zombie, or there is no ``/proc``."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -278,7 +295,32 @@ def _start_time(pid: int) -> str | None:
     fields = text[text.rfind(")") + 2 :].split()  # after "pid (command) "
     if len(fields) < 20 or fields[0] in ("Z", "X"):
         return None
-    return fields[19]
+    try:
+        return fields[19], int(fields[11]) + int(fields[12])
+    except ValueError:
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (see :func:`_proc_stat`), or None."""
+    stat = _proc_stat(pid)
+    return None if stat is None else stat[0]
+
+
+def _busy(registration: Registration) -> bool:
+    """Whether a live registered process used at least :data:`BUSY_SHARE` of a core since
+    the previous sample; True at the first sample, and where ``/proc`` does not tell."""
+    stat = _proc_stat(registration.pid) if registration.start is not None else None
+    if stat is None or stat[0] != registration.start:
+        return True
+    key, now = (registration.pid, stat[0]), time.monotonic()
+    previous = _state.samples.get(key)
+    if previous is not None and now - previous[1] < _MIN_SAMPLE:
+        return previous[2]
+    busy = previous is None or (
+        (stat[1] - previous[0]) / _CLOCK_TICKS >= BUSY_SHARE * (now - previous[1]))
+    _state.samples[key] = (stat[1], now, busy)
+    return busy
 
 
 def _alive(registration: Registration) -> bool:

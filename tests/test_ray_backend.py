@@ -177,3 +177,18 @@ def test_distillation_on_ray_equals_sequential_distillation(
     assert identity == make_distill(str(tmp_path)).identity()
     assert [r.cache_hit for r in results] == [False, False, True, False]
     assert all(r.ok for r in results) and without_time(results) == without_time(local)
+
+
+def test_actors_that_a_local_ray_cannot_place_are_refused_at_once() -> None:
+    pytest.importorskip("ray")
+    from n2n_env.ray_backend import RayEvaluator
+
+    evaluator = RayEvaluator.__new__(RayEvaluator)  # the check alone, on given resources
+    evaluator.gpus_per_student, evaluator.cpus_per_worker = 0.25, 1.0
+    evaluator._started_ray = False
+    with pytest.raises(RuntimeError, match=r"asks for 0\.25 GPUs but this machine's Ray has 0"):
+        evaluator._check_fits({"CPU": 2.0})
+    evaluator._check_fits({"CPU": 2.0, "GPU": 1.0})
+    evaluator.gpus_per_student, evaluator.cpus_per_worker = 0.0, 4.0
+    with pytest.raises(RuntimeError, match="lower cpus_per_worker"):
+        evaluator._check_fits({"CPU": 2.0})

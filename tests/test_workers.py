@@ -16,6 +16,8 @@ import multiprocessing
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -249,6 +251,49 @@ def test_close_stops_the_workers_and_the_cache_stays_with_the_driver(tmp_path: P
         import pickle
 
         pickle.dumps(pool)
+
+
+# A driver that starts a pool, prints its workers' pids, and then exits without close()
+# (argv[2] == "exit") or is SIGKILLed (argv[2] == "kill").
+DRIVER = """
+import functools, os, signal, sys
+from test_workers import STUDENTS, Scripted
+from n2n_env.workers import ProcessPoolEvaluator
+if __name__ == "__main__":
+    pool = ProcessPoolEvaluator(functools.partial(Scripted, sys.argv[1]), workers=2,
+                                threads_per_worker=1)
+    pool.evaluate_many(STUDENTS[:3])
+    print(*pool.pids, flush=True)
+    if sys.argv[2] == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text(
+        ).split()[2] != "Z"
+
+
+@pytest.mark.parametrize("end", ["exit", "kill"])
+def test_no_worker_outlives_its_driver(tmp_path: Path, end: str) -> None:
+    """At interpreter exit the workers are stopped; a SIGKILLed driver's workers notice
+    within about a second and exit."""
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    tests = str(Path(__file__).parent)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), end],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": tests})
+    pids = [int(pid) for pid in done.stdout.split()]
+    assert len(pids) == 2, done.stderr
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in pids)
 
 
 # ---------------------------------------------------------------------- real distillation
