@@ -44,7 +44,8 @@ from n2n_env.build import build_model
 from n2n_env.device import resolve_device, use_all_cores
 from n2n_env.distill import DistillationEvaluator, DistillRecipe
 from n2n_env.reward import compression_ratio, n2n_reward
-from n2n_env.teacher import evaluate_accuracy, get_teacher
+from n2n_env.teacher import get_teacher
+from n2n_env.training import evaluate_accuracy
 
 
 def random_candidates(arch: Architecture, count: int, seed: int) -> list[Architecture]:

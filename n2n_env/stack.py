@@ -347,7 +347,7 @@ def load_teacher(settings: EvaluatorSettings, data: Dataset | None = None,
 
         model, record = get_teacher(settings.teacher, settings.dataset,
                                     width=settings.teacher_width, data_root=settings.data_root,
-                                    device=device, epochs=epochs,
+                                    device=device, epochs=epochs, data=data,
                                     progress=settings.teacher_progress if progress is None
                                     else progress)
     return LoadedTeacher(model, record.val_accuracy), record

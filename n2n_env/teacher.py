@@ -207,15 +207,20 @@ def get_teacher(
     model_name: str, dataset_name: str, *, width: float = 1.0, seed: int = 0,
     data_root: str | os.PathLike[str] | None = None, device: str | torch.device | None = None,
     epochs: int | None = None, train_if_missing: bool = True, progress: Progress = True,
+    data: data_mod.Dataset | None = None,
 ) -> tuple[torch.nn.Module, TeacherRecord]:
     """The cached teacher for ``model_name`` on ``dataset_name``, training it on first use.
 
     The cached checkpoint must match the zoo architecture and the fingerprint of the
     dataset as loaded now; otherwise :class:`CheckpointError` explains how to fix it.
     ``epochs`` shortens the recipe and only matters when the teacher has to be trained.
-    An interrupted first training resumes where it stopped on the next call.
+    An interrupted first training resumes where it stopped on the next call. ``data`` is
+    ``dataset_name`` already loaded (by a driver that also needs it), so it is not loaded
+    twice.
     """
-    dataset = data_mod.load(dataset_name, root=data_root)
+    if data is not None and data.name != dataset_name:
+        raise ValueError(f"data holds {data.name!r}, not {dataset_name!r}")
+    dataset = data if data is not None else data_mod.load(dataset_name, root=data_root)
     shape, classes = dataset.input_shape, dataset.num_classes
     arch = zoo.get(model_name, input_shape=shape, num_classes=classes, width=width)
     path = teacher_path(model_name, dataset_name, width, seed)

@@ -36,9 +36,10 @@ from n2n_env.bench.spaces import SPACES, Catalogue, catalogue, make_space
 from n2n_env.bench.table import OK, BenchTable, TableHeader, signature_int
 from n2n_env.checkpoints import TeacherRecord, load_teacher, save_teacher
 from n2n_env.device import resolve_device
-from n2n_env.distill import DistillationEvaluator, DistillRecipe, model_fingerprint
+from n2n_env.distill import DistillationEvaluator, DistillRecipe
 from n2n_env.evaluators import unscored
-from n2n_env.teacher import evaluate_accuracy, get_teacher
+from n2n_env.teacher import get_teacher
+from n2n_env.training import evaluate_accuracy, model_fingerprint
 
 PART_FORMAT = "n2n-bench-part"
 

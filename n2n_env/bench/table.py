@@ -48,7 +48,7 @@ class TableHeader:
     """The teacher's architecture JSON."""
     teacher_name: str
     teacher_fingerprint: str
-    """Hash of the teacher's architecture and weights (distill.model_fingerprint)."""
+    """Hash of the teacher's architecture and weights (training.model_fingerprint)."""
     teacher_accuracy: float
     """The teacher's validation accuracy, the A_teacher of the reward."""
     teacher_test_accuracy: float
