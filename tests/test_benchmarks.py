@@ -104,3 +104,17 @@ def test_compress_benchmark_reports_each_agents_table_and_search(
         assert -1.0 <= float(best1) <= 1.0 and -1.0 <= float(best2) <= 1.0
         assert (Path(run) / "result.json").is_file()
     assert out.count("Student (Stage1+Stage2)") == 2
+
+
+def test_backend_benchmark_reports_students_per_minute_and_identical_results(
+        private_home: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    script = BENCHMARKS / "bench_backends.py"
+    monkeypatch.setattr(sys, "argv", [
+        str(script), "--width", "0.25", "--students", "2", "--mock-students", "10",
+        "--workers", "1", "--backends", "process"])
+    runpy.run_path(str(script), run_name="__main__")
+    rows = table_rows(capsys.readouterr().out)
+    process = [row for row in rows if row[0] == "process"]
+    assert process and process[0][-1] == "yes"  # the worker's results equal in-process ones
+    assert float(process[0][4]) > 0  # students per minute
