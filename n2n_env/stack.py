@@ -192,19 +192,26 @@ def assemble(settings: EvaluatorSettings | Evaluator, *,
             raise ValueError("give the cache as EvaluatorSettings.cache")
         if settings.teacher == IN_MEMORY and teacher is None:
             raise ValueError(f"teacher={IN_MEMORY!r} needs the model as assemble(teacher=...)")
-        architecture = (teacher.model.architecture if teacher is not None  # type: ignore[union-attr]
-                        else teacher_architecture(settings))
         build = functools.partial(_build_stack, settings, teacher, data)
-        return LazyEvaluator(architecture, build)
+        return LazyEvaluator(_architecture(settings, teacher), build)
     if not is_evaluator(settings):
         raise TypeError("evaluator must be 'distill', 'mock', EvaluatorSettings or an object "
                         "with evaluate(arch), identity(), teacher_architecture and "
                         "teacher_accuracy")
+    if isinstance(settings, LazyEvaluator) and cache is None:
+        return settings  # already a stack (a driver's, shared by its environments)
     given = as_batch_evaluator(settings)
     if cache is None:
         return LazyEvaluator(given.teacher_architecture, lambda: given)
     return LazyEvaluator(given.teacher_architecture,
                          functools.partial(_cached, given, os.fspath(cache)))
+
+
+def _architecture(settings: EvaluatorSettings, teacher: LoadedTeacher | None) -> Architecture:
+    """The teacher's architecture: the loaded model's, else the one ``settings`` name."""
+    if teacher is not None:
+        return teacher.model.architecture  # type: ignore[return-value]
+    return teacher_architecture(settings)
 
 
 def is_evaluator(candidate: Any) -> bool:
@@ -361,9 +368,7 @@ def build_trainer(settings: EvaluatorSettings, teacher: LoadedTeacher | None = N
         options = dict(settings.mock_options)
         if settings.max_classifier_inputs is not None:
             options["max_classifier_inputs"] = settings.max_classifier_inputs
-        architecture = (teacher.model.architecture if teacher is not None  # type: ignore[union-attr]
-                        else teacher_architecture(settings))
-        return MockEvaluator(architecture, **options)
+        return MockEvaluator(_architecture(settings, teacher), **options)
     from n2n_env import data as data_mod
     from n2n_env.distill import DistillationEvaluator
 

@@ -19,7 +19,9 @@ from n2n_env.env_common import (
     terminal_info,
 )
 from n2n_env.evaluators import Evaluation, MockEvaluator
+from n2n_env.removal_env import N2NRemovalEnv
 from n2n_env.reward import n2n_reward
+from n2n_env.shrink_env import N2NShrinkEnv
 
 TERMINAL_KEYS = {"accuracy", "teacher_accuracy", "params", "flops", "compression", "rewards",
                  "degenerate_reason", "architecture", "eval_seconds", "cache_hit"}
@@ -188,3 +190,13 @@ def test_render_bars_knows_every_layer_kind() -> None:
         render_bars([8], ["transformer"], [1], 0)
 
 
+
+
+@pytest.mark.parametrize("env_class", [N2NRemovalEnv, N2NShrinkEnv])
+def test_the_environments_take_a_ready_evaluator_and_refuse_anything_else(
+        env_class: type) -> None:
+    teacher = zoo.get("conv4", (1, 8, 8), 10)
+    env = env_class(MockEvaluator(teacher))
+    assert env.teacher_architecture == teacher
+    with pytest.raises(TypeError, match=r"n2n evaluator.*str lacks"):
+        env_class("mock")

@@ -382,9 +382,3 @@ def test_an_agent_without_masking_runs_out_of_the_box(env_id: str) -> None:
 def _mock_evaluator() -> MockEvaluator:
     return MockEvaluator(zoo.get("conv4", (1, 8, 8), 10))
 
-
-def test_the_class_takes_a_ready_evaluator_and_refuses_anything_else() -> None:
-    env = N2NRemovalEnv(_mock_evaluator())
-    assert env.teacher_architecture == zoo.get("conv4", (1, 8, 8), 10)
-    with pytest.raises(TypeError, match=r"n2n evaluator.*str lacks"):
-        N2NRemovalEnv("mock")  # type: ignore[arg-type]

@@ -444,9 +444,3 @@ def test_start_from_a_teacher_with_the_same_layers_but_other_widths_is_refused()
 def _mock_evaluator() -> MockEvaluator:
     return MockEvaluator(zoo.get("conv4", (1, 8, 8), 10))
 
-
-def test_the_class_takes_a_ready_evaluator_and_refuses_anything_else() -> None:
-    env = N2NShrinkEnv(_mock_evaluator())
-    assert env.teacher_architecture == zoo.get("conv4", (1, 8, 8), 10)
-    with pytest.raises(TypeError, match=r"n2n evaluator.*str lacks"):
-        N2NShrinkEnv("mock")  # type: ignore[arg-type]
