@@ -11,12 +11,24 @@ store networks (``build``, ``data``, ``teacher``, ``checkpoints``, ``distill``, 
 in torch.
 """
 
+from typing import Any
+
 from gymnasium.envs.registration import register, registry
 
 from n2n_env.arch import Architecture, Block, Layer, Projection
 
 __version__ = "0.1.0"
-__all__ = ["Architecture", "Block", "Layer", "Projection", "__version__"]
+__all__ = ["Architecture", "Block", "Layer", "Projection", "__version__", "import_model"]
+_LAZY = {"import_model": "n2n_env.model_import"}
+"""Public functions whose modules bring in torch, imported on first use."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'n2n_env' has no attribute {name!r}")
 
 for _env_id, _name, _nondeterministic in (
     ("N2NRemoval-v0", "removal", True),

@@ -2,7 +2,8 @@
 
 An :class:`Architecture` is an immutable, pure-Python description of a convolutional
 network: a flat tuple of :class:`Layer` records (one per paper-level layer: conv,
-batchnorm, relu, maxpool, avgpool, dropout, flatten, linear) plus residual
+batchnorm, relu, maxpool, avgpool, dropout, flatten, linear, relu6, adaptive_avgpool;
+a conv may be grouped or depthwise) plus residual
 :class:`Block` spans over that tuple. It knows nothing about weights; ``build_model``
 turns it into a PyTorch module. The two transitions of the paper's MDP are
 :meth:`Architecture.remove` (stage 1, section 3.2.1) and :meth:`Architecture.shrink`
@@ -16,12 +17,23 @@ Rules (each is tested):
 * A residual block computes ``body(x) + shortcut(x)``. The ReLU after the addition is
   an ordinary layer that follows the block, so it can be removed like any other.
 * Repairs applied by :meth:`~Architecture.remove` so that a block's shape contract holds:
-  the first convolution left in a body carries the block's stride (the others stride 1);
-  the last convolution left in the body of an identity block outputs the block's input
-  width; a projection shortcut outputs the body's output width. A block whose body is
+  the block's stride stays on the convolution that carries it while that one is kept
+  (ResNet-50's bottleneck strides its 3x3, the middle one); once it is removed, the
+  first convolution left in the body carries it; the last convolution left in the body
+  of an identity block that is not depthwise outputs the block's input width; a
+  projection shortcut outputs the body's output width. A block whose body is
   removed entirely becomes its shortcut (an identity block disappears). Anything these
   rules cannot fix (a projection block whose body lost all convolutions but must
   downsample) is reported by :meth:`~Architecture.degenerate_reason`.
+* A depthwise convolution (``depthwise=True``: one filter per channel, as in
+  MobileNetV2) outputs as many channels as it receives: after a removal its width
+  follows its new input, and for stage 2 its width is tied to its input's (one shrink
+  variable). A grouped convolution (``groups > 1``) needs its input and output widths
+  to be multiples of ``groups``; a removal or shrink that breaks this gives a degenerate
+  student, named by :meth:`~Architecture.degenerate_reason`.
+* ``relu6`` clips at 6 (MobileNetV2); ``adaptive_avgpool`` averages each channel down to
+  ``output_size`` x ``output_size`` whatever its input size (torchvision's heads). For
+  the observations they count as ``relu`` and ``avgpool`` (:data:`FEATURE_KIND`).
 * Widths tied through identity shortcuts form one shrink variable; the classifier output
   width and widths tied to the network input are fixed.
 * A shrink factor ``a/10`` maps width ``w`` to ``ceil(w * a / 10)`` (never below 1);
@@ -49,9 +61,15 @@ from n2n_env.arch_trace import INPUT_SLOT, Op, Shape, Slot, Trace, execution_ord
 if TYPE_CHECKING:
     from n2n_env.transitions import ShrinkVariable
 
-__all__ = ["INPUT_SLOT", "LAYER_KINDS", "MAX_CLASSIFIER_INPUTS", "Architecture", "Block",
-           "Layer", "Op", "Projection", "Shape", "Slot"]
-LAYER_KINDS = ("conv", "bn", "relu", "maxpool", "avgpool", "dropout", "flatten", "linear")
+__all__ = ["FEATURE_KIND", "INPUT_SLOT", "LAYER_KINDS", "MAX_CLASSIFIER_INPUTS", "PAPER_KINDS",
+           "Architecture", "Block", "Layer", "Op", "Projection", "Shape", "Slot"]
+PAPER_KINDS = ("conv", "bn", "relu", "maxpool", "avgpool", "dropout", "flatten", "linear")
+"""The layer types of the paper's observations x_t (one-hot columns, render colours)."""
+LAYER_KINDS = (*PAPER_KINDS, "relu6", "adaptive_avgpool")
+FEATURE_KIND = {**{kind: kind for kind in PAPER_KINDS}, "relu6": "relu",
+                "adaptive_avgpool": "avgpool"}
+"""The paper type each layer kind is observed as, so that the observation space stays the
+same for every teacher (a policy trained on a zoo VGG runs on an imported MobileNetV2)."""
 MAX_CLASSIFIER_INPUTS = 32_768
 """Default limit on the flattened features entering the first linear layer (appendix 11.2:
 a student that removed too many downsampling layers has an impractically large FC input)."""
@@ -70,11 +88,17 @@ class Layer:
     p: float = 0.0
     origin: int = -1
     """Index of the layer in the root teacher; build_model inherits weights through it."""
+    groups: int = 1
+    """Groups of a conv: each output channel sees ``in / groups`` input channels."""
+    depthwise: bool = False
+    """A conv with one filter per input channel (groups = input channels = out)."""
+    output_size: int = 0
+    """Output height and width of an ``adaptive_avgpool``."""
 
     def __post_init__(self) -> None:
         if self.kind not in LAYER_KINDS:
             raise ValueError(f"unknown layer kind {self.kind!r}; allowed: {LAYER_KINDS}")
-        for name in ("out", "kernel", "stride", "padding", "origin"):
+        for name in ("out", "kernel", "stride", "padding", "origin", "groups", "output_size"):
             value = getattr(self, name)
             if type(value) is not int:
                 object.__setattr__(self, name, validate.integer(f"layer {name}", value))
@@ -86,10 +110,22 @@ class Layer:
             raise ValueError(f"{self.kind} layer needs kernel >= 1 and stride >= 1")
         if self.padding < 0 or not 0.0 <= self.p < 1.0:
             raise ValueError("padding must be >= 0 and dropout p in [0, 1)")
+        if not isinstance(self.depthwise, bool):
+            raise ValueError(f"depthwise must be True or False, got {self.depthwise!r}")
+        if self.groups < 1 or (self.kind != "conv" and (self.groups != 1 or self.depthwise)):
+            raise ValueError("groups (>= 1) and depthwise belong to conv layers only")
+        if self.depthwise and self.groups != 1:
+            raise ValueError("a depthwise conv has one group per channel; leave groups at 1")
+        if (self.kind == "adaptive_avgpool") != (self.output_size > 0):
+            raise ValueError("adaptive_avgpool needs output_size >= 1; other kinds have none")
 
     @property
     def has_params(self) -> bool:
         return self.kind in ("conv", "bn", "linear")
+
+    def inputs_per_filter(self, channels: int) -> int:
+        """Input channels each output channel of this conv sees, given ``channels`` in."""
+        return 1 if self.depthwise else channels // self.groups
 
 
 @dataclass(frozen=True)
@@ -256,7 +292,8 @@ class Architecture:
             assert shape is not None
             bias = layer.out if layer.bias else 0
             if layer.kind == "conv":
-                counts.append(shape[0] * layer.out * layer.kernel**2 + bias)
+                counts.append(layer.inputs_per_filter(shape[0]) * layer.out * layer.kernel**2
+                              + bias)
             elif layer.kind == "linear":
                 counts.append(shape[0] * layer.out + bias)
             else:
@@ -270,23 +307,27 @@ class Architecture:
                 for b, block in enumerate(self.blocks) if block.projection is not None}
 
     def flops(self, batch: int = 1) -> int:
-        """Inference FLOPs: multiply and add counted separately; bn 2, relu/add 1 per element,
-        pooling k*k per output element, dropout and flatten free."""
+        """Inference FLOPs: multiply and add counted separately; bn 2, relu/relu6/add 1 per
+        element, pooling k*k per output element (adaptive: the largest bin's size), dropout
+        and flatten free."""
         trace = self._require_valid()
         total = 0
         for layer, shape_in, shape_out in zip(self.layers, trace.in_shapes, trace.out_shapes):
             assert shape_in is not None and shape_out is not None
             elements = math.prod(shape_out)
             if layer.kind == "conv":
-                total += elements * (2 * shape_in[0] * layer.kernel**2 - 1 + int(layer.bias))
+                fan_in = layer.inputs_per_filter(shape_in[0]) * layer.kernel**2
+                total += elements * (2 * fan_in - 1 + int(layer.bias))
             elif layer.kind == "linear":
                 total += layer.out * (2 * shape_in[0] - 1 + int(layer.bias))
             elif layer.kind == "bn":
                 total += 2 * elements
-            elif layer.kind == "relu":
+            elif layer.kind in ("relu", "relu6"):
                 total += elements
             elif layer.kind in ("maxpool", "avgpool"):
                 total += elements * layer.kernel**2
+            elif layer.kind == "adaptive_avgpool":
+                total += elements * math.prod(-(-s // layer.output_size) for s in shape_in[1:])
         for b, block in enumerate(self.blocks):
             in_shape, out_shape = trace.block_shapes[b]
             elements = math.prod(out_shape)

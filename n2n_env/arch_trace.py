@@ -44,7 +44,16 @@ def layer_output(layer: Layer, shape: Shape) -> Shape | str:
         ]
         if min(sizes) < 1:
             return f"{layer.kind} (kernel {layer.kernel}) shrinks a {height}x{width} map below 1x1"
+        if layer.depthwise and layer.out != channels:
+            return f"depthwise conv outputs {layer.out} channels but receives {channels}"
+        if layer.groups > 1 and (channels % layer.groups or layer.out % layer.groups):
+            return (f"conv in {layer.groups} groups receives {channels} channels and outputs "
+                    f"{layer.out}; both must be multiples of {layer.groups}")
         return (layer.out if layer.kind == "conv" else channels, *sizes)
+    if layer.kind == "adaptive_avgpool":
+        if len(shape) != 3:
+            return f"{layer.kind} receives a flat vector of {shape[0]} features"
+        return (shape[0], layer.output_size, layer.output_size)
     if layer.kind == "flatten":
         return (math.prod(shape),)
     if layer.kind == "linear":
@@ -75,6 +84,28 @@ def execution_order(num_layers: int, blocks: Sequence[Block]) -> tuple[Op, ...]:
         if position < num_layers:
             ops.append(("layer", position))
     return tuple(ops)
+
+
+def wiring(arch: Architecture) -> tuple[dict[Slot, Slot], tuple[Slot, ...]]:
+    """Which producer feeds every layer and projection, and which one leaves each layer,
+    from the structure alone: unlike :func:`trace`, this holds where widths do not fit
+    yet (the removal repairs use it to make them fit)."""
+    sources: dict[Slot, Slot] = {}
+    after: list[Slot] = [INPUT_SLOT] * len(arch.layers)
+    producer = block_source = INPUT_SLOT
+    for op, index in arch.execution_order():
+        if op == "layer":
+            sources[("layer", index)] = producer
+            if arch.layers[index].kind in ("conv", "linear"):
+                producer = ("layer", index)
+            after[index] = producer
+        elif op == "open":
+            block_source = producer
+        elif arch.blocks[index].projection is not None:
+            sources[("projection", index)] = producer if op == "empty" else block_source
+            if op == "empty":
+                producer = ("projection", index)
+    return sources, tuple(after)
 
 
 def trace(arch: Architecture) -> Trace:

@@ -11,6 +11,9 @@ teacher layer it came from (``Layer.origin``; projections through ``Block.origin
   teacher (same producer, or one tied to it by a shortcut; for a linear layer also the same
   spatial size at the flatten) takes the matching slice of the teacher's weights. A smaller
   kernel takes the centre of the teacher's kernel.
+* A depthwise conv keeps the filters of the channels its group keeps (its width is tied
+  to its input's); a grouped conv inherits only when it keeps all its input and output
+  channels, since a subset would regroup them.
 * Anything else (a layer whose input no longer matches, e.g. the conv after a removed conv,
   or one wider than its teacher) is re-initialised with PyTorch's default initialisation.
   A batch norm after such a layer starts fresh too (unit scale, zero shift, fresh running
@@ -49,8 +52,9 @@ class N2NNet(nn.Module):
         for b, block in enumerate(architecture.blocks):
             if block.projection is not None:
                 channels_in = _block_input_channels(architecture, b)
+                conv = _conv_class(channels_in, 1, block.projection.stride, 0)
                 self.projections[str(b)] = nn.Sequential(
-                    nn.Conv2d(
+                    conv(
                         channels_in,
                         block.projection.out,
                         1,
@@ -80,6 +84,29 @@ class N2NNet(nn.Module):
         return x
 
 
+class SubsampledConv2d(nn.Conv2d):
+    """A 1x1 convolution with stride s > 1 and no padding, computed as the same 1x1
+    convolution at stride 1 on every s-th row and column (the identical function).
+
+    torch 2.14's CPU convolution (oneDNN 3.12) corrupts the heap in the backward pass of a
+    strided 1x1 convolution with 2 to 6 input channels (a Python abort, "corrupted
+    double-linked list"); narrow imported ResNets have such projection shortcuts. Subsampling
+    first avoids that kernel. ``build_model`` uses this class for those convolutions only.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        step = self.stride[0]
+        return nn.functional.conv2d(x[:, :, ::step, ::step], self.weight, self.bias, 1, 0, 1,
+                                    self.groups)
+
+
+def _conv_class(channels_in: int, kernel: int, stride: int, padding: int) -> type[nn.Conv2d]:
+    """nn.Conv2d, or :class:`SubsampledConv2d` where torch's own kernel is unsafe."""
+    if kernel == 1 and stride > 1 and padding == 0 and channels_in < 8:
+        return SubsampledConv2d
+    return nn.Conv2d
+
+
 def _block_input_channels(architecture: Architecture, b: int) -> int:
     slot = architecture.input_slots()[("projection", b)]
     return architecture.slot_width(slot)
@@ -87,12 +114,13 @@ def _block_input_channels(architecture: Architecture, b: int) -> int:
 
 def _make_layer(layer: Layer, shape: tuple[int, ...], device: torch.device | str) -> nn.Module:
     if layer.kind == "conv":
-        return nn.Conv2d(
+        return _conv_class(shape[0], layer.kernel, layer.stride, layer.padding)(
             shape[0],
             layer.out,
             layer.kernel,
             layer.stride,
             layer.padding,
+            groups=shape[0] if layer.depthwise else layer.groups,
             bias=layer.bias,
             device=device,
         )
@@ -109,6 +137,10 @@ def _make_layer(layer: Layer, shape: tuple[int, ...], device: torch.device | str
         return nn.Dropout(layer.p)
     if layer.kind == "flatten":
         return nn.Flatten()
+    if layer.kind == "adaptive_avgpool":
+        return nn.AdaptiveAvgPool2d(layer.output_size)
+    if layer.kind == "relu6":
+        return nn.ReLU6()
     return nn.ReLU()
 
 
@@ -276,6 +308,11 @@ class _Inheritance:
                 if inputs is None:
                     continue
             outputs = self.kept[("layer", i)]
+            if layer.depthwise:
+                inputs = ALL  # one input channel per filter: the outputs select it
+            elif layer.groups > 1 and not (isinstance(outputs, slice)
+                                           and isinstance(inputs, slice)):
+                continue  # a channel subset would regroup the filters' inputs
             if outputs is not None and _copy_weights(s_module, t_module, outputs, inputs):
                 inherited.add(s_module)
         for b, block in enumerate(self.s_arch.blocks):

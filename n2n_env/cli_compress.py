@@ -27,6 +27,7 @@ from n2n_env.cli import (
     _positive_int,
 )
 from n2n_env.device import resolve_device, use_all_cores
+from n2n_env.teacher_spec import cache_name, check_teacher_name, check_teacher_weights
 
 BACKENDS = ("local", "processes", "ray")
 _at_least_two = _int_at_least(2, "an integer >= 2 (batch norm needs two samples)")
@@ -55,8 +56,11 @@ def _compress(args: argparse.Namespace) -> int:
     _check_choice("agent", args.agent, pipeline.AGENTS)
     _check_choice("evaluator", args.evaluator, ("distill", "mock"))
     _check_choice("backend", args.backend, BACKENDS)
-    if not args.teacher.endswith(".pt"):
-        _check_choice("teacher (or a checkpoint path ending in .pt)", args.teacher, zoo.names())
+    try:
+        check_teacher_name(args.teacher, zoo.names())
+        check_teacher_weights(args.teacher, args.teacher_weights, args.teacher_width)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     _check_choice("dataset", args.dataset, data.names())
     if args.resume and args.out and Path(args.out) != Path(args.resume):
         raise UsageError("--resume DIR continues the run in DIR; do not also give --out")
@@ -84,7 +88,7 @@ def _compress(args: argparse.Namespace) -> int:
                 evaluator=args.evaluator, recipe=_recipe(args), policy_init=args.policy_init,
                 seed=args.seed, teacher_width=args.teacher_width,
                 teacher_epochs=args.teacher_epochs, finetune_epochs=args.finetune_epochs,
-                backend=backend)
+                backend=backend, teacher_weights=args.teacher_weights)
             result = pipeline.compress(config, out=run, device=str(device), progress=progress)
     except KeyboardInterrupt:
         print(f"n2n: interrupted; {_compress_interrupted(args, run)}", file=sys.stderr)
@@ -134,7 +138,7 @@ def _compress_interrupted(args: argparse.Namespace, run: Path) -> str:
                 f"last epoch; continue with: n2n compress --resume {shlex.quote(str(run))}")
     if not args.teacher.endswith(".pt") and not args.resume:
         partial = checkpoints.partial_path(checkpoints.teacher_path(
-            args.teacher, args.dataset, args.teacher_width, 0))
+            cache_name(args.teacher), args.dataset, args.teacher_width, 0))
         if partial.exists():
             return ("the teacher's training was saved after its last finished epoch; rerun "
                     "the same command to continue it (no search iteration had finished)")
@@ -150,7 +154,13 @@ def register(commands: argparse._SubParsersAction,
                        "compress a teacher: layer removal, then layer shrinkage, then "
                        "fine-tuning (paper Algorithm 1 and section 3.5)")
     cmd.add_argument("--teacher", default="conv4", metavar="NAME_OR_CHECKPOINT",
-                     help="zoo model (default conv4) or a teacher checkpoint (.pt)")
+                     help="zoo model (default conv4), a teacher checkpoint (.pt), "
+                     "torchvision:NAME (e.g. torchvision:resnet18) or path/to/file.py:FUNCTION "
+                     "(your own model); imported models are trained on first use unless "
+                     "--teacher-weights is given")
+    cmd.add_argument("--teacher-weights", metavar="PATH",
+                     help="state_dict of the imported teacher's model, used as it is (read "
+                     "with weights_only=True; nothing is downloaded)")
     cmd.add_argument("--dataset", default="digits", metavar="NAME",
                      help="dataset (default digits; see 'n2n data list')")
     cmd.add_argument("--data-root", metavar="DIR", help="folder holding dataset files")
@@ -173,7 +183,8 @@ def register(commands: argparse._SubParsersAction,
                      help="start stage 1 from a saved removal policy (removal_policy.pt of "
                      "a reinforce or actor-critic run, any teacher)")
     cmd.add_argument("--teacher-width", type=_positive_float, default=1.0, metavar="W",
-                     help="width multiplier of a zoo teacher trained on first use (default 1)")
+                     help="width multiplier of a zoo or imported teacher trained on first use "
+                     "(default 1)")
     cmd.add_argument("--teacher-epochs", type=_positive_int, metavar="N",
                      help="epochs to train a zoo teacher on first use (default: the "
                      "dataset recipe's)")

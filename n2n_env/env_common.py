@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from n2n_env import validate
-from n2n_env.arch import LAYER_KINDS, Architecture
+from n2n_env.arch import FEATURE_KIND, PAPER_KINDS, Architecture
 from n2n_env.evaluators import Evaluation, Evaluator
 from n2n_env.reward import (
     COMPRESSION_METRICS,
@@ -224,7 +224,7 @@ def render_bars(widths: Sequence[int], kinds: Sequence[str], state: Sequence[int
     for index, (width, kind, decided) in enumerate(zip(widths, kinds, state)):
         left = gap + index * (bar + gap)
         bar_height = max(4, int((height - 12) * np.log2(1 + width) / top))
-        colour = palette[LAYER_KINDS.index(kind)]
+        colour = palette[PAPER_KINDS.index(FEATURE_KIND[kind])]
         if decided < 0:
             colour = np.array([200, 200, 200])
         elif decided == 0:

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from n2n_env.arch import LAYER_KINDS
+from n2n_env.arch import FEATURE_KIND, LAYER_KINDS, PAPER_KINDS
 
 if TYPE_CHECKING:
     from n2n_env.arch import Architecture
 
 FEATURE_NAMES = ("type", "kernel", "stride", "padding", "outputs", "s_start", "s_end")
 NORMALIZED_FEATURE_NAMES = (
-    *(f"is_{kind}" for kind in LAYER_KINDS),
+    *(f"is_{kind}" for kind in PAPER_KINDS),
     "log_kernel",
     "log_stride",
     "log_padding",
@@ -63,8 +63,8 @@ def layer_features(arch: Architecture, normalized: bool = False) -> np.ndarray:
         padding = layer.padding if spatial else 0
         raw[i] = (LAYER_KINDS.index(layer.kind), kernel, stride, padding, outputs, s_start, s_end)
         input_size = in_shape[-1] if in_shape and len(in_shape) == 3 else 0
-        normalized_rows[i, LAYER_KINDS.index(layer.kind)] = 1.0
-        normalized_rows[i, len(LAYER_KINDS) :] = (
+        normalized_rows[i, PAPER_KINDS.index(FEATURE_KIND[layer.kind])] = 1.0
+        normalized_rows[i, len(PAPER_KINDS) :] = (
             math.log2(1 + kernel) / 4,
             math.log2(1 + stride) / 2,
             math.log2(1 + padding) / 3,

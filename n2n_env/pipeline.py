@@ -44,6 +44,7 @@ from agents.search import EPISODES_PER_UPDATE, BestStudent
 from n2n_env import data as data_mod
 from n2n_env.arch import Architecture
 from n2n_env.device import resolve_device
+from n2n_env.env_common import MAX_LAYERS
 from n2n_env.finetune import FinetuneResult
 from n2n_env.progress import Progress, progress_bar
 from n2n_env.progress import check as check_progress
@@ -187,6 +188,7 @@ def _run(config: RunConfig, run: Path, state: dict[str, Any], device: str | None
     checkpoint = settings.checkpoint
     run.mkdir(parents=True, exist_ok=True)
     evaluator = assemble(dataclasses.replace(settings, teacher=os.fspath(checkpoint),
+                                             teacher_weights=None,
                                              cache=os.fspath(run / "rewards.sqlite")),
                          teacher=teacher, data=data)
     start = record.architecture
@@ -300,6 +302,9 @@ def _environment(stage: str, start: Architecture, evaluator: LazyEvaluator,
         "anneal_episodes": config.anneal_episodes, "episodes_played": episodes_played}
     if stage == "shrink":
         options["start"] = start
+    # Observations pad the layer table to 128 rows; deeper teachers (an imported
+    # ResNet-50 has 151 layers) get a table as long as they are.
+    options["max_layers"] = max(MAX_LAYERS, len(evaluator.teacher_architecture))
     if config.backend.kind == "local":
         return gym.make(ENV_IDS[stage], **options)
     return gym.make_vec(ENV_IDS[stage], num_envs=EPISODES_PER_UPDATE,

@@ -22,6 +22,7 @@ from n2n_env import validate, zoo
 from n2n_env.distill import DistillRecipe
 from n2n_env.env_factory import check_quantities
 from n2n_env.stack import MOCK_OPTIONS, BackendSettings, EvaluatorSettings
+from n2n_env.teacher_spec import check_teacher_name
 
 STAGES = ("removal", "shrink")
 """The paper's two stages, in the only order they can run."""
@@ -35,7 +36,8 @@ class RunConfig:
     """Everything that decides what an ``n2n compress`` run finds."""
 
     teacher: str = "conv4"
-    """A zoo name (trained on first use and cached) or a teacher checkpoint ``.pt``."""
+    """A zoo name or an imported model (``torchvision:NAME``, ``file.py:FUNCTION``), trained
+    on first use and cached, or a teacher checkpoint ``.pt``."""
     dataset: str = "digits"
     data_root: str | None = None
     """Folder holding the dataset's files (None: the package's default places)."""
@@ -61,17 +63,20 @@ class RunConfig:
     seed: int = 0
     """Seed of the agents' sampling (and of the final fine-tuning)."""
     teacher_width: float = 1.0
-    """Width multiplier of a zoo teacher."""
+    """Width multiplier of a zoo or imported teacher trained here."""
     teacher_epochs: int | None = None
     """Epochs to train a zoo teacher on first use (None: the dataset recipe's)."""
     finetune_epochs: int | None = None
     """Epochs of the final training (None: the teacher recipe's)."""
     backend: BackendSettings = field(default_factory=BackendSettings)
     """Where students train; a resumed run may change it."""
+    teacher_weights: str | None = None
+    """A state_dict for an imported teacher (``torchvision:NAME``, ``file.py:FUNCTION``),
+    used as it is instead of training the model."""
 
     def __post_init__(self) -> None:
         set_field = object.__setattr__  # normalise once; the dataclass stays frozen
-        for name in ("teacher", "data_root", "policy_init"):
+        for name in ("teacher", "data_root", "policy_init", "teacher_weights"):
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
                 set_field(self, name, os.fspath(value))
@@ -84,10 +89,7 @@ class RunConfig:
 
     def _check(self) -> None:
         """Reject bad settings now, before any teacher is trained, naming what is allowed."""
-        if not isinstance(self.teacher, str) or not (
-                self.teacher.endswith(".pt") or self.teacher in zoo.names()):
-            raise ValueError(f"unknown teacher {self.teacher!r}; use a zoo name "
-                             f"({', '.join(zoo.names())}) or a checkpoint path ending in .pt")
+        check_teacher_name(self.teacher, zoo.names())
         bad = [s for s in self.stages if s not in STAGES]
         if bad or not self.stages or len(set(self.stages)) != len(self.stages):
             raise ValueError(f"stages must be distinct names from {', '.join(STAGES)}, in "
@@ -132,7 +134,8 @@ class RunConfig:
             teacher=self.teacher if teacher is None else teacher, dataset=self.dataset,
             data_root=self.data_root, evaluator=self.evaluator, recipe=self.recipe,
             mock_options=self.mock_options, cache=cache, device=device,
-            teacher_width=self.teacher_width, teacher_progress=progress, backend=self.backend)
+            teacher_width=self.teacher_width, teacher_progress=progress, backend=self.backend,
+            teacher_weights=self.teacher_weights if teacher is None else None)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (``state.json``'s ``config``)."""

@@ -118,7 +118,8 @@ def plot(run: Path, stages: Sequence[str]) -> None:
 def default_run_dir(teacher: str | os.PathLike[str], dataset: str) -> Path:
     """``n2n-runs/<teacher>-<dataset>-<local time>``: a new directory per run."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("n2n-runs") / f"{Path(os.fspath(teacher)).stem}-{dataset}-{stamp}"
+    name = Path(os.fspath(teacher).replace(":", "-")).stem
+    return Path("n2n-runs") / f"{name}-{dataset}-{stamp}"
 
 
 def read_state(path: Path) -> dict[str, Any]:

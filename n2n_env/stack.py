@@ -27,6 +27,12 @@ from typing import TYPE_CHECKING, Any
 from n2n_env import validate, zoo
 from n2n_env.arch import Architecture
 from n2n_env.evaluators import Evaluation, Evaluator, MockEvaluator, evaluate_each
+from n2n_env.teacher_spec import (
+    cache_name,
+    check_teacher_name,
+    check_teacher_weights,
+    parse_teacher_spec,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -99,20 +105,19 @@ class EvaluatorSettings:
     device: str | None = None
     """``auto``/None, ``cpu``, ``cuda`` or ``cuda:N``."""
     teacher_width: float = 1.0
-    """Width multiplier of a zoo teacher."""
+    """Width multiplier of a zoo or imported teacher trained here."""
     teacher_progress: bool = True
     """Show a progress bar when a zoo teacher is trained on first use."""
     backend: BackendSettings = field(default_factory=BackendSettings)
+    teacher_weights: str | None = None
+    """A state_dict for an imported teacher (``torchvision:NAME``, ``file.py:FUNCTION``),
+    used as it is instead of training the model."""
 
     def __post_init__(self) -> None:
         from n2n_env import data as data_mod
 
         validate.choice("evaluator", self.evaluator, EVALUATORS)
-        if not isinstance(self.teacher, str) or not (
-                self.teacher in zoo.names() or self.teacher.endswith(".pt")
-                or self.teacher == IN_MEMORY):
-            raise ValueError(f"unknown teacher {self.teacher!r}; use a zoo name "
-                             f"({', '.join(zoo.names())}) or a checkpoint path ending in .pt")
+        check_teacher_name(self.teacher, zoo.names(), extra=(IN_MEMORY,))
         if self.dataset not in data_mod.names():
             raise ValueError(f"unknown dataset {self.dataset!r}; allowed: "
                              f"{', '.join(data_mod.names())}")
@@ -127,6 +132,7 @@ class EvaluatorSettings:
         if self.cache is not None and not isinstance(self.cache, str):
             raise TypeError(f"cache must be a file path or None, got {self.cache!r}")
         validate.number("teacher_width", self.teacher_width, above=0)
+        check_teacher_weights(self.teacher, self.teacher_weights, self.teacher_width)
         validate.flag("teacher_progress", self.teacher_progress)
         if not isinstance(self.backend, BackendSettings):
             raise TypeError(f"backend must be BackendSettings, got {self.backend!r}")
@@ -142,12 +148,14 @@ class EvaluatorSettings:
 
     @property
     def checkpoint(self) -> Path:
-        """The teacher's checkpoint: the given path, or where a zoo teacher is cached."""
+        """The teacher's checkpoint: the given path, or where a zoo or imported teacher is
+        cached."""
         if self.teacher.endswith(".pt"):
             return Path(self.teacher)
         from n2n_env.checkpoints import teacher_path
 
-        return teacher_path(self.teacher, self.dataset, self.teacher_width)
+        return teacher_path(cache_name(self.teacher, self.teacher_weights), self.dataset,
+                            self.teacher_width)
 
 
 def _recipe_class() -> type[DistillRecipe]:
@@ -174,7 +182,11 @@ def teacher_architecture(settings: EvaluatorSettings) -> Architecture:
     from n2n_env import data as data_mod
 
     shape, classes = data_mod.info(settings.dataset)
-    return zoo.get(settings.teacher, shape, classes, width=settings.teacher_width)
+    if parse_teacher_spec(settings.teacher) is None:
+        return zoo.get(settings.teacher, shape, classes, width=settings.teacher_width)
+    from n2n_env.teacher import teacher_architecture as named_architecture
+
+    return named_architecture(settings.teacher, shape, classes, settings.teacher_width)
 
 
 def assemble(settings: EvaluatorSettings | Evaluator, *,
@@ -354,6 +366,7 @@ def load_teacher(settings: EvaluatorSettings, data: Dataset | None = None,
 
         model, record = get_teacher(settings.teacher, settings.dataset,
                                     width=settings.teacher_width, data_root=settings.data_root,
+                                    weights=settings.teacher_weights,
                                     device=device, epochs=epochs, data=data,
                                     progress=settings.teacher_progress if progress is None
                                     else progress)

@@ -40,6 +40,7 @@ from n2n_env.device import autocast_context, in_memory_format, prepare_model, re
 from n2n_env.progress import Progress, progress_bar
 from n2n_env.progress import check as check_progress
 from n2n_env.recipes import Recipe, recipe_for
+from n2n_env.teacher_spec import TeacherSpec, cache_name, parse_teacher_spec
 from n2n_env.training import (
     evaluate_accuracy,
     hard_label_loss,
@@ -207,9 +208,14 @@ def get_teacher(
     model_name: str, dataset_name: str, *, width: float = 1.0, seed: int = 0,
     data_root: str | os.PathLike[str] | None = None, device: str | torch.device | None = None,
     epochs: int | None = None, train_if_missing: bool = True, progress: Progress = True,
-    data: data_mod.Dataset | None = None,
+    data: data_mod.Dataset | None = None, weights: str | os.PathLike[str] | None = None,
 ) -> tuple[torch.nn.Module, TeacherRecord]:
     """The cached teacher for ``model_name`` on ``dataset_name``, training it on first use.
+
+    ``model_name`` is a zoo name or an imported model (``torchvision:NAME``,
+    ``file.py:FUNCTION``; see :mod:`n2n_env.teacher_spec`). An imported model with
+    ``weights`` (its state_dict) is not trained: its accuracies are measured and it is
+    cached like a trained one.
 
     The cached checkpoint must match the zoo architecture and the fingerprint of the
     dataset as loaded now; otherwise :class:`CheckpointError` explains how to fix it.
@@ -222,8 +228,13 @@ def get_teacher(
         raise ValueError(f"data holds {data.name!r}, not {dataset_name!r}")
     dataset = data if data is not None else data_mod.load(dataset_name, root=data_root)
     shape, classes = dataset.input_shape, dataset.num_classes
-    arch = zoo.get(model_name, input_shape=shape, num_classes=classes, width=width)
-    path = teacher_path(model_name, dataset_name, width, seed)
+    spec = parse_teacher_spec(model_name)
+    if weights is not None and (spec is None or width != 1.0):
+        raise ValueError("teacher weights belong to an imported model (torchvision:NAME or "
+                         "file.py:FUNCTION) at width 1; a zoo teacher is trained here")
+    arch = teacher_architecture(model_name, shape, classes, width)
+    path = teacher_path(cache_name(model_name, None if weights is None else os.fspath(weights)),
+                        dataset_name, width, seed)
     if not path.exists() and not train_if_missing:
         raise FileNotFoundError(
             f"no cached teacher at {path}; train it with: n2n teacher train --model "
@@ -233,6 +244,9 @@ def get_teacher(
         return load_teacher(path, architecture=arch, dataset_fingerprint=dataset.fingerprint,
                             device=resolve_device(device))
     recipe = recipe_for(dataset_name)
+    if weights is not None:
+        assert spec is not None
+        return _measured_teacher(spec, dataset, weights, path, recipe, seed, device)
     if epochs is not None:
         recipe = recipe.with_epochs(epochs)
     resume = partial_path(path)
@@ -246,3 +260,34 @@ def get_teacher(
     save_teacher(path, trained.model, record)
     resume.unlink(missing_ok=True)
     return trained.model, record
+
+
+def teacher_architecture(model_name: str, input_shape: tuple[int, int, int], num_classes: int,
+                         width: float = 1.0) -> Architecture:
+    """The architecture a teacher name gives: a zoo teacher's, or an imported model's."""
+    spec = parse_teacher_spec(model_name)
+    if spec is None:
+        return zoo.get(model_name, input_shape=input_shape, num_classes=num_classes,
+                       width=width)
+    from n2n_env.imported_teachers import imported_architecture
+
+    return imported_architecture(spec, input_shape, num_classes, width)
+
+
+def _measured_teacher(spec: TeacherSpec, dataset: data_mod.Dataset,
+                      weights: str | os.PathLike[str], path: Path, recipe: Recipe, seed: int,
+                      device: str | torch.device | None) -> tuple[torch.nn.Module, TeacherRecord]:
+    """An imported model with its own weights: measured on the dataset and cached."""
+    from n2n_env.imported_teachers import load_weighted_teacher
+
+    started = time.perf_counter()
+    model = load_weighted_teacher(spec, dataset.input_shape, dataset.num_classes, weights,
+                                  device=resolve_device(device)).eval()
+    record = TeacherRecord(
+        architecture=model.architecture, dataset=dataset.name,
+        dataset_fingerprint=dataset.fingerprint,
+        val_accuracy=evaluate_accuracy(model, dataset.val),
+        test_accuracy=evaluate_accuracy(model, dataset.test), recipe=recipe,
+        model_name=spec.text, width=1.0, seed=seed, seconds=time.perf_counter() - started)
+    save_teacher(path, model, record)
+    return model, record

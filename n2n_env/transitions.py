@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from n2n_env.arch import INPUT_SLOT, Architecture, Slot
+from n2n_env.arch_trace import wiring
 
 _T = TypeVar("_T")
 
@@ -113,6 +114,9 @@ def width_groups(arch: Architecture) -> tuple[tuple[Slot, ...], ...]:
     for i, layer in enumerate(arch.layers):
         if layer.kind in ("conv", "linear"):
             union.find(("layer", i))
+    for i, layer in enumerate(arch.layers):
+        if layer.depthwise:
+            union.union(("layer", i), slots.get(("layer", i), INPUT_SLOT))
     for b, block in enumerate(arch.blocks):
         source = (
             slots.get(("layer", block.start), INPUT_SLOT)
@@ -230,28 +234,45 @@ def _as_mask(keep: Sequence[bool], length: int) -> list[bool]:
 
 
 def _repair(arch: Architecture) -> Architecture:
-    """Apply the documented block repairs (strides, widths) after a removal."""
+    """Apply the documented repairs (block strides, block widths, depthwise widths) after
+    a removal."""
     layers = list(arch.layers)
     blocks = list(arch.blocks)
-    for b, block in enumerate(blocks):
+    for block in blocks:
         convs = [i for i in range(block.start, block.end) if layers[i].kind == "conv"]
-        for rank, i in enumerate(convs):
-            stride = block.stride if rank == 0 else 1
-            if layers[i].stride != stride:
-                layers[i] = dataclasses.replace(layers[i], stride=stride)
-        current = dataclasses.replace(arch, layers=tuple(layers), blocks=tuple(blocks))
-        if block.start == block.end:
-            continue
-        source_slot = current.input_slots().get(("layer", block.start))
-        if source_slot is None:
+        if convs and block.stride > 1 and all(layers[i].stride == 1 for i in convs):
+            layers[convs[0]] = dataclasses.replace(layers[convs[0]], stride=block.stride)
+    sources, after = wiring(arch)
+
+    def width(slot: Slot) -> int:
+        name, index = slot
+        if name == "input":
+            return arch.input_shape[0]
+        if name == "layer":
+            return layers[index].out
+        return blocks[index].projection.out  # type: ignore[union-attr]
+
+    # Every repair copies a width from upstream, so passes settle in at most one per layer.
+    for _ in range(len(layers) + len(blocks) + 1):
+        changed = False
+        for i, layer in enumerate(layers):
+            if layer.depthwise and layer.out != width(sources[("layer", i)]):
+                layers[i] = dataclasses.replace(layer, out=width(sources[("layer", i)]))
+                changed = True
+        for b, block in enumerate(blocks):
+            if block.start == block.end:
+                continue
+            if block.projection is None:
+                convs = [i for i in range(block.start, block.end)
+                         if layers[i].kind == "conv" and not layers[i].depthwise]
+                source_width = width(sources[("layer", block.start)])
+                if convs and layers[convs[-1]].out != source_width:
+                    layers[convs[-1]] = dataclasses.replace(layers[convs[-1]], out=source_width)
+                    changed = True
+            elif block.projection.out != width(after[block.end - 1]):
+                projection = dataclasses.replace(block.projection, out=width(after[block.end - 1]))
+                blocks[b] = dataclasses.replace(block, projection=projection)
+                changed = True
+        if not changed:
             break
-        source_width = current.slot_width(source_slot)
-        if block.projection is None and convs and layers[convs[-1]].out != source_width:
-            layers[convs[-1]] = dataclasses.replace(layers[convs[-1]], out=source_width)
-        elif block.projection is not None:
-            body_width = layers[convs[-1]].out if convs else source_width
-            if block.projection.out != body_width:
-                blocks[b] = dataclasses.replace(
-                    block, projection=dataclasses.replace(block.projection, out=body_width)
-                )
     return dataclasses.replace(arch, layers=tuple(layers), blocks=tuple(blocks))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from n2n_env import zoo
-from n2n_env.arch import LAYER_KINDS
+from n2n_env.arch import LAYER_KINDS, PAPER_KINDS
 from n2n_env.features import FEATURE_NAMES, NORMALIZED_FEATURE_NAMES, layer_features
 
 KIND = {kind: index for index, kind in enumerate(LAYER_KINDS)}
@@ -21,7 +21,8 @@ def width_one(name: str):
 
 def test_feature_names():
     assert FEATURE_NAMES == ("type", "kernel", "stride", "padding", "outputs", "s_start", "s_end")
-    assert NORMALIZED_FEATURE_NAMES[: len(LAYER_KINDS)] == tuple(f"is_{k}" for k in LAYER_KINDS)
+    assert NORMALIZED_FEATURE_NAMES[: len(PAPER_KINDS)] == tuple(f"is_{k}" for k in PAPER_KINDS)
+    assert len(NORMALIZED_FEATURE_NAMES) == 18  # observation spaces do not grow with new kinds
     assert len(set(NORMALIZED_FEATURE_NAMES)) == len(NORMALIZED_FEATURE_NAMES)
 
 
@@ -79,7 +80,7 @@ def test_normalized_features_are_bounded_and_consistent(name):
     assert norm.shape == (len(arch), len(NORMALIZED_FEATURE_NAMES)) and norm.dtype == np.float32
     assert np.isfinite(norm).all()
     assert norm.min() >= 0.0 and norm.max() <= 1.5
-    one_hot = norm[:, : len(LAYER_KINDS)]
+    one_hot = norm[:, : len(PAPER_KINDS)]
     assert np.array_equal(one_hot.sum(axis=1), np.ones(len(arch)))
     assert one_hot.argmax(axis=1).tolist() == [KIND[layer.kind] for layer in arch.layers]
     depth = norm[:, NORM["relative_depth"]]
