@@ -8,27 +8,38 @@ entry point: ``gym.make_vec(env_id, num_envs=N)`` builds an
 :class:`~n2n_env.vector_env.N2NVectorEnv` whose N sub-environments share one evaluator
 and have their students evaluated as one batch. The modules that build, train or
 store networks (``build``, ``data``, ``teacher``, ``checkpoints``, ``distill``, ...) bring
-in torch.
+in torch. So does :func:`load_student` (``n2n_env.load_student(path)``: the student of a run
+directory or model file as an ``nn.Module``), imported from :mod:`n2n_env.export` only when
+first used, and :func:`import_model` (a PyTorch model as a teacher architecture with its
+weights, :mod:`n2n_env.model_import`).
 """
 
-from typing import Any
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from gymnasium.envs.registration import register, registry
 
 from n2n_env.arch import Architecture, Block, Layer, Projection
 
+if TYPE_CHECKING:
+    from n2n_env.export import load_student
+    from n2n_env.model_import import import_model
+
 __version__ = "0.1.0"
-__all__ = ["Architecture", "Block", "Layer", "Projection", "__version__", "import_model"]
-_LAZY = {"import_model": "n2n_env.model_import"}
-"""Public functions whose modules bring in torch, imported on first use."""
+__all__ = ["Architecture", "Block", "Layer", "Projection", "__version__", "import_model",
+           "load_student"]
+_LAZY = {"load_student": "n2n_env.export", "import_model": "n2n_env.model_import"}
+"""Public names whose module imports torch, imported on first use."""
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'n2n_env' has no attribute {name!r}")
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 for _env_id, _name, _nondeterministic in (
     ("N2NRemoval-v0", "removal", True),

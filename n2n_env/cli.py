@@ -1,4 +1,4 @@
-"""The ``n2n`` command line: teachers, the model zoo and datasets.
+"""The ``n2n`` command line: teachers, the model zoo, datasets and exporting students.
 
 Every leaf command is a function ``(args) -> int`` registered with
 :func:`_add_command`; adding a command group (``n2n compress ...``) means writing one
@@ -287,6 +287,56 @@ def _register_zoo(commands: argparse._SubParsersAction) -> None:
     ls.add_argument("--data-root", metavar="DIR", help="folder holding dataset files")
 
 
+def _export(args: argparse.Namespace) -> int:
+    from n2n_env import export  # torch.onnx and onnxruntime only for this command
+
+    _check_choice("format", args.format, export.FORMATS)
+    try:
+        result = export.export_student(args.source, args.format, out=args.out,
+                                       stage=args.stage)
+    except export.ExportError as exc:
+        print(f"n2n: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except checkpoints.CheckpointError:
+        raise
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    arch = result.architecture
+    c, h, w = arch.input_shape
+    print(f"student: {result.source} ({arch.name or 'unnamed'}, {arch.num_params():,} params, "
+          f"input {c}x{h}x{w}, {arch.num_classes} classes)")
+    kind = {"onnx": f"ONNX opset {export.ONNX_OPSET}, input '{export.INPUT_NAME}' [batch, {c}, "
+                    f"{h}, {w}] -> '{export.OUTPUT_NAME}' [batch, {arch.num_classes}]",
+            "torchscript": f"TorchScript for torch.jit.load, input [batch, {c}, {h}, {w}]",
+            "state_dict": "state_dict + architecture JSON, for n2n_env.load_student"}
+    for path in result.files:
+        print(f"wrote:   {path}")
+    print(f"format:  {kind[result.format]}")
+    print(f"check:   {result.checked_with} on a random batch of {result.batch_size}: max abs "
+          f"difference {result.max_abs_diff:.2g} (allowed {export.ATOL:g})")
+    return 0
+
+
+def _register_export(commands: argparse._SubParsersAction) -> None:
+    parser = _add_command(
+        commands, "export", _export,
+        "write a run's student as ONNX, TorchScript or a state_dict, checked against it",
+    )
+    parser.add_argument("source", metavar="RUN_DIR",
+                        help="an n2n compress run directory, or a student file NAME.pt "
+                             "(with NAME.json beside it)")
+    parser.add_argument("--format", required=True, metavar="FORMAT",
+                        help="onnx (needs: pip install \"n2n[export]\"), torchscript or "
+                             "state_dict")
+    parser.add_argument("--out", metavar="PATH",
+                        help="file (or folder) to write (default: in the run directory, "
+                             "student.onnx, student.torchscript.pt or student.state_dict.pt; "
+                             "beside a student file NAME.pt, NAME.onnx, ...)")
+    parser.add_argument("--stage", metavar="NAME",
+                        help="export the fine-tuned student of this stage (removal or "
+                             "shrink) instead of the run's final one")
+
+
 def _register_data(commands: argparse._SubParsersAction) -> None:
     group = commands.add_parser("data", help="datasets")
     sub = group.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -313,12 +363,13 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The full ``n2n`` parser; each subcommand stores its handler as ``handler``."""
     parser = _Parser(prog="n2n", description="N2N network-to-network compression (ICLR 2018): "
-                     "teachers, model zoo and datasets.")
+                     "teachers, model zoo, datasets, compression and export.")
     parser.add_argument("--version", action="version", version=f"n2n {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _register_teacher(commands)
     _register_zoo(commands)
     _register_data(commands)
+    _register_export(commands)
     from n2n_env.cli_compress import register as register_compress
 
     register_compress(commands, _add_command)

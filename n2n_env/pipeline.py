@@ -35,7 +35,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 import n2n_env  # noqa: F401  (registers the environments)
 from agents import registry
@@ -52,6 +51,7 @@ from n2n_env.recipes import recipe_for
 from n2n_env.run_config import DEFAULT_ITERATIONS, STAGES, RunConfig
 from n2n_env.run_files import (
     STAGE_LABELS,
+    STUDENT_FILE,
     atomic_json,
     board,
     default_run_dir,
@@ -60,6 +60,7 @@ from n2n_env.run_files import (
     plot,
     read_metrics,
     read_state,
+    save_student,
     settle_policy,
     write_metrics,
 )
@@ -214,9 +215,7 @@ def _run(config: RunConfig, run: Path, state: dict[str, Any], device: str | None
         rows.append(ModelRow(f"Student ({label})", trained[key].test_accuracy,
                              arch.num_params(), arch.to_json(), trained[key].lr))
     final = bests[-1][1]
-    torch.save({k: v.cpu() for k, v in trained[final.signature()].model.state_dict().items()},
-               run / "student.pt")
-    (run / "student.json").write_text(final.to_json())
+    save_student(run / STUDENT_FILE, trained[final.signature()].model, final)
     result = CompressionResult(tuple(rows), run, time.perf_counter() - started)
     plot(run, config.stages)
     (run / "result.json").write_text(json.dumps({

@@ -1,7 +1,8 @@
 """The files of an ``n2n compress`` run directory: the run state (``state.json``), the
 metrics CSVs, TensorBoard events, plots, the pending-policy protocol that keeps a saved
-policy and the state in step, and the fine-tuned students, kept so that an interrupted run
-never trains a finished student again.
+policy and the state in step, the fine-tuned students, kept so that an interrupted run
+never trains a finished student again, and the final student (:func:`save_student`: a
+``state_dict`` plus its architecture JSON, the package's model-file format).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from n2n_env.progress import Progress
 from n2n_env.recipes import Recipe
 
 STAGE_LABELS = {"removal": "Stage1", "shrink": "Stage2"}
+STUDENT_FILE = "student.pt"
+"""The final student of a finished run (``student.json`` beside it holds its architecture)."""
 METRIC_FIELDS = ("iteration", "reward_mean", "reward_best", "accuracy_mean", "accuracy_best",
                  "compression_mean", "compression_best", "best_reward_so_far", "evaluations",
                  "cache_hits", "seconds")
@@ -37,7 +40,7 @@ def finetuned(arch: Architecture, teacher: torch.nn.Module, data: Dataset, recip
     """``finetune(arch, ...)``, resumed per epoch from ``run``, and kept there once done
     (``finetune_<signature>.pt``), so a resumed run trains no finished student again."""
     key = arch.signature()
-    done = run / f"finetune_{key}.pt"
+    done = finetuned_path(run, arch)
     identity = {"recipe": recipe.to_dict(), "seed": seed}
     if done.is_file():
         try:
@@ -61,6 +64,50 @@ def finetuned(arch: Architecture, teacher: torch.nn.Module, data: Dataset, recip
                   "diverged": result.diverged}, done)
     partial.unlink(missing_ok=True)
     return result
+
+
+def finetuned_path(run: Path, arch: Architecture) -> Path:
+    """Where :func:`finetuned` keeps the fine-tuned student of ``arch`` in ``run``: a dict
+    whose ``state_dict`` holds the weights (the architecture is the run's record of it)."""
+    return run / f"finetune_{arch.signature()}.pt"
+
+
+def architecture_path(path: str | os.PathLike[str]) -> Path:
+    """The architecture JSON that goes with the model file ``path`` (``X.pt`` -> ``X.json``)."""
+    return Path(path).with_suffix(".json")
+
+
+def save_student(path: str | os.PathLike[str], model: torch.nn.Module,
+                 architecture: Architecture | None = None) -> Path:
+    """Write ``model`` as a model file: its ``state_dict`` (CPU tensors only) to ``path``,
+    which must end in ``.pt``, and its architecture JSON beside it (:func:`architecture_path`).
+
+    This is the format of a run directory's ``student.pt``/``student.json``: plain tensors
+    and JSON, so it is read back with ``torch.load(weights_only=True)`` and never unpickled
+    (:func:`n2n_env.export.load_student`). ``architecture`` defaults to the one a model from
+    :func:`~n2n_env.build.build_model` carries. Both files are written beside their place
+    and renamed over it, the JSON first, so a model file never lacks its architecture.
+    Returns ``path``.
+    """
+    target = Path(path)
+    if target.suffix != ".pt":
+        raise ValueError(f"a model file ends in .pt (its architecture goes beside it in "
+                         f".json), got {os.fspath(target)!r}")
+    own = getattr(model, "architecture", None)
+    if architecture is None:
+        if not isinstance(own, Architecture):
+            raise TypeError("pass the architecture: the model does not carry one (only models "
+                            "from n2n_env.build.build_model do)")
+        architecture = own
+    elif isinstance(own, Architecture) and own != architecture:
+        raise ValueError("the model's own architecture differs from the one given")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    json_path = architecture_path(target)
+    tmp = json_path.with_name(f".{json_path.name}.{os.getpid()}.tmp")
+    tmp.write_text(architecture.to_json())
+    tmp.replace(json_path)
+    _atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, target)
+    return target
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:
