@@ -25,8 +25,9 @@ EXPECTED_OUTPUT = {
     "quickstart": "run dir:",
     "transfer": "Scratch",
     "constraints": "constraint ",
+    "byo_teacher": "load_student: N2NNet",
 }
-WITH_ARGUMENTS = ("quickstart", "transfer", "constraints")
+WITH_ARGUMENTS = ("quickstart", "transfer", "constraints", "byo_teacher")
 """Examples with a search budget: each has its own test below, with tiny arguments."""
 MOCK_FAST = ["--evaluator", "mock", "--finetune-epochs", "1", "--no-progress"]
 
@@ -166,3 +167,18 @@ def test_importing_the_package_does_not_import_torch() -> None:
 
     code = "import sys, n2n_env; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_byo_teacher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The imported torchvision teacher is compressed, and the exported student loads."""
+    from n2n_env.arch import Architecture
+
+    out = run_example("byo_teacher", ["--dataset", "synthetic", "--teacher-epochs", "1",
+                                      "--iterations", "1", *MOCK_FAST,
+                                      "--out", str(tmp_path / "run")], monkeypatch, capsys)
+    assert "imported resnet18: 55 layers, 8 residual blocks, 11,181,642 parameters" in out
+    student = Architecture.from_json((tmp_path / "run" / "student.json").read_text())
+    assert f"load_student: N2NNet with {student.num_params():,} parameters, output (1, 10)" in out
+    run = tmp_path / "run"
+    assert (run / "student.onnx").exists() or (run / "student.torchscript.pt").exists()
