@@ -24,6 +24,7 @@ from agents.policy_files import PolicyFileError
 from n2n_env import checkpoints, data, recipes, teacher, zoo
 from n2n_env.cache import CacheFileError
 from n2n_env.device import resolve_device, use_all_cores
+from n2n_env.teacher_spec import cache_name, check_teacher_name
 
 Handler = Callable[[argparse.Namespace], int]
 FILE_ERRORS: tuple[type[Exception], ...] = (
@@ -112,7 +113,13 @@ def _human(n: float) -> str:
 
 
 def _teacher_train(args: argparse.Namespace) -> int:
-    _check_choice("model", args.model, zoo.names())
+    try:
+        check_teacher_name(args.model, zoo.names())
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.model.endswith(".pt"):
+        raise UsageError(f"--model {args.model!r} is a checkpoint; name a zoo model or "
+                         "an imported one (torchvision:NAME, file.py:FUNCTION)")
     _check_choice("dataset", args.dataset, data.names())
     try:
         device = resolve_device(args.device)
@@ -120,10 +127,8 @@ def _teacher_train(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     dataset = data.load(args.dataset, root=args.data_root)
     try:
-        arch = zoo.get(
-            args.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
-            width=args.width,
-        )
+        arch = teacher.teacher_architecture(args.model, dataset.input_shape,
+                                            dataset.num_classes, args.width)
     except ValueError as exc:
         raise UsageError(f"{args.model} does not fit {args.dataset}: {exc}") from None
     recipe = recipes.recipe_for(args.dataset)
@@ -132,7 +137,7 @@ def _teacher_train(args: argparse.Namespace) -> int:
     overrides = {"lr": args.lr, "batch_size": args.batch_size}
     recipe = dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
     out = Path(args.out) if args.out else checkpoints.teacher_path(
-        args.model, args.dataset, args.width, args.seed
+        cache_name(args.model), args.dataset, args.width, args.seed
     )
     resume = checkpoints.partial_path(out)
     if args.no_resume:
@@ -208,7 +213,8 @@ def _register_teacher(commands: argparse._SubParsersAction) -> None:
         "train a teacher with the paper's recipe (appendix 10.2) and cache it",
     )
     train.add_argument("--model", default="conv4", metavar="NAME",
-                       help="zoo model (default conv4; see 'n2n zoo list')")
+                       help="zoo model (default conv4; see 'n2n zoo list'), torchvision:NAME "
+                       "or path/to/file.py:FUNCTION (docs/import.md)")
     train.add_argument("--dataset", default="digits", metavar="NAME",
                        help="dataset (default digits; see 'n2n data list')")
     train.add_argument("--epochs", type=_positive_int, metavar="N",

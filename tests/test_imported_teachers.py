@@ -124,3 +124,17 @@ def test_cli_refuses_bad_teachers_before_any_work(argv, words, tmp_path: Path,
     (tmp_path / "w.pt").write_bytes(b"")
     assert cli.main(["compress", *argv, "--evaluator", "mock"]) == 2
     assert words in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_teacher_train_accepts_an_imported_model(user_file: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]):
+    monkeypatch.setenv("N2N_HOME", str(tmp_path / "home"))
+    spec = f"{user_file}:make_model"
+    assert cli.main(["teacher", "train", "--model", spec, "--dataset", "synthetic",
+                     "--epochs", "1", "--no-progress"]) == 0
+    assert f"checkpoint: {tmp_path / 'home' / 'teachers' / cache_name(spec)}" in \
+        capsys.readouterr().out
+    _, record = get_teacher(spec, "synthetic", train_if_missing=False)  # the same cache
+    assert record.model_name == spec
