@@ -2,10 +2,11 @@
 :class:`~n2n_env.arch.Architecture`, and carry its weights over.
 
 :func:`import_model` traces the module symbolically, walks the graph in execution order
-and turns each operation into one paper-level layer. A fork whose two branches meet in an
-addition becomes a residual :class:`~n2n_env.arch.Block`: one branch empty (identity
-shortcut) or a 1x1 convolution without bias followed by batch norm (projection
-shortcut, torchvision's ``downsample``), the other the block's body. What it accepts:
+(:mod:`n2n_env.model_graph`) and turns each operation into one paper-level layer. A fork
+whose two branches meet in an addition becomes a residual :class:`~n2n_env.arch.Block`:
+one branch empty (identity shortcut) or a 1x1 convolution without bias followed by batch
+norm (projection shortcut, torchvision's ``downsample``), the other the block's body.
+What it accepts:
 
 =========================  ================================================================
 layer                      PyTorch
@@ -34,7 +35,6 @@ The model must end in its linear classifier.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,26 +47,18 @@ from torch import nn
 from n2n_env import validate
 from n2n_env.arch import Architecture, Block, Layer, Projection
 from n2n_env.build import N2NNet, build_model
+from n2n_env.model_graph import (
+    SUPPORTED,
+    UnsupportedModelError,
+    linearize,
+    operation,
+    unsupported,
+)
 
 __all__ = ["SUPPORTED", "ImportedModel", "UnsupportedModelError", "import_model"]
 
-SUPPORTED = (
-    "nn.Conv2d (square kernel and stride, symmetric padding, dilation 1, zero padding; "
-    "grouped or depthwise), nn.Linear, nn.BatchNorm2d/1d (affine, running statistics, eps "
-    "1e-5), nn.ReLU / F.relu / torch.relu, nn.ReLU6 / F.relu6, nn.MaxPool2d and "
-    "nn.AvgPool2d (square, no ceil mode), nn.AdaptiveAvgPool2d / F.adaptive_avg_pool2d "
-    "(square), nn.Dropout, nn.Flatten / torch.flatten(x, 1), nn.Identity, and residual "
-    "additions of a body with an identity or a 1x1-conv + batch-norm shortcut"
-)
-"""What :func:`import_model` accepts, as its errors say it."""
-
 BN_EPS = 1e-5
 _RELU_FUNCTIONS: tuple[Callable[..., Any], ...] = (F.relu, torch.relu)
-_ADD_FUNCTIONS: tuple[Callable[..., Any], ...] = (operator.add, operator.iadd, torch.add)
-
-
-class UnsupportedModelError(ValueError):
-    """The model holds an operation or a wiring that the architecture model cannot express."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +95,7 @@ def import_model(module: nn.Module, input_shape: Sequence[int], *, name: str = "
         raise UnsupportedModelError(
             f"torch.fx cannot trace {type(module).__name__}: {error}. Models whose forward "
             "branches on tensor values cannot be imported; supported: " + SUPPORTED) from error
-    items = _linearize(graph_module.graph)
+    items = linearize(graph_module.graph)
     modules = dict(graph_module.named_modules())
     layers: list[Layer] = []
     blocks: list[Block] = []
@@ -137,117 +129,6 @@ def import_model(module: nn.Module, input_shape: Sequence[int], *, name: str = "
     return imported
 
 
-# ---------------------------------------------------------------------- graph walking
-def _is_add(node: fx.Node) -> bool:
-    return ((node.op == "call_function" and node.target in _ADD_FUNCTIONS)
-            or (node.op == "call_method" and node.target in ("add", "add_", "__add__")))
-
-
-def _unsupported(node: fx.Node, what: str) -> UnsupportedModelError:
-    return UnsupportedModelError(
-        f"cannot import node {node.name!r} ({_operation(node)}): {what}; supported: "
-        + SUPPORTED)
-
-
-def _operation(node: fx.Node) -> str:
-    if node.op == "call_module":
-        return f"call_module {node.target}"
-    if node.op == "call_function":
-        return f"call_function {getattr(node.target, '__name__', node.target)}"
-    return f"{node.op} {node.target}"
-
-
-def _tensor_inputs(node: fx.Node) -> list[fx.Node]:
-    return [arg for arg in node.all_input_nodes if arg.op != "get_attr"]
-
-
-def _linearize(graph: fx.Graph) -> list[fx.Node | tuple[list[fx.Node], list[fx.Node]]]:
-    """The graph as a sequence of layer nodes and (body, shortcut) residual blocks."""
-    placeholders = [node for node in graph.nodes if node.op == "placeholder"]
-    if len(placeholders) != 1:
-        raise UnsupportedModelError(
-            f"the model's forward takes {len(placeholders)} inputs; import_model needs one "
-            "image batch")
-    items: list[fx.Node | tuple[list[fx.Node], list[fx.Node]]] = []
-    position = placeholders[0]
-    while True:
-        users = list(position.users)
-        if len(users) == 1 and users[0].op == "output":
-            return items
-        if len(users) == 1:
-            node = users[0]
-            if _is_add(node):
-                raise _unsupported(node, "an addition that does not close a residual block")
-            _require_single_input(node, position)
-            items.append(node)
-            position = node
-            continue
-        if len(users) != 2:
-            raise _unsupported(position, f"its output feeds {len(users)} operations; only a "
-                                         "residual fork into a body and a shortcut is allowed")
-        first, join = _branch(users[0], position)
-        second, other_join = _branch(users[1], position)
-        if join is not other_join:
-            raise _unsupported(position, "a fork whose branches do not meet in one addition")
-        ends = {first[-1] if first else position, second[-1] if second else position}
-        if set(_tensor_inputs(join)) != ends or len(_tensor_inputs(join)) != 2:
-            raise _unsupported(join, "an addition that is not body + shortcut")
-        body, shortcut = _body_and_shortcut(first, second, join)
-        items.append((body, shortcut))
-        position = join
-
-
-def _require_single_input(node: fx.Node, source: fx.Node) -> None:
-    inputs = _tensor_inputs(node)
-    if inputs != [source]:
-        raise _unsupported(node, f"it combines {len(inputs)} tensors; only residual "
-                                 "additions may")
-
-
-def _branch(node: fx.Node, fork: fx.Node) -> tuple[list[fx.Node], fx.Node]:
-    """The chain of layer nodes from ``node`` to the addition that ends it."""
-    chain: list[fx.Node] = []
-    source = fork
-    while not _is_add(node):
-        _require_single_input(node, source)
-        if len(node.users) != 1:
-            raise _unsupported(node, "a nested fork inside a residual body")
-        chain.append(node)
-        source, node = node, next(iter(node.users))
-        if node.op == "output":
-            raise _unsupported(source, "a fork whose branch never rejoins")
-    return chain, node
-
-
-def _is_projection(chain: list[fx.Node], modules: Mapping[str, nn.Module] | None = None
-                   ) -> bool:
-    if len(chain) != 2 or any(node.op != "call_module" for node in chain):
-        return False
-    if modules is None:
-        return True
-    conv, norm = (modules[str(node.target)] for node in chain)
-    return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.bias is None
-            and conv.groups == 1 and conv.padding == (0, 0)
-            and type(norm) is nn.BatchNorm2d)
-
-
-def _body_and_shortcut(first: list[fx.Node], second: list[fx.Node], join: fx.Node
-                       ) -> tuple[list[fx.Node], list[fx.Node]]:
-    """Which branch is the body and which the shortcut (empty: identity)."""
-    if not first or not second:
-        return (first or second), []
-    modules = dict(join.graph.owning_module.named_modules())  # type: ignore[union-attr]
-    candidates = [chain for chain in (first, second) if _is_projection(chain, modules)]
-    if not candidates:
-        raise _unsupported(join, "a residual addition whose shortcut is neither the identity "
-                                 "nor a 1x1 conv without bias followed by batch norm")
-    if len(candidates) == 2:  # both fit: the addition's second operand is the shortcut
-        shortcut = first if _tensor_inputs(join)[1] is first[-1] else second
-    else:
-        shortcut = candidates[0]
-    return (second if shortcut is first else first), shortcut
-
-
 # ---------------------------------------------------------------------- layers
 def _append(node: fx.Node, modules: Mapping[str, nn.Module], layers: list[Layer],
             sources: list[fx.Node]) -> None:
@@ -277,18 +158,18 @@ def _layer(node: fx.Node, modules: Mapping[str, nn.Module]) -> Layer | None:
         end = node.kwargs.get("end_dim", _arguments(node)[1] if len(_arguments(node)) > 1
                               else -1)
         if (start, end) != (1, -1):
-            raise _unsupported(node, f"flatten from dim {start} to {end}; only (1, -1)")
+            raise unsupported(node, f"flatten from dim {start} to {end}; only (1, -1)")
         return Layer("flatten")
     if node.op == "call_function" and node.target is F.adaptive_avg_pool2d:
         size = node.kwargs.get("output_size", _arguments(node)[0] if _arguments(node) else None)
         return Layer("adaptive_avgpool", output_size=_square(node, "output_size", size))
-    raise _unsupported(node, "this operation is not supported")
+    raise unsupported(node, "this operation is not supported")
 
 
 def _square(node: fx.Node, what: str, value: Any) -> int:
     values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(values) != 2 or values[0] != values[1] or not isinstance(values[0], int):
-        raise _unsupported(node, f"{what} {value!r} is not square")
+        raise unsupported(node, f"{what} {value!r} is not square")
     return values[0]
 
 
@@ -302,7 +183,7 @@ def _module_layer(node: fx.Node, module: nn.Module) -> Layer | None:
         return Layer("linear", out=module.out_features, bias=module.bias is not None)
     if kind in (nn.BatchNorm2d, nn.BatchNorm1d):
         if not (module.affine and module.track_running_stats) or module.eps != BN_EPS:
-            raise _unsupported(node, f"batch norm with affine={module.affine}, running "
+            raise unsupported(node, f"batch norm with affine={module.affine}, running "
                                      f"statistics={module.track_running_stats}, eps="
                                      f"{module.eps}")
         return Layer("bn")
@@ -319,10 +200,10 @@ def _module_layer(node: fx.Node, module: nn.Module) -> Layer | None:
         return Layer("dropout", p=float(module.p))
     if kind is nn.Flatten:
         if (module.start_dim, module.end_dim) != (1, -1):
-            raise _unsupported(node, f"flatten from dim {module.start_dim} to "
+            raise unsupported(node, f"flatten from dim {module.start_dim} to "
                                      f"{module.end_dim}; only (1, -1)")
         return Layer("flatten")
-    raise _unsupported(node, f"{kind.__name__} is not supported")
+    raise unsupported(node, f"{kind.__name__} is not supported")
 
 
 def _conv_layer(node: fx.Node, conv: nn.Conv2d) -> Layer:
@@ -332,7 +213,7 @@ def _conv_layer(node: fx.Node, conv: nn.Conv2d) -> Layer:
     elif padding == "same":
         padding = tuple((k - 1) // 2 for k in conv.kernel_size)
     if conv.dilation != (1, 1) or conv.padding_mode != "zeros":
-        raise _unsupported(node, f"conv with dilation {conv.dilation} and padding mode "
+        raise unsupported(node, f"conv with dilation {conv.dilation} and padding mode "
                                  f"{conv.padding_mode!r}")
     kernel = _square(node, "kernel_size", conv.kernel_size)
     depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
@@ -352,7 +233,7 @@ def _pool_layer(node: fx.Node, pool: nn.Module) -> Layer:
         unsupported.update(count_include_pad=not pool.count_include_pad,
                            divisor_override=pool.divisor_override is not None)
     if any(unsupported.values()):
-        raise _unsupported(node, "pooling with " + ", ".join(
+        raise unsupported(node, "pooling with " + ", ".join(
             name for name, value in unsupported.items() if value))
     kernel = _square(node, "kernel_size", pool.kernel_size)
     stride = pool.stride if pool.stride not in (None, ()) else kernel
@@ -367,7 +248,7 @@ def _architecture(shape: tuple[int, ...], layers: list[Layer], blocks: list[Bloc
         last = sources[-1] if sources else None
         raise UnsupportedModelError(
             "the model must end in its linear classifier; it ends in "
-            + (f"node {last.name!r} ({_operation(last)})" if last else "no layer"))
+            + (f"node {last.name!r} ({operation(last)})" if last else "no layer"))
     arch = Architecture(shape, layers[-1].out, tuple(layers), tuple(blocks),  # type: ignore[arg-type]
                         name=name)
     reason = arch.degenerate_reason(max_classifier_inputs=2**62)
@@ -390,7 +271,7 @@ def _check_widths(arch: Architecture, sources: list[fx.Node], modules: Mapping[s
         wants = getattr(module, expected[layer.kind])
         if shape is not None and wants != shape[0]:
             raise UnsupportedModelError(
-                f"node {node.name!r} ({_operation(node)}) expects {wants} input "
+                f"node {node.name!r} ({operation(node)}) expects {wants} input "
                 f"{'features' if layer.kind == 'linear' else 'channels'} but receives "
                 f"{shape[0]} for inputs of shape {arch.input_shape}")
     for b, (conv_node, _) in projections.items():
@@ -398,7 +279,7 @@ def _check_widths(arch: Architecture, sources: list[fx.Node], modules: Mapping[s
         source = arch.input_slots()[("projection", b)]
         if conv.in_channels != arch.slot_width(source):
             raise UnsupportedModelError(
-                f"node {conv_node.name!r} ({_operation(conv_node)}) expects "
+                f"node {conv_node.name!r} ({operation(conv_node)}) expects "
                 f"{conv.in_channels} input channels but receives {arch.slot_width(source)}")
 
 
