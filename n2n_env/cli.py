@@ -24,12 +24,13 @@ from agents.policy_files import PolicyFileError
 from n2n_env import checkpoints, data, recipes, teacher, zoo
 from n2n_env.cache import CacheFileError
 from n2n_env.device import resolve_device, use_all_cores
+from n2n_env.latency_table import LatencyTableError
 from n2n_env.teacher_spec import cache_name, check_teacher_name
 
 Handler = Callable[[argparse.Namespace], int]
 FILE_ERRORS: tuple[type[Exception], ...] = (
     data.DatasetNotFoundError, data.DatasetCorruptError, checkpoints.CheckpointError,
-    PolicyFileError, CacheFileError)
+    PolicyFileError, CacheFileError, LatencyTableError)
 """Damaged, foreign or missing files: reported on one line with exit status 1."""
 
 

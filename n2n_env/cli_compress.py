@@ -33,16 +33,22 @@ BACKENDS = ("local", "processes", "ray")
 _at_least_two = _int_at_least(2, "an integer >= 2 (batch norm needs two samples)")
 
 
+CONSTRAINED = ("params", "flops", "latency_ms")
+"""Quantities ``--constraint`` may bound."""
+COMPRESSION_METRICS = ("params", "flops", "latency")
+
+
 def _constraint(text: str) -> tuple[str, float]:
-    """``QUANTITY<=BOUND`` (params or flops) as a (quantity, bound) pair."""
+    """``QUANTITY<=BOUND`` (params, flops or latency_ms) as a (quantity, bound) pair."""
     name, sep, bound = text.replace(" ", "").partition("<=")
     try:
         value = float(bound)
     except ValueError:
         value = float("nan")
-    if not sep or name not in ("params", "flops") or not value > 0 or value == float("inf"):
+    if not sep or name not in CONSTRAINED or not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(
-            f"expected params<=N or flops<=N with N a positive number, got {text!r}")
+            f"expected params<=N, flops<=N or latency_ms<=N with N a positive number, got "
+            f"{text!r}")
     return name, value
 
 
@@ -61,6 +67,7 @@ def _compress(args: argparse.Namespace) -> int:
         check_teacher_weights(args.teacher, args.teacher_weights, args.teacher_width)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    _check_choice("compression metric", args.compression_metric, COMPRESSION_METRICS)
     _check_choice("dataset", args.dataset, data.names())
     if args.resume and args.out and Path(args.out) != Path(args.resume):
         raise UsageError("--resume DIR continues the run in DIR; do not also give --out")
@@ -88,7 +95,9 @@ def _compress(args: argparse.Namespace) -> int:
                 evaluator=args.evaluator, recipe=_recipe(args), policy_init=args.policy_init,
                 seed=args.seed, teacher_width=args.teacher_width,
                 teacher_epochs=args.teacher_epochs, finetune_epochs=args.finetune_epochs,
-                backend=backend, teacher_weights=args.teacher_weights)
+                backend=backend, teacher_weights=args.teacher_weights,
+                compression_metric=args.compression_metric,
+                latency=_latency(args), action_wall=args.action_wall)
             result = pipeline.compress(config, out=run, device=str(device), progress=progress)
     except KeyboardInterrupt:
         print(f"n2n: interrupted; {_compress_interrupted(args, run)}", file=sys.stderr)
@@ -113,6 +122,17 @@ def _recipe(args: argparse.Namespace) -> Any:
     if args.distill_batch_size is not None:
         changes["batch_size"] = args.distill_batch_size
     return dataclasses.replace(DistillRecipe(), **changes)
+
+
+def _latency(args: argparse.Namespace) -> Any:
+    """The --latency-* flags as LatencySettings, or None when none was given (RunConfig
+    then uses the defaults if latency is rewarded or bounded)."""
+    from n2n_env.latency import LatencySettings
+
+    given = {name: getattr(args, f"latency_{name}") for name in
+             ("device", "batch_size", "repeats", "table")}
+    given = {name: value for name, value in given.items() if value is not None}
+    return LatencySettings(**given) if given else None
 
 
 def _backend_given(args: argparse.Namespace) -> bool:
@@ -218,3 +238,20 @@ def register(commands: argparse._SubParsersAction,
                      "(for example 0.25)")
     cmd.add_argument("--no-progress", action="store_true",
                      help="no progress bars: one line per iteration and epoch instead")
+    cmd.add_argument("--compression-metric", default="params", metavar="M",
+                     help="what the reward's compression C measures: params (default, the "
+                     "paper), flops or latency (timed per layer, see --latency-*)")
+    cmd.add_argument("--latency-device", metavar="D",
+                     help="time latency on cpu, cuda or cuda:N (default: the --device "
+                     "students are evaluated on)")
+    cmd.add_argument("--latency-batch-size", type=_positive_int, metavar="B",
+                     help="images per timed forward call (default 1)")
+    cmd.add_argument("--latency-repeats", type=_positive_int, metavar="N",
+                     help="timed samples per layer shape, whose median is kept (default 20)")
+    cmd.add_argument("--latency-table", metavar="PATH",
+                     help="per-layer latency table, shared by runs (default "
+                     "$N2N_HOME/latency.sqlite)")
+    cmd.add_argument("--action-wall", action="store_true",
+                     help="mask the actions after which the --constraint upper bounds can no "
+                     "longer be met (AMC's action wall), beside the annealing of "
+                     "--anneal-episodes")

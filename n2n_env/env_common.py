@@ -17,10 +17,13 @@ import gymnasium as gym
 import numpy as np
 
 from n2n_env import validate
+from n2n_env.action_wall import ActionWall
 from n2n_env.arch import FEATURE_KIND, PAPER_KINDS, Architecture
 from n2n_env.evaluators import Evaluation, Evaluator
 from n2n_env.reward import (
     COMPRESSION_METRICS,
+    LATENCY,
+    LATENCY_COMPRESSION,
     EpsilonSchedule,
     LinearConstraint,
     constrained_reward,
@@ -50,12 +53,31 @@ class TerminalReward:
         self.schedule = EpsilonSchedule(anneal_episodes)
         self.schedule.episode = validate.integer("episodes_played", episodes_played, minimum=0)
 
+    @property
+    def needs_latency(self) -> bool:
+        """Whether the reward reads latency (the compression metric or a constraint)."""
+        return self.compression_metric == "latency" or any(
+            LATENCY in row.coefficients for row in self.constraints)
+
+    def compression(self, evaluation: Evaluation) -> float:
+        """C of ``evaluation`` by the compression metric (latency: from its ``extra``; 0
+        for a degenerate or failed student that could not be timed)."""
+        if self.compression_metric == "params":
+            return evaluation.compression
+        if self.compression_metric == "flops":
+            return evaluation.flops_compression
+        if LATENCY_COMPRESSION in evaluation.extra:
+            return float(evaluation.extra[LATENCY_COMPRESSION])
+        if not evaluation.ok:
+            return 0.0
+        raise ValueError("compression_metric='latency' needs evaluations that carry "
+                         f"extra[{LATENCY_COMPRESSION!r}] (n2n_env.latency.LatencyEvaluator)")
+
     def score(self, student: Architecture, evaluation: Evaluation, teacher_accuracy: float
               ) -> tuple[float, dict[str, Any]]:
         """The reward of ``student`` measured as ``evaluation``, and its terminal ``info``;
         the relaxation moves on by one episode."""
-        compression = (evaluation.compression if self.compression_metric == "params"
-                       else evaluation.flops_compression)
+        compression = self.compression(evaluation)
         breakdown = constrained_reward(compression, evaluation.accuracy, teacher_accuracy,
                                        evaluation.measured(), self.constraints,
                                        self.schedule.epsilon, degenerate=not evaluation.ok)
@@ -80,7 +102,7 @@ class N2NEnvBase(gym.Env[dict[str, np.ndarray], int]):
     def __init__(self, evaluator: Evaluator, *, constraints: Constraints = None,
                  anneal_episodes: int = 0, episodes_played: int = 0,
                  compression_metric: str = "params", render_mode: str | None = None,
-                 invalid_action: str = "replace") -> None:
+                 invalid_action: str = "replace", action_wall: bool = False) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
                              f"None, got {render_mode!r}")
@@ -95,7 +117,23 @@ class N2NEnvBase(gym.Env[dict[str, np.ndarray], int]):
         self.evaluator = evaluator
         self.terminal_reward = TerminalReward(constraints, anneal_episodes, episodes_played,
                                               compression_metric)
+        measures_latency = callable(getattr(evaluator, "latency_ms", None))
+        if self.terminal_reward.needs_latency and not measures_latency:
+            raise ValueError(self._no_latency(type(evaluator).__name__))
+        self.wall: ActionWall | None = None
+        """AMC's action wall (``action_wall=True``), see :mod:`n2n_env.action_wall`."""
+        if validate.flag("action_wall", action_wall):
+            self.wall = ActionWall(self.terminal_reward.constraints,
+                                   evaluator.latency_ms if measures_latency else None)
         self._last_info: dict[str, Any] = {}
+
+    @staticmethod
+    def _no_latency(evaluator: str) -> str:
+        """Why latency cannot be rewarded or bounded with this evaluator."""
+        return (f"compression_metric='latency' and latency_ms constraints need an evaluator "
+                f"that measures latency, and {evaluator} does not; pass latency=... to "
+                "gym.make (n2n_env.latency.LatencySettings) or wrap the evaluator in "
+                "n2n_env.latency.LatencyEvaluator")
 
     _done: bool = True
 
@@ -186,10 +224,23 @@ def terminal_info(evaluation: Evaluation, teacher_accuracy: float, compression: 
     """The documented terminal ``info`` keys (later tools rely on these names)."""
     reason = evaluation.degenerate_reason or (
         f"training failed: {evaluation.failure}" if evaluation.failure else None)
-    return {"accuracy": evaluation.accuracy, "teacher_accuracy": teacher_accuracy,
+    info = {"accuracy": evaluation.accuracy, "teacher_accuracy": teacher_accuracy,
             "params": evaluation.params, "flops": evaluation.flops, "compression": compression,
             "rewards": rewards, "degenerate_reason": reason, "architecture": student.to_json(),
             "eval_seconds": evaluation.wall_seconds, "cache_hit": evaluation.cache_hit}
+    if LATENCY in evaluation.extra:
+        info[LATENCY] = float(evaluation.extra[LATENCY])
+    return info
+
+
+def nearest_allowed(action: int, mask: np.ndarray) -> int:
+    """``action`` if ``mask`` allows it, else the nearest allowed action (ties: the
+    larger one); what a step takes instead of a masked action."""
+    allowed = np.flatnonzero(mask)
+    if allowed.size == 0 or mask[action]:
+        return action
+    distance = np.abs(allowed - action) - allowed * 1e-6
+    return int(allowed[int(np.argmin(distance))])
 
 
 def as_action(action: Any, count: int, allowed: str) -> int:
@@ -224,7 +275,7 @@ def render_bars(widths: Sequence[int], kinds: Sequence[str], state: Sequence[int
     for index, (width, kind, decided) in enumerate(zip(widths, kinds, state)):
         left = gap + index * (bar + gap)
         bar_height = max(4, int((height - 12) * np.log2(1 + width) / top))
-        colour = palette[PAPER_KINDS.index(FEATURE_KIND[kind])]
+        colour = palette[PAPER_KINDS.index(FEATURE_KIND.get(kind, kind))]
         if decided < 0:
             colour = np.array([200, 200, 200])
         elif decided == 0:

@@ -12,6 +12,7 @@ sub-environments of an :class:`~n2n_env.vector_env.N2NVectorEnv`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,8 @@ from n2n_env.arch import Architecture
 from n2n_env.bench.lookup import TableEvaluator, load_table
 from n2n_env.bench.table import BenchTable
 from n2n_env.env_common import N2NEnvBase
-from n2n_env.reward import parse_constraints
+from n2n_env.latency import LatencyEvaluator, LatencyMeter, LatencySettings
+from n2n_env.reward import LATENCY, parse_constraints
 from n2n_env.stack import (
     IN_MEMORY,
     MEASURED,
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
     from n2n_env.vector_env import N2NVectorEnv
 
 ENV_OPTIONS = ("constraints", "anneal_episodes", "episodes_played", "compression_metric",
-               "max_layers", "render_mode", "invalid_action")
+               "max_layers", "render_mode", "invalid_action", "action_wall")
 """Keyword arguments that both environments take themselves."""
 SHRINK_OPTIONS = ("start", "include_kernels")
 """Further keyword arguments of the shrink environment."""
@@ -51,7 +53,7 @@ def make_removal_env(**kwargs: Any) -> Any:
     from n2n_env.removal_env import N2NRemovalEnv
 
     options, stack_kwargs = _split(kwargs, ENV_OPTIONS)
-    return N2NRemovalEnv(_evaluator(stack_kwargs, options.get("constraints")), **options)
+    return N2NRemovalEnv(_evaluator(stack_kwargs, options), **options)
 
 
 def make_shrink_env(**kwargs: Any) -> Any:
@@ -59,7 +61,7 @@ def make_shrink_env(**kwargs: Any) -> Any:
     from n2n_env.shrink_env import N2NShrinkEnv
 
     options, stack_kwargs = _split(kwargs, (*ENV_OPTIONS, *SHRINK_OPTIONS))
-    return N2NShrinkEnv(_evaluator(stack_kwargs, options.get("constraints")), **options)
+    return N2NShrinkEnv(_evaluator(stack_kwargs, options), **options)
 
 
 def make_removal_bench_env(table: BenchTable | str | os.PathLike[str] | None = None,
@@ -97,7 +99,7 @@ def make_removal_vector_env(num_envs: int = 1, **kwargs: Any) -> N2NVectorEnv:
 
     count = _num_envs(num_envs)
     options, stack_kwargs = _split(kwargs, ENV_OPTIONS)
-    evaluator = _evaluator(stack_kwargs, options.get("constraints"))
+    evaluator = _evaluator(stack_kwargs, options)
     return N2NVectorEnv([N2NRemovalEnv(evaluator, **options) for _ in range(count)])
 
 
@@ -109,7 +111,7 @@ def make_shrink_vector_env(num_envs: int = 1, **kwargs: Any) -> N2NVectorEnv:
 
     count = _num_envs(num_envs)
     options, stack_kwargs = _split(kwargs, (*ENV_OPTIONS, *SHRINK_OPTIONS))
-    evaluator = _evaluator(stack_kwargs, options.get("constraints"))
+    evaluator = _evaluator(stack_kwargs, options)
     return N2NVectorEnv([N2NShrinkEnv(evaluator, **options) for _ in range(count)])
 
 
@@ -163,11 +165,21 @@ def _split(kwargs: Mapping[str, Any], env_options: tuple[str, ...]
     return options, {k: v for k, v in kwargs.items() if k not in env_options}
 
 
-def _evaluator(kwargs: dict[str, Any], constraints: Any) -> LazyEvaluator:
-    """The evaluator described by ``gym.make``'s keyword arguments, checked now."""
+def _evaluator(kwargs: dict[str, Any], options: Mapping[str, Any]
+               ) -> LazyEvaluator | LatencyEvaluator:
+    """The evaluator described by ``gym.make``'s keyword arguments, checked now; it
+    measures latency with the default settings when the environment ``options`` reward
+    or bound latency and ``latency`` was not given."""
     name = kwargs.get("evaluator", "distill")
+    constraints = options.get("constraints")
     if isinstance(name, str):
         check_quantities(constraints, name)
+    wants_latency = options.get("compression_metric") == "latency" or any(
+        LATENCY in row.coefficients for row in parse_constraints(constraints))
+    measured = callable(getattr(name, "latency_ms", None)) or (
+        isinstance(name, EvaluatorSettings) and name.latency is not None)
+    if wants_latency and kwargs.get("latency") is None and not measured:
+        kwargs = {**kwargs, "latency": LatencySettings()}
     return make_evaluator(**kwargs)
 
 
@@ -177,13 +189,18 @@ def make_evaluator(teacher: Any = "conv4", dataset: str = "digits",
                    cache: str | os.PathLike[str] | None = None, device: str | None = None,
                    teacher_width: float = 1.0, teacher_progress: bool = True,
                    backend: str = "local", workers: int = 1, ray_address: str | None = None,
-                   gpus_per_student: float = 0.0) -> LazyEvaluator:
+                   gpus_per_student: float = 0.0,
+                   latency: LatencySettings | Mapping[str, Any] | bool | None = None
+                   ) -> LazyEvaluator | LatencyEvaluator:
     """The lazy evaluator stack that ``gym.make``'s keyword arguments describe.
 
     ``teacher``: a zoo name, a checkpoint ``.pt``, a model from ``build_model``, or an
     Architecture (with ``evaluator="mock"``). ``evaluator``: ``"distill"``, ``"mock"``,
     :class:`EvaluatorSettings`, or an evaluator instance (its own teacher wins).
+    ``latency``: :class:`~n2n_env.latency.LatencySettings` (or a dict of its fields, or
+    True for the defaults) to time every student, outermost in the stack.
     """
+    latency_settings = LatencySettings.coerce(latency)
     if cache is not None and not isinstance(cache, str | os.PathLike):
         raise TypeError(f"cache must be a file path or None, got {cache!r}")
     if evaluator_kwargs is not None and not isinstance(evaluator_kwargs, Mapping):
@@ -191,6 +208,11 @@ def make_evaluator(teacher: Any = "conv4", dataset: str = "digits",
     extra = dict(evaluator_kwargs or {})
     backend_settings = BackendSettings(backend, workers, ray_address, gpus_per_student)
     if isinstance(evaluator, EvaluatorSettings):
+        if latency_settings is not None and evaluator.latency not in (None, latency_settings):
+            raise ValueError("latency is given twice, differently: as latency= and in "
+                             "EvaluatorSettings.latency; give it once")
+        if latency_settings is not None:
+            evaluator = dataclasses.replace(evaluator, latency=latency_settings)
         return assemble(evaluator)
     if not isinstance(evaluator, str):
         if not is_evaluator(evaluator):
@@ -204,13 +226,20 @@ def make_evaluator(teacher: Any = "conv4", dataset: str = "digits",
             raise ValueError("an evaluator instance runs in this process; use a named "
                              "evaluator ('distill' or 'mock') with backend "
                              f"{backend_settings.kind!r}")
-        return assemble(evaluator, cache=cache)
+        if latency_settings is None:
+            return assemble(evaluator, cache=cache)
+        if callable(getattr(evaluator, "latency_ms", None)):
+            raise ValueError(f"{type(evaluator).__name__} already measures latency; drop "
+                             "latency=")
+        return LatencyEvaluator(assemble(evaluator, cache=cache),
+                                LatencyMeter(latency_settings, device))
     validate.choice("evaluator", evaluator, ("distill", "mock"))
     fields = _evaluator_fields(evaluator, extra)
     common = {"dataset": dataset, "data_root": None if data_root is None else os.fspath(data_root),
               "evaluator": evaluator, "cache": None if cache is None else os.fspath(cache),
               "device": device, "teacher_width": teacher_width,
-              "teacher_progress": teacher_progress, "backend": backend_settings, **fields}
+              "teacher_progress": teacher_progress, "backend": backend_settings,
+              "latency": latency_settings, **fields}
     if isinstance(teacher, Architecture):
         if evaluator == "distill":
             raise ValueError("an Architecture has no weights to distil from; pass a zoo "
@@ -258,10 +287,12 @@ def _evaluator_fields(evaluator: str, extra: Mapping[str, Any]) -> dict[str, Any
 
 
 def check_quantities(constraints: Any, evaluator: str) -> None:
-    """Refuse constraints on a quantity the named evaluator never measures."""
+    """Refuse constraints on a quantity the named evaluator never measures (latency_ms is
+    measured by the latency wrapper that such a constraint turns on)."""
+    allowed = (*MEASURED, LATENCY)
     for row in parse_constraints(constraints):
-        unknown = sorted(set(row.coefficients) - set(MEASURED))
+        unknown = sorted(set(row.coefficients) - set(allowed))
         if unknown:
             raise ValueError(f"constraint {row.describe()!r} bounds {unknown}, which "
                              f"evaluator={evaluator!r} does not measure; allowed: "
-                             f"{', '.join(MEASURED)}")
+                             f"{', '.join(allowed)}")

@@ -44,6 +44,7 @@ from n2n_env import data as data_mod
 from n2n_env.arch import Architecture
 from n2n_env.device import resolve_device
 from n2n_env.env_common import MAX_LAYERS
+from n2n_env.evaluators import Evaluator
 from n2n_env.finetune import FinetuneResult
 from n2n_env.progress import Progress, progress_bar
 from n2n_env.progress import check as check_progress
@@ -64,7 +65,7 @@ from n2n_env.run_files import (
     settle_policy,
     write_metrics,
 )
-from n2n_env.stack import BackendSettings, LazyEvaluator, assemble, load_teacher
+from n2n_env.stack import BackendSettings, assemble, load_teacher
 
 AGENTS = registry.AGENT_NAMES
 ENV_IDS = {"removal": "N2NRemoval-v0", "shrink": "N2NShrink-v0"}
@@ -226,7 +227,7 @@ def _run(config: RunConfig, run: Path, state: dict[str, Any], device: str | None
     return result
 
 
-def _search(stage: str, index: int, start: Architecture, evaluator: LazyEvaluator,
+def _search(stage: str, index: int, start: Architecture, evaluator: Evaluator,
             config: RunConfig, run: Path, state: dict[str, Any],
             progress: Progress) -> Architecture:
     """Run one stage's search (resuming it if ``state`` has it) and return its best student.
@@ -290,7 +291,7 @@ def _search(stage: str, index: int, start: Architecture, evaluator: LazyEvaluato
     return Architecture.from_json(saved["best_architecture"])
 
 
-def _environment(stage: str, start: Architecture, evaluator: LazyEvaluator,
+def _environment(stage: str, start: Architecture, evaluator: Evaluator,
                  config: RunConfig, episodes_played: int) -> Any:
     """One stage's environment on the run's shared evaluator: a plain one for the local
     backend, a vector one of EPISODES_PER_UPDATE sub-environments (one batch of students
@@ -298,7 +299,8 @@ def _environment(stage: str, start: Architecture, evaluator: LazyEvaluator,
     shares its evaluator, which the run closes at its end."""
     options: dict[str, Any] = {
         "evaluator": evaluator, "constraints": config.constraints or None,
-        "anneal_episodes": config.anneal_episodes, "episodes_played": episodes_played}
+        "anneal_episodes": config.anneal_episodes, "episodes_played": episodes_played,
+        "compression_metric": config.compression_metric, "action_wall": config.action_wall}
     if stage == "shrink":
         options["start"] = start
     # Observations pad the layer table to 128 rows; deeper teachers (an imported

@@ -35,7 +35,11 @@ class N2NRemovalEnv(N2NEnvBase):
     the classifier output) can only be kept; the mask in `obs["action_mask"]`,
     `info["action_mask"]` and `action_masks()` says so. A masked action is taken as the only
     allowed one (keep), with `info["action_replaced"] = True`, so agents without masking
-    run unchanged; `invalid_action="raise"` makes it a `ValueError` instead.
+    run unchanged; `invalid_action="raise"` makes it a `ValueError` instead. With
+    `action_wall=True` (AMC's action wall, `n2n_env.action_wall`) the mask also forbids
+    keeping a layer when no completion of the episode after keeping it could meet the
+    upper bounds on params, flops or latency_ms; the wall never forbids removing a
+    removable layer, and its completions are a heuristic bound in this MDP.
 
     ## Observation Space
 
@@ -60,10 +64,10 @@ class N2NRemovalEnv(N2NEnvBase):
 
     0 on every step but the last. On the last step `R = C(2 - C) * A / A_teacher`, with `C`
     the compression (`1 - params(student)/params(teacher)`, or FLOPs with
-    `compression_metric="flops"`, clipped to [0, 1]) and `A` the student's validation
-    accuracy after distillation. Degenerate students (appendix 11.2) and failed trainings
-    get -1; students violating `constraints` get `eps_t (R + 1) - 1`, `eps_t` annealed
-    from 1 to 0 over `anneal_episodes` episodes.
+    `compression_metric="flops"`, or latency with `"latency"`, clipped to [0, 1]) and `A`
+    the student's validation accuracy after distillation. Degenerate students (appendix
+    11.2) and failed trainings get -1; students violating `constraints` get
+    `eps_t (R + 1) - 1`, `eps_t` annealed from 1 to 0 over `anneal_episodes` episodes.
 
     ## Starting State
 
@@ -80,9 +84,10 @@ class N2NRemovalEnv(N2NEnvBase):
 
     `gym.make("N2NRemoval-v0", teacher="conv4", dataset="digits", data_root=None,
     evaluator="distill", evaluator_kwargs=None, cache=None, constraints=None,
-    anneal_episodes=0, episodes_played=0, compression_metric="params", device=None,
-    teacher_width=1.0, teacher_progress=True, backend="local", workers=1, ray_address=None,
-    gpus_per_student=0.0, max_layers=128, invalid_action="replace", render_mode=None)`.
+    anneal_episodes=0, episodes_played=0, compression_metric="params", action_wall=False,
+    latency=None, device=None, teacher_width=1.0, teacher_progress=True, backend="local",
+    workers=1, ray_address=None, gpus_per_student=0.0, max_layers=128,
+    invalid_action="replace", render_mode=None)`.
     `teacher` is a zoo name (trained on first use and cached), a checkpoint path or a model
     from `build_model`, or an `Architecture` (with `evaluator="mock"`). `evaluator` is
     `"distill"` (real training), `"mock"` (instant, not real), an evaluator instance, or
@@ -90,7 +95,10 @@ class N2NRemovalEnv(N2NEnvBase):
     distillation: the `DistillRecipe` fields, `seed` and `max_classifier_inputs`). `cache` is
     a SQLite path shared by processes. `backend` trains the students of a batch (see
     `gym.make_vec`) in `workers` processes or Ray actors. `episodes_played` starts the
-    annealing of `eps_t` that many episodes in, for a resumed search.
+    annealing of `eps_t` that many episodes in, for a resumed search. `latency`
+    (`n2n_env.latency.LatencySettings` or a dict of its fields) times students for
+    `compression_metric="latency"` and `latency_ms` constraints, which turn it on with the
+    default settings when it is not given.
     `N2NRemovalEnv(evaluator, ...)` takes a ready evaluator (`n2n_env.stack.assemble`) and
     the environment options directly.
 
@@ -133,10 +141,21 @@ class N2NRemovalEnv(N2NEnvBase):
             np.ones(2, dtype=bool)]
         self._float_masks = [mask.astype(np.float32) for mask in self._masks]
         self._flat_table = self._table.ravel()
+        self._wall_mask: np.ndarray | None = None
 
     def action_masks(self) -> np.ndarray:
         """Allowed actions now (sb3-contrib's MaskablePPO convention)."""
-        return self._masks[-1 if self._done else self._step].copy()
+        return self._mask().copy()
+
+    def _mask(self) -> np.ndarray:
+        """The mask of the current state: fixed layers keep; with the action wall, keep
+        is masked when it leaves no way to meet the constraints (computed once a state)."""
+        if self._done or self.wall is None or self._fixed[self._step]:
+            return self._masks[-1 if self._done else self._step]
+        if self._wall_mask is None:
+            kept = (self._decisions[: self._step] > 0).tolist()
+            self._wall_mask = self.wall.removal_mask(self.teacher, kept, self._step)
+        return self._wall_mask
 
     def _observation(self) -> dict[str, np.ndarray]:
         current = self._table[min(self._step, self.num_layers - 1)] if not self._done else (
@@ -147,7 +166,8 @@ class N2NRemovalEnv(N2NEnvBase):
             "layer_mask": self._layer_mask.copy(), "decisions": self._decisions.copy(),
             "position": np.array([self._step / self.num_layers], np.float32),
             "params_kept": np.array([min(max(kept, 0.0), 1.0)], np.float32),
-            "action_mask": self._float_masks[-1 if self._done else self._step].copy(),
+            "action_mask": (self._mask().astype(np.float32) if self.wall is not None
+                            else self._float_masks[-1 if self._done else self._step].copy()),
         }
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -155,22 +175,27 @@ class N2NRemovalEnv(N2NEnvBase):
         super().reset(seed=seed)
         self._decisions[:] = 0.0
         self._step, self._removed_params, self._done = 0, 0.0, False
-        self._last_info = {}
+        self._last_info, self._wall_mask = {}, None
         return self._observation(), {"action_mask": self.action_masks()}
 
     def advance(self, action: int) -> tuple[Architecture | None, bool]:
         action = as_action(action, 2, "0 (remove) or 1 (keep)")
-        replaced = not self.action_masks()[action]
+        replaced = not self._mask()[action]
         if replaced:
             layer = self.teacher.layers[self._step]
             if self.invalid_action == "raise":
-                raise ValueError(f"layer {self._step} ({layer.kind}) is fixed and cannot be "
-                                 "removed; the only allowed action is 1 (keep)")
-            action = KEEP
+                if self._fixed[self._step]:
+                    raise ValueError(f"layer {self._step} ({layer.kind}) is fixed and cannot "
+                                     "be removed; the only allowed action is 1 (keep)")
+                raise ValueError(f"keeping layer {self._step} ({layer.kind}) leaves no way to "
+                                 "meet the constraints (action_wall); the only allowed action "
+                                 "is 0 (remove)")
+            action = 1 - action
         self._decisions[self._step] = 1.0 if action == KEEP else -1.0
         if action == REMOVE:
             self._removed_params += self._layer_params[self._step]
         self._step += 1
+        self._wall_mask = None
         if self._step < self.num_layers:
             return None, replaced
         return self.teacher.remove(self._decisions[: self.num_layers] > 0), replaced

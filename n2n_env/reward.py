@@ -1,7 +1,7 @@
 """The N2N reward (section 3.3), its constraint relaxation (3.3.1) and degenerate cases.
 
 ``R = C(2 - C) * A / A_teacher`` with ``C = 1 - size(student) / size(teacher)``, size being
-parameters (the paper) or FLOPs. The non-linear ``C(2 - C)`` rewards compression with
+parameters (the paper), FLOPs or latency. The non-linear ``C(2 - C)`` rewards compression with
 diminishing returns, so a small, inaccurate student scores below a larger, accurate one
 (appendix 11.1: A=1, C=0.25 gives 0.4375; A=0.25, C=1 gives 0.25). The paper defines
 C in [0, 1]; a student larger than its teacher (removing poolings can enlarge the
@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from n2n_env import validate
 
 DEGENERATE_REWARD = -1.0
-COMPRESSION_METRICS = ("params", "flops")
+COMPRESSION_METRICS = ("params", "flops", "latency")
+"""What C measures: parameters (the paper), FLOPs, or latency (needs an evaluator that
+times students, :class:`n2n_env.latency.LatencyEvaluator`)."""
+LATENCY = "latency_ms"
+"""The measured quantity, in ``Evaluation.extra``, that latency constraints bound: the
+student's estimated inference latency in milliseconds."""
+LATENCY_COMPRESSION = "latency_compression"
+"""``Evaluation.extra`` key of 1 - latency(student) / latency(teacher)."""
 
 
 def compression_ratio(student_size: float, teacher_size: float) -> float:

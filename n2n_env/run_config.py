@@ -19,8 +19,11 @@ from typing import Any
 from agents import registry
 from agents.search import EPISODES_PER_UPDATE
 from n2n_env import validate, zoo
+from n2n_env.action_wall import wall_rows
 from n2n_env.distill import DistillRecipe
 from n2n_env.env_factory import check_quantities
+from n2n_env.latency import LatencySettings
+from n2n_env.reward import COMPRESSION_METRICS, LATENCY, parse_constraints
 from n2n_env.stack import MOCK_OPTIONS, BackendSettings, EvaluatorSettings
 from n2n_env.teacher_spec import check_teacher_name
 
@@ -73,6 +76,13 @@ class RunConfig:
     teacher_weights: str | None = None
     """A state_dict for an imported teacher (``torchvision:NAME``, ``file.py:FUNCTION``),
     used as it is instead of training the model."""
+    compression_metric: str = "params"
+    """What C measures in the reward: ``params`` (the paper), ``flops`` or ``latency``."""
+    latency: LatencySettings | None = None
+    """How students' latency is timed; set to the defaults when the compression metric or
+    a ``latency_ms`` constraint needs it (None: latency is not measured)."""
+    action_wall: bool = False
+    """Mask the actions that leave no way to meet the upper bounds (AMC's action wall)."""
 
     def __post_init__(self) -> None:
         set_field = object.__setattr__  # normalise once; the dataclass stays frozen
@@ -85,6 +95,10 @@ class RunConfig:
         set_field(self, "stages", tuple(self.stages))
         set_field(self, "constraints", dict(self.constraints or {}))
         set_field(self, "mock_options", dict(self.mock_options or {}))
+        set_field(self, "latency", LatencySettings.coerce(self.latency))
+        if self.latency is None and (self.compression_metric == "latency"
+                                     or LATENCY in self.constraints):
+            set_field(self, "latency", LatencySettings())
         self._check()
 
     def _check(self) -> None:
@@ -115,6 +129,10 @@ class RunConfig:
                 raise ValueError(f"policy_init needs the removal stage and an agent among "
                                  f"{', '.join(registry.TRANSFERABLE)}")
             registry.check_policy_init(self.agent, self.policy_init)
+        validate.choice("compression_metric", self.compression_metric, COMPRESSION_METRICS)
+        validate.flag("action_wall", self.action_wall)
+        if self.action_wall:
+            wall_rows(parse_constraints(self.constraints or None))
         self.evaluator_settings()  # dataset, evaluator, widths and backend, checked there
 
     def resolved(self) -> RunConfig:
@@ -135,7 +153,8 @@ class RunConfig:
             data_root=self.data_root, evaluator=self.evaluator, recipe=self.recipe,
             mock_options=self.mock_options, cache=cache, device=device,
             teacher_width=self.teacher_width, teacher_progress=progress, backend=self.backend,
-            teacher_weights=self.teacher_weights if teacher is None else None)
+            teacher_weights=self.teacher_weights if teacher is None else None,
+            latency=self.latency)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (``state.json``'s ``config``)."""
@@ -156,6 +175,8 @@ class RunConfig:
             values["recipe"] = DistillRecipe(**values["recipe"])
         if "backend" in values:
             values["backend"] = BackendSettings(**values["backend"])
+        if values.get("latency") is not None:
+            values["latency"] = LatencySettings(**values["latency"])
         if "stages" in values:
             values["stages"] = tuple(values["stages"])
         return cls(**values)

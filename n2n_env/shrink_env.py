@@ -11,7 +11,14 @@ from gymnasium import spaces
 
 from n2n_env import validate
 from n2n_env.arch import Architecture
-from n2n_env.env_common import MAX_LAYERS, N2NEnvBase, as_action, padded, render_bars
+from n2n_env.env_common import (
+    MAX_LAYERS,
+    N2NEnvBase,
+    as_action,
+    nearest_allowed,
+    padded,
+    render_bars,
+)
 from n2n_env.evaluators import Evaluator
 from n2n_env.features import NORMALIZED_FEATURE_NAMES
 from n2n_env.transitions import ShrinkVariable, scaled_value
@@ -40,9 +47,13 @@ class N2NShrinkEnv(N2NEnvBase):
     ## Action Space
 
     `Discrete(10)`: action `a` keeps the fraction `(a + 1) / 10` of the current variable
-    (`ceil(value * (a + 1) / 10)`, at least 1). Every action is always allowed; the mask
-    (`obs["action_mask"]`, `info["action_mask"]`, `action_masks()`) is offered for
-    interface parity with N2NRemoval-v0.
+    (`ceil(value * (a + 1) / 10)`, at least 1). Every action is allowed, unless
+    `action_wall=True` (AMC's action wall, `n2n_env.action_wall`): then the mask
+    (`obs["action_mask"]`, `info["action_mask"]`, `action_masks()`) forbids the factors
+    after which even every remaining variable at 0.1 could not meet the upper bounds on
+    params, flops or latency_ms (exact for params and flops, a heuristic for latency). A
+    masked action is taken as the nearest allowed one (`info["action_replaced"]`), or
+    raises with `invalid_action="raise"`. The wall never masks all ten.
 
     ## Observation Space
 
@@ -124,6 +135,7 @@ class N2NShrinkEnv(N2NEnvBase):
         self._factors = np.ones(self.num_variables, np.float64)
         self._decisions = np.zeros(max_layers, np.float32)
         self._step, self._done = 0, True
+        self._wall_mask: np.ndarray | None = None
 
     def _variable_features(self) -> np.ndarray:
         layer_features = self.start.features(normalized=True)
@@ -136,8 +148,19 @@ class N2NShrinkEnv(N2NEnvBase):
         return rows
 
     def action_masks(self) -> np.ndarray:
-        """Allowed actions now (sb3-contrib's MaskablePPO convention): all of them."""
-        return _ALL_ACTIONS.copy()
+        """Allowed actions now (sb3-contrib's MaskablePPO convention): all of them, unless
+        the action wall masks some."""
+        return self._mask().copy()
+
+    def _mask(self) -> np.ndarray:
+        """The mask of the current state (computed once a state)."""
+        if self._done or self.wall is None:
+            return _ALL_ACTIONS
+        if self._wall_mask is None:
+            decided = [round(float(f), 1) for f in self._factors[: self._step]]
+            self._wall_mask = self.wall.shrink_mask(self.start, decided, self.num_variables,
+                                                    self.include_kernels)
+        return self._wall_mask
 
     def _observation(self) -> dict[str, np.ndarray]:
         current = (np.zeros(VARIABLE_FEATURES, np.float32) if self._done
@@ -149,7 +172,8 @@ class N2NShrinkEnv(N2NEnvBase):
             "position": np.array([self._step / self.num_variables], np.float32),
             "previous_action": np.array([previous], np.float32),
             "params_kept": np.array([self._estimate.fraction(self._factors)], np.float32),
-            "action_mask": _ALL_ACTIONS_FLOAT.copy(),
+            "action_mask": (_ALL_ACTIONS_FLOAT.copy() if self.wall is None
+                            else self._mask().astype(np.float32)),
         }
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -157,18 +181,27 @@ class N2NShrinkEnv(N2NEnvBase):
         super().reset(seed=seed)
         self._factors[:] = 1.0
         self._decisions[:] = 0.0
-        self._step, self._done, self._last_info = 0, False, {}
+        self._step, self._done, self._last_info, self._wall_mask = 0, False, {}, None
         return self._observation(), {"action_mask": self.action_masks()}
 
     def advance(self, action: int) -> tuple[Architecture | None, bool]:
-        level = as_action(action, 10, "0-9, meaning keep 10%, 20%, ..., 100%") + 1
+        action = as_action(action, 10, "0-9, meaning keep 10%, 20%, ..., 100%")
+        mask = self._mask()
+        replaced = not mask[action]
+        if replaced:
+            if self.invalid_action == "raise":
+                raise ValueError(f"action {action} leaves no way to meet the constraints "
+                                 f"(action_wall); allowed: {np.flatnonzero(mask).tolist()}")
+            action = nearest_allowed(action, mask)
+        level = action + 1
         self._factors[self._step] = level / 10
         self._decisions[self._step] = level / 10
         self._step += 1
+        self._wall_mask = None
         if self._step < self.num_variables:
-            return None, False
+            return None, replaced
         factors = [round(f, 1) for f in self._factors]
-        return self.start.shrink(factors, self.include_kernels), False
+        return self.start.shrink(factors, self.include_kernels), replaced
 
     def _render_rgb(self) -> np.ndarray:
         widths = [scaled_value(v.kind, v.value, round(f * 10))

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from n2n_env import validate, zoo
 from n2n_env.arch import Architecture
 from n2n_env.evaluators import Evaluation, Evaluator, MockEvaluator, evaluate_each
+from n2n_env.latency import LatencyEvaluator, LatencyMeter, LatencySettings
 from n2n_env.teacher_spec import (
     cache_name,
     check_teacher_name,
@@ -112,6 +113,9 @@ class EvaluatorSettings:
     teacher_weights: str | None = None
     """A state_dict for an imported teacher (``torchvision:NAME``, ``file.py:FUNCTION``),
     used as it is instead of training the model."""
+    latency: LatencySettings | None = None
+    """How students' latency is measured (None: it is not); see :mod:`n2n_env.latency`.
+    The latency wrapper goes outermost, outside the reward cache."""
 
     def __post_init__(self) -> None:
         from n2n_env import data as data_mod
@@ -136,6 +140,8 @@ class EvaluatorSettings:
         validate.flag("teacher_progress", self.teacher_progress)
         if not isinstance(self.backend, BackendSettings):
             raise TypeError(f"backend must be BackendSettings, got {self.backend!r}")
+        if self.latency is not None and not isinstance(self.latency, LatencySettings):
+            raise TypeError(f"latency must be LatencySettings or None, got {self.latency!r}")
         from n2n_env.device import resolve_device
 
         resolve_device(self.device)  # a bad or missing device fails now, not after training
@@ -191,13 +197,16 @@ def teacher_architecture(settings: EvaluatorSettings) -> Architecture:
 
 def assemble(settings: EvaluatorSettings | Evaluator, *,
              teacher: LoadedTeacher | None = None, data: Dataset | None = None,
-             cache: str | os.PathLike[str] | None = None) -> LazyEvaluator:
+             cache: str | os.PathLike[str] | None = None) -> LazyEvaluator | LatencyEvaluator:
     """The evaluator stack of ``settings``, built on first use.
 
     ``settings`` may also be a ready evaluator (one of the user's, say): it is then only
     wrapped with the reward ``cache``. A driver that has loaded the teacher and the data
     passes them as ``teacher`` and ``data`` so they are not loaded again (worker
     processes and Ray actors still load their own copy once, from the checkpoint).
+    With ``settings.latency``, the stack is wrapped, outermost, in a
+    :class:`~n2n_env.latency.LatencyEvaluator`, which times students on the settings'
+    device (or the evaluation device) and needs no training to estimate a latency.
     """
     if isinstance(settings, EvaluatorSettings):
         if cache is not None:
@@ -205,13 +214,18 @@ def assemble(settings: EvaluatorSettings | Evaluator, *,
         if settings.teacher == IN_MEMORY and teacher is None:
             raise ValueError(f"teacher={IN_MEMORY!r} needs the model as assemble(teacher=...)")
         build = functools.partial(_build_stack, settings, teacher, data)
-        return LazyEvaluator(_architecture(settings, teacher), build)
+        lazy = LazyEvaluator(_architecture(settings, teacher), build)
+        if settings.latency is None:
+            return lazy
+        return LatencyEvaluator(lazy, LatencyMeter(settings.latency, settings.device))
     if not is_evaluator(settings):
         raise TypeError("evaluator must be 'distill', 'mock', EvaluatorSettings or an object "
                         "with evaluate(arch), identity(), teacher_architecture and "
                         "teacher_accuracy")
-    if isinstance(settings, LazyEvaluator) and cache is None:
+    if isinstance(settings, LazyEvaluator | LatencyEvaluator) and cache is None:
         return settings  # already a stack (a driver's, shared by its environments)
+    if isinstance(settings, LatencyEvaluator):  # the reward cache goes inside the latency
+        return LatencyEvaluator(assemble(settings.inner, cache=cache), settings.meter)
     given = as_batch_evaluator(settings)
     if cache is None:
         return LazyEvaluator(given.teacher_architecture, lambda: given)

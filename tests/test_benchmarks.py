@@ -118,3 +118,18 @@ def test_backend_benchmark_reports_students_per_minute_and_identical_results(
     process = [row for row in rows if row[0] == "process"]
     assert process and process[0][-1] == "yes"  # the worker's results equal in-process ones
     assert float(process[0][4]) > 0  # students per minute
+
+
+def test_latency_benchmark_compares_the_estimate_and_measures_noise(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    script = BENCHMARKS / "bench_latency.py"
+    monkeypatch.setattr(sys, "argv", [
+        str(script), "--networks", "conv4@1x8x8:0.125,resnet18@3x8x8:0.125", "--students",
+        "2", "--repeats", "2"])
+    runpy.run_path(str(script), run_name="__main__")
+    rows = table_rows(capsys.readouterr().out)
+    assert [row[:2] for row in rows] == [["conv4@1x8x8:0.125", "2"],
+                                         ["resnet18@3x8x8:0.125", "2"]]
+    for row in rows:
+        assert int(row[2]) > 0 and float(row[3]) > 0 and float(row[4]) > 0
+        assert all(re.fullmatch(r"[\d.]+% / [\d.]+%", cell) for cell in row[7:])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from n2n_env import data, zoo
-from n2n_env.arch import LAYER_KINDS, Architecture
+from n2n_env.arch import LAYER_KINDS, PAPER_KINDS, Architecture
 from n2n_env.env_common import (
     MAX_LAYERS,
     TerminalReward,
@@ -184,8 +184,10 @@ def test_render_bars_height_grows_with_width() -> None:
 
 def test_render_bars_knows_every_layer_kind() -> None:
     image = render_bars([8] * len(LAYER_KINDS), list(LAYER_KINDS), [1] * len(LAYER_KINDS), 0)
-    colours = {tuple(image[150, 2 + i * 8 + 3]) for i in range(len(LAYER_KINDS))}
-    assert len(colours) == len(LAYER_KINDS)
+    colours = {kind: tuple(image[150, 2 + i * 8 + 3]) for i, kind in enumerate(LAYER_KINDS)}
+    assert len({colours[kind] for kind in PAPER_KINDS}) == len(PAPER_KINDS)
+    assert colours["relu6"] == colours["relu"]  # drawn as the kind they are observed as
+    assert colours["adaptive_avgpool"] == colours["avgpool"]
     with pytest.raises(ValueError):
         render_bars([8], ["transformer"], [1], 0)
 

@@ -26,8 +26,9 @@ EXPECTED_OUTPUT = {
     "transfer": "Scratch",
     "constraints": "constraint ",
     "byo_teacher": "load_student: N2NNet",
+    "latency": "latency budget ",
 }
-WITH_ARGUMENTS = ("quickstart", "transfer", "constraints", "byo_teacher")
+WITH_ARGUMENTS = ("quickstart", "transfer", "constraints", "byo_teacher", "latency")
 """Examples with a search budget: each has its own test below, with tiny arguments."""
 MOCK_FAST = ["--evaluator", "mock", "--finetune-epochs", "1", "--no-progress"]
 
@@ -160,6 +161,29 @@ def test_constraints(max_params: int, teacher_home: Path, tmp_path: Path,
     assert student_row[2] == f"{student.num_params():,}"
     assert student_row[4] == f"{max_params:,}" + ("" if met else " (NOT met)")
     assert row(out, "Teacher")[4] == "N/A"
+
+
+def test_latency(teacher_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A search under a latency budget: the estimate of the student is what the budget
+    was checked against, and every layer shape went into the table under N2N_HOME."""
+    from n2n_env.arch import Architecture
+    from n2n_env.latency_table import LatencyTable
+
+    out = run_example("latency", ["--iterations", "2", "--latency-repeats", "2", *MOCK_FAST,
+                                  "--out", str(tmp_path)], monkeypatch, capsys)
+    assert "NOT REAL" in out and "action wall on" in out
+    progress = [columns(line) for line in out.splitlines() if re.match(r"\s+[12]\s", line)]
+    assert len(progress) == 4 and all(cells[2].endswith("%") for cells in progress)
+    teacher, student = row(out, "Teacher"), row(out, "Student (Stage 1 & 2)")
+    budget = float(student[5].split()[0])
+    estimate = float(student[3].split()[0])
+    assert float(teacher[3].split()[0]) > 0 and float(student[4].split()[0]) > 0
+    met = "latency budget met: " in out
+    assert met is (estimate <= budget)
+    assert Architecture.from_json((tmp_path / "student.json").read_text()).num_params() == int(
+        student[2].replace(",", ""))
+    assert len(LatencyTable(teacher_home / "latency.sqlite")) > 0
 
 
 def test_importing_the_package_does_not_import_torch() -> None:

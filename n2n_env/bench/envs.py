@@ -26,6 +26,7 @@ from n2n_env.arch import Architecture
 from n2n_env.bench.lookup import TableEvaluator
 from n2n_env.evaluators import Evaluation
 from n2n_env.removal_env import N2NRemovalEnv
+from n2n_env.reward import LATENCY, parse_constraints
 from n2n_env.shrink_env import N2NShrinkEnv
 
 
@@ -45,6 +46,13 @@ class _Simulated:
         if header.space != space:
             raise ValueError(f"the {space} environment needs a {space} table, got "
                              f"{evaluator.table.source!r} ({header.space})")
+        if options.get("compression_metric") == "latency" or any(
+                LATENCY in row.coefficients
+                for row in parse_constraints(options.get("constraints"))):
+            raise ValueError("N2N-Bench tables hold no latency: compression_metric must be "
+                             "'params' or 'flops' there, and constraints may bound params, "
+                             "flops and accuracy (latency needs the real environments, "
+                             "N2NRemoval-v0 and N2NShrink-v0)")
         if space == "shrink":
             options["start"] = Architecture.from_json(header.start) if header.start else None
             options["include_kernels"] = header.include_kernels
