@@ -14,10 +14,17 @@ training from the same initial weights at a tenth of the learning rate (at most
 
 The loss, optimizer, schedule, teacher logits and training loop come from the kit shared
 with teacher training and distillation (:mod:`n2n_env.training`).
+
+The student is usually an :class:`~n2n_env.arch.Architecture`, built here and inheriting the
+teacher's weights. It may also be a ready ``nn.Module`` (a copy of it is trained, its own
+weights as the start): the baselines of :mod:`n2n_env.baselines` train a pruned teacher and
+hand-designed students, one of which (SqueezeNet) no Architecture can describe, by this same
+recipe.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import time
@@ -74,7 +81,7 @@ class FinetuneResult:
 
 @torch.inference_mode(False)
 @torch.enable_grad()
-def finetune(arch: Architecture, teacher: nn.Module, data: data_mod.Dataset,
+def finetune(arch: Architecture | nn.Module, teacher: nn.Module, data: data_mod.Dataset,
              recipe: Recipe | None = None, *, kd_weight: float = DEFAULT_KD_WEIGHT,
              inherit: bool = True, device: str | torch.device | None = None, seed: int = 0,
              progress: Progress = True,
@@ -82,6 +89,9 @@ def finetune(arch: Architecture, teacher: nn.Module, data: data_mod.Dataset,
     """Train ``arch`` (inheriting ``teacher``'s weights unless ``inherit=False``) with
     cross-entropy plus ``kd_weight`` times the L2 logit loss, on ``recipe`` (default: the
     teacher recipe for ``data``).
+
+    ``arch`` may instead be an ``nn.Module``: a copy of it, with its weights as they are,
+    is trained (``inherit`` does not apply) and returned; the module itself is untouched.
 
     With ``resume_path``, the training state (weights, optimizer, schedule, random states,
     learning rate of the current attempt) is written there after every epoch, and a
@@ -95,6 +105,8 @@ def finetune(arch: Architecture, teacher: nn.Module, data: data_mod.Dataset,
     progress = check_progress(progress)
     if recipe is not None and not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a Recipe or None, got {recipe!r}")
+    if not isinstance(arch, Architecture | nn.Module):
+        raise TypeError(f"the student must be an Architecture or an nn.Module, got {arch!r}")
     recipe = recipe or recipe_for(data.name)
     if recipe.batch_size < 2:
         raise ValueError(f"batch_size must be >= 2, got {recipe.batch_size}: one-sample "
@@ -104,11 +116,18 @@ def finetune(arch: Architecture, teacher: nn.Module, data: data_mod.Dataset,
     teacher = prepare_model(teacher, dev).eval()
     data = data.to(dev)
     torch.manual_seed(seed)
-    student = prepare_model(build_model(arch, teacher if inherit else None, device=dev), dev)
+    if isinstance(arch, Architecture):
+        label, identity = arch.name, arch.signature()
+        student = prepare_model(build_model(arch, teacher if inherit else None, device=dev), dev)
+    else:
+        own = getattr(arch, "architecture", None)
+        label = getattr(own, "name", "") or type(arch).__name__
+        identity = model_fingerprint(arch)
+        student = prepare_model(copy.deepcopy(arch), dev)
     start_state = {name: tensor.clone() for name, tensor in student.state_dict().items()}
     fixed_logits = None if recipe.augment else teacher_logits(teacher, data.train.x)
     resume = None if resume_path is None else _Resume(
-        Path(resume_path), {"student": arch.signature(), "teacher": model_fingerprint(teacher),
+        Path(resume_path), {"student": identity, "teacher": model_fingerprint(teacher),
                             "data": data.fingerprint, "recipe": recipe.to_dict(), "seed": seed,
                             "kd_weight": kd_weight, "inherit": inherit})
     saved = resume.load() if resume is not None else None
@@ -124,19 +143,19 @@ def finetune(arch: Architecture, teacher: nn.Module, data: data_mod.Dataset,
         # fresh run at its learning rate.
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             val_accuracy = _train(student, teacher, data, attempt, kd_weight, fixed_logits,
-                                  seed, desc=f"finetune {arch.name or 'student'}",
+                                  seed, desc=f"finetune {label or 'student'}",
                                   progress=progress, resume=resume, restart=restart,
                                   saved=saved if restart == first else None,
                                   started=started)
         if val_accuracy is not None:
             break
         if restart < MAX_RESTARTS:
-            warnings.warn(f"fine-tuning {arch.name or 'the student'} diverged (non-finite loss) "
+            warnings.warn(f"fine-tuning {label or 'the student'} diverged (non-finite loss) "
                           f"at lr {attempt.lr:g}; restarting at lr {attempt.lr / 10:g}",
                           RuntimeWarning, stacklevel=4)
             attempt = dataclasses.replace(attempt, lr=attempt.lr / 10)
     else:
-        warnings.warn(f"fine-tuning {arch.name or 'the student'} diverged at every learning "
+        warnings.warn(f"fine-tuning {label or 'the student'} diverged at every learning "
                       f"rate from {recipe.lr:g} down to {attempt.lr:g}; its accuracy is "
                       "reported as measured", RuntimeWarning, stacklevel=4)
     diverged = val_accuracy is None

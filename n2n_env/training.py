@@ -294,8 +294,15 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer,
 
 def model_fingerprint(model: nn.Module) -> str:
     """A hash of a model's architecture and every tensor of its state_dict: the identity
-    of a teacher in the evaluator's cache key, a fine-tuning's resume file and N2N-Bench."""
-    digest = hashlib.sha256(model.architecture.signature().encode())
+    of a teacher in the evaluator's cache key, a fine-tuning's resume file and N2N-Bench.
+
+    A module without an ``architecture`` (a hand-designed student such as SqueezeNet,
+    :mod:`n2n_env.baselines.students`) is identified by its class instead; the tensors'
+    names and values pin down its shape."""
+    arch = getattr(model, "architecture", None)
+    head = (arch.signature() if arch is not None
+            else f"{type(model).__module__}.{type(model).__qualname__}")
+    digest = hashlib.sha256(head.encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
