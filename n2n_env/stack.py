@@ -336,7 +336,7 @@ def _build_stack(settings: EvaluatorSettings, teacher: LoadedTeacher | None,
         if settings.evaluator == "distill":
             _ensure_teacher(settings)  # train a zoo teacher once here, not in every worker
             worker_settings = replace(settings, teacher=os.fspath(settings.checkpoint),
-                                      teacher_progress=False)
+                                      teacher_weights=None, teacher_progress=False)
         factory = functools.partial(build_trainer, worker_settings)
         inner = _backend(backend, factory)
     return inner if settings.cache is None else _cached(inner, settings.cache)

@@ -138,3 +138,24 @@ def test_teacher_train_accepts_an_imported_model(user_file: Path, tmp_path: Path
         capsys.readouterr().out
     _, record = get_teacher(spec, "synthetic", train_if_missing=False)  # the same cache
     assert record.model_name == spec
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_worker_processes_train_students_of_a_teacher_with_the_users_weights(
+        user_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from n2n_env.stack import BackendSettings, assemble
+
+    monkeypatch.setenv("N2N_HOME", str(tmp_path / "home"))
+    spec = f"{user_file}:make_model"
+    weights = tmp_path / "weights.pt"
+    torch.save(build_module(parse_teacher_spec(spec), (3, 8, 8), 10).state_dict(), weights)
+    settings = EvaluatorSettings(teacher=spec, dataset="synthetic", teacher_weights=str(weights),
+                                 backend=BackendSettings("processes", 1))
+    evaluator = assemble(settings)
+    try:
+        teacher = evaluator.teacher_architecture
+        (evaluation,) = evaluator.evaluate_many([teacher.remove([True] * len(teacher))])
+    finally:
+        evaluator.close()
+    assert evaluation.ok and 0.0 <= evaluation.accuracy <= 1.0
