@@ -11,6 +11,9 @@ updates of 5 students each: mean reward, mean compression (a student larger than
 teacher counts as 0%, as in the reward) and mean accuracy of the 50 students (the
 validation accuracy after the environment's short distillation, 0 for degenerate ones).
 
+The experiment's reusable part is :mod:`n2n_env.transfer`, which the Table 5 command
+(``n2n paper 5``, docs/paper.md) shares.
+
 Run: ``python examples/transfer.py``: real distillation of every student, both teachers at
 width 0.125; 4.5 minutes on 2 CPU cores (100 pre-training iterations, then 2 x 10), of
 which about 11 s train and cache the two teachers on first use. ``--evaluator mock`` runs
@@ -42,33 +45,22 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
-import numpy as np
 
-import n2n_env  # noqa: F401  (registers N2NRemoval-v0)
-from agents.reinforce import Episode, Reinforce, ReinforceConfig
+from n2n_env.transfer import (
+    TransferRow,
+    learn,
+    load_pretrained,
+    pretrain,
+    removal_env,
+    scratch,
+    summarize,
+    table,
+)
 
 DATASET = "digits"
-
-
-@dataclass(frozen=True)
-class TransferRow:
-    """One row of Table 5: means over the students of the compared iterations."""
-
-    name: str
-    reward: float
-    compression: float
-    """Mean C = 1 - params(student)/params(teacher), a student larger than the teacher
-    counted as 0 (as the reward clips it)."""
-    accuracy: float
-    """Mean validation accuracy the environment reported (0 for degenerate students)."""
-    degenerate: int
-    students: int
-    decisions: tuple[int, ...]
-    """The distinct numbers of decisions per episode (one per teacher layer)."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -90,76 +82,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def removal_env(teacher: str, args: argparse.Namespace, folder: Path) -> gym.Env:
+def environment(teacher: str, args: argparse.Namespace, folder: Path) -> gym.Env:
     """N2NRemoval-v0 for ``teacher`` on digits, with a reward cache per teacher in ``folder``."""
-    evaluator_kwargs = {"seed": args.seed} if args.evaluator == "distill" else None
-    return gym.make("N2NRemoval-v0", teacher=teacher, dataset=DATASET,
-                    teacher_width=args.teacher_width, evaluator=args.evaluator,
-                    evaluator_kwargs=evaluator_kwargs,
-                    cache=folder / f"rewards-{teacher}-w{args.teacher_width:g}.sqlite")
-
-
-def learn(agent: Reinforce, env: gym.Env, iterations: int,
-          report_every: int = 0) -> list[Episode]:
-    """``iterations`` REINFORCE updates of m rollouts each; every episode, in order. With
-    ``report_every``, print the mean reward of every block of that many iterations."""
-    episodes: list[Episode] = []
-    first_unreported = 1
-    for iteration in range(1, iterations + 1):
-        batch = [agent.rollout(env) for _ in range(agent.config.rollouts_per_update)]
-        agent.update(batch)
-        episodes.extend(batch)
-        if report_every and (iteration % report_every == 0 or iteration == iterations):
-            block = episodes[(first_unreported - 1) * len(batch):]
-            print(f"  iterations {first_unreported:3d}-{iteration:3d}: mean reward "
-                  f"{np.mean([e.reward for e in block]):+.3f}", flush=True)
-            first_unreported = iteration + 1
-    return episodes
-
-
-def summarize(name: str, episodes: list[Episode]) -> TransferRow:
-    return TransferRow(
-        name=name,
-        reward=float(np.mean([e.reward for e in episodes])),
-        compression=float(np.mean([max(0.0, e.info["compression"]) for e in episodes])),
-        accuracy=float(np.mean([e.info["accuracy"] for e in episodes])),
-        degenerate=sum(e.info["degenerate_reason"] is not None for e in episodes),
-        students=len(episodes),
-        decisions=tuple(sorted({len(e.actions) for e in episodes})),
-    )
-
-
-def table(rows: list[TransferRow]) -> str:
-    """Table 5's columns (Reward, Comp., Acc.) plus the count of degenerate students."""
-    cells = [("", "Reward", "Comp.", "Acc.", "Degenerate")] + [
-        (r.name, f"{r.reward:.2f}", f"{100 * r.compression:.1f}%", f"{100 * r.accuracy:.1f}%",
-         f"{r.degenerate}/{r.students}") for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
-                     for row in cells)
+    return removal_env(teacher, DATASET, teacher_width=args.teacher_width,
+                       evaluator=args.evaluator, seed=args.seed,
+                       cache=folder / f"rewards-{teacher}-w{args.teacher_width:g}.sqlite")
 
 
 def transfer(args: argparse.Namespace, folder: Path) -> list[TransferRow]:
     """Pre-train on the source, save, load, and compare with scratch on the target."""
-    source_env = removal_env(args.source, args, folder)
-    pretrained = Reinforce.for_env(source_env, ReinforceConfig(seed=args.seed))
+    source_env = environment(args.source, args, folder)
     print(f"pre-training on {args.source} ({source_env.unwrapped.num_layers} layers): "
           f"{args.pretrain_iterations} iterations of 5 students ...", flush=True)
-    learn(pretrained, source_env, args.pretrain_iterations, report_every=10)
+    pretrained, _ = pretrain(source_env, args.pretrain_iterations, seed=args.seed,
+                          report_every=10, report=lambda line: print(line, flush=True))
     source_env.close()
     policy_path = folder / f"policy-{args.source}.pt"
     pretrained.save(policy_path)
 
-    loaded = Reinforce.load(policy_path)
-    loaded.forget_rewards()  # the baseline and the best student belong to the source teacher
-    target_env = removal_env(args.target, args, folder)
+    loaded = load_pretrained(policy_path)
+    target_env = environment(args.target, args, folder)
     print(f"loaded {policy_path.name} (trained {loaded.iterations} iterations); "
           f"{args.iterations} iterations on {args.target} "
           f"({target_env.unwrapped.num_layers} layers), pre-trained and from scratch ...",
           flush=True)
-    scratch = Reinforce.for_env(target_env, ReinforceConfig(seed=args.seed))
+    fresh = scratch(target_env, seed=args.seed)
     rows = []
-    for name, agent in (("Pre-trained", loaded), ("Scratch", scratch)):
+    for name, agent in (("Pre-trained", loaded), ("Scratch", fresh)):
         rows.append(summarize(name, learn(agent, target_env, args.iterations)))
         agent.save(folder / f"policy-{args.target}-{name.lower()}.pt")
     target_env.close()

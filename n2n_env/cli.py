@@ -3,7 +3,8 @@
 Every leaf command is a function ``(args) -> int`` registered with
 :func:`_add_command`; adding a command group (``n2n compress ...``) means writing one
 ``_register_*`` function and calling it from :func:`build_parser` (``n2n compress`` is
-registered from :mod:`n2n_env.cli_compress`). Bad input exits with
+registered from :mod:`n2n_env.cli_compress`, ``n2n paper`` from
+:mod:`n2n_env.paper.cli`). Bad input exits with
 status 2 and one line on stderr; a missing, damaged or foreign file (dataset, checkpoint,
 policy, cache) or a diverged training with 1. A traceback means a bug.
 """
@@ -370,7 +371,8 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The full ``n2n`` parser; each subcommand stores its handler as ``handler``."""
     parser = _Parser(prog="n2n", description="N2N network-to-network compression (ICLR 2018): "
-                     "teachers, model zoo, datasets, compression and export.")
+                     "teachers, model zoo, datasets, compression, export and the paper's "
+                     "tables.")
     parser.add_argument("--version", action="version", version=f"n2n {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _register_teacher(commands)
@@ -383,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     from n2n_env.bench.cli import register as register_bench
 
     register_bench(commands, _add_command)
+    from n2n_env.paper.cli import register as register_paper
+
+    register_paper(commands, _add_command)
     return parser
 
 

@@ -87,6 +87,10 @@ class ModelRow:
     finetune_lr: float | None = None
     """Initial learning rate of the student's final training: the recipe's, or lower after
     a divergence (see n2n_env.finetune). None for the teacher."""
+    val_accuracy: float | None = None
+    """Validation accuracy (after the final training, for a student): what a comparison
+    that must not look at the test split, such as the pruning baseline's stopping rule,
+    reads. None in rows written before it was recorded."""
 
     def cells(self, teacher: ModelRow) -> tuple[str, str, str, str, str]:
         """Model, accuracy, #params, delta accuracy and compression, as printed."""
@@ -205,7 +209,7 @@ def _run(config: RunConfig, run: Path, state: dict[str, Any], device: str | None
     if config.finetune_epochs is not None:
         recipe = recipe.with_epochs(config.finetune_epochs)
     rows = [ModelRow("Teacher", record.test_accuracy, record.architecture.num_params(),
-                     record.architecture.to_json())]
+                     record.architecture.to_json(), val_accuracy=record.val_accuracy)]
     trained: dict[str, FinetuneResult] = {}
     for index, (_, arch) in enumerate(bests):
         key = arch.signature()
@@ -214,7 +218,8 @@ def _run(config: RunConfig, run: Path, state: dict[str, Any], device: str | None
                                      progress, run)
         label = "+".join(STAGE_LABELS[s] for s, _ in bests[: index + 1])
         rows.append(ModelRow(f"Student ({label})", trained[key].test_accuracy,
-                             arch.num_params(), arch.to_json(), trained[key].lr))
+                             arch.num_params(), arch.to_json(), trained[key].lr,
+                             trained[key].val_accuracy))
     final = bests[-1][1]
     save_student(run / STUDENT_FILE, trained[final.signature()].model, final)
     result = CompressionResult(tuple(rows), run, time.perf_counter() - started)

@@ -1,0 +1,232 @@
+"""``n2n paper TABLE --work DIR``: reproduce one of the paper's tables, in resumable units.
+
+Registered into the ``n2n`` parser by :func:`register`; the handler imports torch and the
+runner only when it runs, so ``n2n --help`` stays quick. Bad values exit with status 2,
+a damaged or foreign result file with 1 (see :mod:`n2n_env.cli`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from n2n_env.cli import UsageError, _positive_float, _positive_int
+
+if TYPE_CHECKING:
+    from n2n_env.paper.runner import UnitState
+    from n2n_env.paper.settings import PaperSettings
+
+__all__ = ["ESTIMATES", "register"]
+
+AddCommand = Callable[..., argparse.ArgumentParser]
+ESTIMATES = """\
+tables (TABLE is the number or the name) and the wall time of their default runs on 2 CPU
+cores, estimated from measured component speeds (none has been run in full yet):
+  1 compression   VGG-13 at full width (9.4M parameters) on mnist-10k: the teacher (~30
+                  min), then REINFORCE and random search x 3 seeds, each 40 + 40
+                  iterations and two final trainings (~40-60 min each): about 5 h
+  2 pruning       the teacher and the 3 REINFORCE searches of table 1 (shared with it in
+                  the same --work), then 5 pruning runs (~15-25 min each): about 1.5 h
+                  after table 1, 4.5 h alone
+  3 distillation  ResNet-18 at width 0.25 on cifar10-14k: the teacher (~45 min), 3
+                  REINFORCE searches (~50 min each), FitNet-4 (~2 h), VGG-small (~35
+                  min), SqueezeNet 1.1 (~30 min): about 6.5 h
+  4 constraints   table 1's teacher, 3 REINFORCE searches under params <= 20,000: about
+                  2 h after table 1, 2.5 h alone
+  5 transfer      vgg11 -> vgg19 and resnet18 -> resnet34 at width 0.125 on cifar10-14k:
+                  4 teachers (~1 h), then per seed a 100-iteration pre-training on each
+                  source and 2 x 10 iterations on each target (~40 min): about 3 h
+
+Each finished unit writes DIR/units/UNIT.json; commit DIR/units, DIR/teachers,
+DIR/policies and DIR/table-N.md (never DIR/runs), and the same command on another
+machine continues where this one stopped. docs/paper.md has the details."""
+SETTINGS = ("dataset", "data_root", "teacher", "teacher_width", "teacher_epochs", "seeds",
+            "agents", "iterations", "finetune_epochs", "evaluator", "max_params",
+            "prune_runs", "prune_fraction", "prune_finetune_steps", "taylor_examples",
+            "students", "kd_seeds", "pairs", "pretrain_iterations", "transfer_iterations")
+"""The flags that become :class:`~n2n_env.paper.settings.PaperSettings` fields."""
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 0 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct integers >= 0 separated by commas, got {text!r}")
+    return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    values = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
+    return values
+
+
+def _pairs(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for part in _names(text):
+        source, sep, target = part.partition(":")
+        if not sep or not source or not target:
+            raise argparse.ArgumentTypeError(
+                f"expected SOURCE:TARGET pairs separated by commas (vgg11:vgg19), got {text!r}")
+        pairs.append((source, target))
+    return tuple(pairs)
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _steps(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+def _paper(args: argparse.Namespace) -> int:
+    from n2n_env.device import resolve_device, use_all_cores
+    from n2n_env.paper import runner
+    from n2n_env.paper.plan import plan
+    from n2n_env.paper.settings import PaperSettings, parse_table
+
+    try:
+        table = parse_table(args.table)
+        given = {name: getattr(args, name) for name in SETTINGS
+                 if getattr(args, name) is not None}
+        settings = PaperSettings(table, **given)
+        if args.only:
+            runner.select(plan(settings), args.only)
+        device = resolve_device(args.device)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    work = Path(args.work)
+    try:
+        states = runner.states(settings, work)
+        if not args.report:
+            _check_extras(states)
+            if device.type == "cpu":
+                use_all_cores()
+            try:
+                states = runner.run_table(
+                    settings, work, device=str(device), only=args.only,
+                    progress="lines" if args.no_progress else True,
+                    command=settings.command(args.work)).states
+            except KeyboardInterrupt:
+                _write(settings, runner.states(settings, work), work, args.work, show=False)
+                print("n2n: interrupted; finished units are kept in "
+                      f"{work / 'units'}, and rerunning the same command resumes the "
+                      f"unfinished one from {work / 'runs'}", file=sys.stderr)
+                return 130
+    except runner.UnitFileError as exc:
+        print(f"n2n: error: {exc}", file=sys.stderr)
+        return 1
+    _write(settings, states, work, args.work, show=True)
+    return 0
+
+
+def _check_extras(states: Sequence[UnitState]) -> None:
+    """Refuse now, not hours later, a table whose pending units need a missing extra."""
+    pending = {state.unit.kind for state in states if state.record is None}
+    if "prune" in pending:
+        try:
+            import torch_pruning  # noqa: F401
+        except ImportError:
+            raise UsageError('table 2 prunes with Torch-Pruning: pip install "n2n[pruning]"'
+                             ) from None
+
+
+def _write(settings: PaperSettings, states: Sequence[UnitState], work: Path, label: str, *,
+           show: bool) -> None:
+    """Write ``table-N.md`` in the work folder; print it when ``show``."""
+    from n2n_env.paper import report
+
+    text = report.render(settings, states, label)
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"table-{settings.table}.md"
+    path.write_text(text + "\n")
+    if show:
+        print(text)
+    print(f"wrote {path}")
+
+
+def register(commands: argparse._SubParsersAction, add_command: AddCommand) -> None:
+    """Add ``n2n paper`` to the parser's ``commands``."""
+    cmd = add_command(commands, "paper", _paper,
+                      "reproduce one of the paper's Tables 1-5 on the data here, in units "
+                      "that resume and can be committed piece by piece")
+    cmd.formatter_class = argparse.RawDescriptionHelpFormatter
+    cmd.description = textwrap.fill(cmd.description or "", width=88)
+    cmd.epilog = ESTIMATES
+    cmd.add_argument("table", metavar="TABLE",
+                     help="1 (compression), 2 (pruning), 3 (distillation), 4 (constraints) "
+                     "or 5 (transfer)")
+    cmd.add_argument("--work", required=True, metavar="DIR",
+                     help="work folder: unit results, teachers, policies, run folders and "
+                     "table-N.md (for example benchmarks/paper); tables may share one")
+    cmd.add_argument("--report", action="store_true",
+                     help="run nothing: print and write the table from the finished units")
+    cmd.add_argument("--only", action="append", metavar="PATTERN",
+                     help="run only the units whose id matches this glob (and what they "
+                     "need); repeatable. Without it, every unfinished unit runs")
+    group = cmd.add_argument_group("settings (default: the table's real run)")
+    group.add_argument("--dataset", metavar="NAME",
+                       help="mnist-10k for tables 1, 2, 4; cifar10-14k for 3, 5")
+    group.add_argument("--data-root", metavar="DIR", help="folder holding dataset files")
+    group.add_argument("--teacher", metavar="NAME",
+                       help="zoo teacher of tables 1-4: vgg13 (1, 2, 4), resnet18 (3)")
+    group.add_argument("--teacher-width", type=_positive_float, metavar="W",
+                       help="width of the teachers: 1 (1, 2, 4), 0.25 (3), 0.125 (5)")
+    group.add_argument("--teacher-epochs", type=_positive_int, metavar="N",
+                       help="epochs of each teacher (default: the recipe's, 50 or 150)")
+    group.add_argument("--seeds", type=_ints, metavar="LIST",
+                       help="seeds of the searches and policies (default 0,1,2)")
+    group.add_argument("--agents", type=_names, metavar="LIST",
+                       help="agents of tables 1, 3, 4: reinforce,random (1), reinforce (3, 4)")
+    group.add_argument("--iterations", type=_positive_int, metavar="N",
+                       help="search iterations of 5 students per stage, tables 1-4 "
+                       "(default 40)")
+    group.add_argument("--finetune-epochs", type=_positive_int, metavar="N",
+                       help="epochs of every final training, tables 1-4 (default: the "
+                       "recipe's, 50 or 150)")
+    group.add_argument("--evaluator", metavar="NAME",
+                       help="distill (default, real) or mock (instant, NOT REAL: tests only)")
+    group.add_argument("--max-params", type=_positive_int, metavar="N",
+                       help="table 4's constraint (default 20000)")
+    group.add_argument("--prune-runs", type=_positive_int, metavar="N",
+                       help="table 2's pruning runs, best reported (default 5)")
+    group.add_argument("--prune-fraction", type=_fraction, metavar="F",
+                       help="table 2: channels removed per step, of the teacher's "
+                       "(default 0.01)")
+    group.add_argument("--prune-finetune-steps", type=_steps, metavar="N",
+                       help="table 2: KD updates after each pruning step (default 100)")
+    group.add_argument("--taylor-examples", type=_positive_int, metavar="N",
+                       help="table 2: examples of the Taylor criterion per step (default 64)")
+    group.add_argument("--students", type=_names, metavar="LIST",
+                       help="table 3: fitnet4,vgg-small,squeezenet1_1 (default all)")
+    group.add_argument("--kd-seeds", type=_ints, metavar="LIST",
+                       help="table 3: seeds of each hand-designed student (default 0)")
+    group.add_argument("--pairs", type=_pairs, metavar="LIST",
+                       help="table 5: SOURCE:TARGET teachers (default "
+                       "vgg11:vgg19,resnet18:resnet34)")
+    group.add_argument("--pretrain-iterations", type=_positive_int, metavar="N",
+                       help="table 5: policy updates on the source (default 100)")
+    group.add_argument("--transfer-iterations", type=_positive_int, metavar="N",
+                       help="table 5: policy updates compared on the target (default 10)")
+    cmd.add_argument("--device", default="auto", metavar="D",
+                     help="auto (default), cpu, cuda or cuda:N")
+    cmd.add_argument("--no-progress", action="store_true",
+                     help="no progress bars: one line per epoch and iteration instead")

@@ -1,0 +1,163 @@
+"""A paper table as markdown: what was run, the paper's rows beside ours, the units, and
+how to read the comparison.
+
+:func:`render` needs only the settings and the units' states, so the table can be
+written at any time from the committed result files (``n2n paper TABLE --report``),
+whatever has finished so far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from n2n_env.paper import reference as paper
+from n2n_env.paper.runner import UnitState, duration
+from n2n_env.paper.settings import PaperSettings
+from n2n_env.paper.tables import BODIES, STUDENT_NAMES, ZOO_NAMES, md_row
+
+__all__ = ["render"]
+
+PAPER_DATA = {1: "MNIST (60,000 training / 10,000 test images), VGG-13 at full width",
+              2: "MNIST (60,000 / 10,000), VGG-13 at full width (its CIFAR-10 VGG-19 rows "
+                 "are not reproduced here)",
+              3: "CIFAR-10 (50,000 / 10,000), ResNet-18 at full width; SqueezeNet 1.1 on "
+                 "SVHN (73,257 / 26,032)",
+              4: "MNIST (60,000 / 10,000), VGG-13 at full width, params <= 20K (its CIFAR-10 "
+                 "row is not reproduced here)",
+              5: "CIFAR-10 (50,000 / 10,000), teachers at full width (its ResNet-34 → "
+                 "ResNet-18 pair is run only if asked for with --pairs)"}
+"""What the paper's numbers were measured on."""
+
+
+def render(settings: PaperSettings, states: Sequence[UnitState], work: str) -> str:
+    """The markdown of ``settings.table`` from the units' ``states`` in the folder ``work``."""
+    finished = [s for s in states if s.record is not None]
+    lines = [f"# {paper.TITLES[settings.table]}: the paper and this reproduction", "",
+             f"Command: `{settings.command(work)}`", "",
+             f"- Paper: {PAPER_DATA[settings.table]}.",
+             f"- Ours: {_our_data(settings, states)}.",
+             f"- Units: {len(finished)} of {len(states)} finished"
+             + (f", {duration(sum(s.record['seconds'] for s in finished))} of wall time"
+                if finished else "") + "."]
+    if settings.evaluator == "mock":
+        lines += ["", "**MOCK evaluator: the search's rewards are NOT REAL** (a made-up "
+                      "accuracy model, for tests and teaching); only the final trainings "
+                      "are real. Do not read these numbers as results."]
+    lines += ["", *BODIES[settings.table](settings, states), ""]
+    lines += _notes(settings, states)
+    lines += ["", "## Units", "", *_units(states, settings.command(work)), ""]
+    return "\n".join(lines)
+
+
+def _our_data(settings: PaperSettings, states: Sequence[UnitState]) -> str:
+    teachers = [s for s in states if s.unit.kind == "teacher"]
+    splits = next((s.record["result"]["splits"] for s in teachers if s.record), None)
+    data = settings.dataset or ""
+    if splits:
+        data += " ({:,} training / {:,} validation / {:,} test images)".format(*splits)
+    described = []
+    for state in teachers:
+        name = ZOO_NAMES.get(state.unit.label, state.unit.label)
+        text = f"{name} at width {settings.teacher_width:g}"
+        if state.record:
+            result = state.record["result"]
+            text += (f" ({result['params']:,} parameters, {_plural(result['epochs'], 'epoch')}, "
+                     f"{100 * result['test_accuracy']:.2f}% test)")
+        described.append(text)
+    seeds = ", ".join(map(str, settings.seeds or ()))
+    return (f"{data}; teacher{'s' if len(described) > 1 else ''} {', '.join(described)}; "
+            f"seeds {seeds}")
+
+
+def _notes(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
+    """How to read the comparison honestly."""
+    budget = f"{_plural(settings.iterations or 0, 'iteration')} of 5 students per stage"
+    finetune = (_plural(settings.finetune_epochs, "epoch") if settings.finetune_epochs
+                else "the teacher's recipe")
+    notes = [
+        "## Reading",
+        "",
+        "- Ours: mean ± sample standard deviation over the finished seeds (the seed-to-seed "
+        "spread), each seed in the last column; the paper reports one run per model.",
+        "- The data here is much smaller than the paper's, and the teachers are ours (see "
+        "above).",
+    ]
+    if settings.table != 5:
+        notes.append("- Accuracies are test accuracies after the final training; Δ acc. and "
+                     "compression are against our own teacher.")
+        notes.append(f"- Search: {budget}; every candidate's reward was read on the "
+                     "validation split after a short distillation (100 steps of 32 images; "
+                     "the paper trained each candidate for 5 epochs, and its policies for at "
+                     f"least 100 iterations). Final training of each student: {finetune}.")
+    extra = {
+        1: "- Table 1 of the paper has only a stage-1 student for MNIST; random search is "
+           "ours, to show what the learnt policy adds.",
+        2: "- Pruning follows Molchanov et al. with the paper's stopping rule against the "
+           "stage-1 REINFORCE student with the best validation accuracy (named in the row); "
+           "the best of the runs is chosen by validation accuracy (docs/baselines.md).",
+        3: "- The hand-designed students are trained from scratch by the same final training "
+           "(cross-entropy + 0.1 x L2 on the teacher's logits). The paper ran SqueezeNet "
+           "1.1 on SVHN; here all three share the table's data.",
+        4: "- The constraint enters the reward as in the paper's section 3.3.1, relaxed early "
+           "in each stage; 'Within it' counts the seeds whose final student meets it.",
+        5: f"- Reward, Comp. and Acc. are means over the students of the first "
+           f"{settings.transfer_iterations} policy updates (5 students each) on the target "
+           f"teacher; the pre-trained policy first trained {settings.pretrain_iterations} "
+           "updates on the source. Acc. is the validation accuracy after the short "
+           "distillation (0 for a degenerate student), so it is far below a trained "
+           "student's.",
+    }
+    notes.append(extra[settings.table])
+    if settings.table == 3:
+        notes += _larger_students(states)
+    notes += _teacher_warnings(states)
+    return notes
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _larger_students(states: Sequence[UnitState]) -> list[str]:
+    """Table 3 with a teacher narrower than the paper's: the hand-designed students, of
+    fixed size, can be larger than the teacher itself."""
+    teacher = next((s.record["result"] for s in states
+                    if s.unit.kind == "teacher" and s.record), None)
+    larger = sorted({STUDENT_NAMES[s.unit.label] for s in states if s.unit.kind == "kd"
+                     and s.record and teacher
+                     and s.record["result"]["params"] > teacher["params"]})
+    if not larger:
+        return []
+    return [f"- {', '.join(larger)} {'has' if len(larger) == 1 else 'have'} more parameters "
+            f"than this teacher ({teacher['params']:,}; the paper's had 11.17M): their "
+            "compression is below 1x, so read this table as accuracy at a given size."]
+
+
+def _teacher_warnings(states: Sequence[UnitState]) -> list[str]:
+    """Units made with another teacher than the one now in ``teachers/``."""
+    current = {s.unit.id: s.record["result"]["fingerprint"] for s in states
+               if s.unit.kind == "teacher" and s.record}
+    stale = sorted(s.unit.id for s in states if s.record and s.unit.kind != "teacher"
+                   and any(current.get(t, f) != f for t, f in s.record["teachers"].items()))
+    if not stale:
+        return []
+    return [f"- **Made with another teacher** (trained again since): {', '.join(stale)}. "
+            "Delete their result files to run them with the current one."]
+
+
+def _units(states: Sequence[UnitState], command: str) -> list[str]:
+    """One row per unit: status, wall time, when, where and by which command ("the
+    table's" when it is the command at the top)."""
+    lines = [md_row(["Unit", "Status", "Wall time", "Finished", "Machine", "Command"]),
+             md_row(["---"] * 6)]
+    for state in states:
+        record = state.record
+        if record is None:
+            lines.append(md_row([state.unit.id, state.status, "", "", "", ""]))
+            continue
+        sittings = f" ({record['sittings']} sittings)" if record.get("sittings", 1) > 1 else ""
+        lines.append(md_row([state.unit.id, "done", duration(record["seconds"]) + sittings,
+                             record["finished"], record["machine"],
+                             "the table's" if record["command"] == command
+                             else f"`{record['command']}`"]))
+    return lines

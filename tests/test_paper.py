@@ -1,0 +1,509 @@
+"""``n2n paper TABLE``: each table end to end with tiny budgets, resuming, and bad inputs.
+
+Tiny settings throughout: ``digits`` or ``synthetic`` data, teachers at small widths
+trained for one epoch in a private ``N2N_HOME``, one search iteration of the mock
+evaluator, one epoch of fine-tuning. The numbers mean nothing; the tests check that each
+table holds the paper's numbers beside ours, that ours are the units' results (means,
+spreads, per-seed values), that finished units are never run again and unfinished ones
+resume, and that bad input is refused with a message naming what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from n2n_env import cli, zoo
+from n2n_env.paper import cells, plan, reference
+from n2n_env.paper.settings import STUDENT_NAMES, PaperSettings
+from n2n_env.training import model_fingerprint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = ["--teacher-epochs", "1", "--seeds", "0,1", "--evaluator", "mock", "--no-progress"]
+"""Settings every tiny table shares."""
+SEARCH = ["--dataset", "digits", "--teacher", "conv4", "--teacher-width", "0.25",
+          "--iterations", "1", "--finetune-epochs", "1", *TINY]
+"""Tables 1, 2 and 4 on a conv4 teacher and digits (the same units for all three)."""
+PRUNE = ["--prune-runs", "2", "--prune-fraction", "0.2", "--prune-finetune-steps", "3",
+         "--taylor-examples", "4"]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("n2n-home")
+
+
+@pytest.fixture(autouse=True)
+def private_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test trains and caches teachers in the module's N2N_HOME, on one thread."""
+    monkeypatch.setenv("N2N_HOME", str(home))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of ``n2n argv``."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def paper_cmd(table: str, work: Path, *extra: str) -> list[str]:
+    return ["paper", table, "--work", str(work), *extra]
+
+
+def md_row(text: str, label: str) -> list[str]:
+    """The cells of the one markdown row whose first cell starts with ``label``."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.startswith(f"| {label}")]
+    assert len(rows) == 1, f"expected one row {label!r} in:\n{text}"
+    return rows[0]
+
+
+def unit_lines(out: str, word: str) -> list[str]:
+    """The unit ids of the progress lines ``[i/n] WORD unit``."""
+    return re.findall(rf"^\[\d+/\d+\] (?:{word}) +(\S+)", out, flags=re.MULTILINE)
+
+
+def results(work: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted((work / "units").glob("*.json"))}
+
+
+def stage(record: dict, name: str) -> dict:
+    return next(row for row in record["result"]["rows"] if row["name"] == name)
+
+
+def spread(values: list[float], scale: float = 100) -> tuple[float, float]:
+    mean, std = cells.mean_std([scale * v for v in values])
+    return round(mean, 2), round(std, 2)
+
+
+@pytest.fixture(scope="module")
+def table1(home: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """Table 1 run once: conv4 on digits, REINFORCE and random search, seeds 0 and 1."""
+    work = tmp_path_factory.mktemp("paper") / "work"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("N2N_HOME", str(home))
+        patch.setenv("OMP_NUM_THREADS", "1")
+        code = cli.main(paper_cmd("1", work, *SEARCH))
+    assert code == 0
+    return work, (work / "table-1.md").read_text()
+
+
+def copy_of(work: Path, tmp_path: Path) -> Path:
+    """A copy of a finished work folder, for a test that changes it."""
+    return Path(shutil.copytree(work, tmp_path / "work"))
+
+
+# ------------------------------------------------------------------ Table 1
+
+
+def test_table1_prints_the_paper_beside_the_units_results(table1: tuple[Path, str]) -> None:
+    work, text = table1
+    records = results(work)
+    teacher = records["teacher-conv4-w0.25-digits"]["result"]
+    assert set(records) == {"teacher-conv4-w0.25-digits", *(
+        f"compress-conv4-w0.25-digits-{agent}-seed{seed}"
+        for agent in ("reinforce", "random") for seed in (0, 1))}
+    assert "NOT REAL" in text and "n2n paper 1 --work" in text
+    row = md_row(text, "Teacher (Conv4)")
+    assert row[1:5] == ["99.54%", "9.4M", "—", "—"]
+    assert row[5:7] == [f"{100 * teacher['test_accuracy']:.2f}%", f"{teacher['params']:,}"]
+    for agent, paper_cells in (("REINFORCE", ["99.55%", "73K", "+0.01%", "127x"]),
+                               ("random search", ["—"] * 4)):
+        key = "reinforce" if agent == "REINFORCE" else "random"
+        runs = [records[f"compress-conv4-w0.25-digits-{key}-seed{seed}"] for seed in (0, 1)]
+        row = md_row(text, f"Student (Stage1), {agent}")
+        assert row[1:5] == paper_cells
+        students = [stage(r, "Student (Stage1)") for r in runs]
+        mean, std = spread([s["test_accuracy"] for s in students])
+        assert row[5] == f"{mean:.2f} ± {std:.2f}%"
+        compressions = [teacher["params"] / s["params"] for s in students]
+        assert row[8] == "{:.1f} ± {:.1f}x".format(*spread(compressions, scale=1))
+        for seed, student in enumerate(students):
+            assert (f"s{seed}: {100 * student['test_accuracy']:.2f}%, {student['params']:,}"
+                    in row[9])
+        final = md_row(text, f"Student (Stage1+Stage2), {agent}")
+        assert final[1:5] == ["—"] * 4  # the paper has no MNIST stage-2 row
+        assert [s["params"] for s in (stage(r, "Student (Stage1+Stage2)") for r in runs)] == [
+            int(cell.split(", ")[1].split(" ")[0].replace(",", ""))
+            for cell in final[9].split("; ")]
+    for unit in records:
+        assert md_row(text, unit)[1] == "done"
+
+
+def test_unit_results_are_small_and_record_time_machine_and_teacher(
+        table1: tuple[Path, str]) -> None:
+    work, _ = table1
+    records = results(work)
+    teacher_file = work / "teachers" / "teacher-conv4-w0.25-digits.pt"
+    from n2n_env.checkpoints import load_teacher
+
+    model, record = load_teacher(teacher_file)
+    fingerprint = model_fingerprint(model)
+    assert record.recipe.epochs == 1
+    for name, unit in records.items():
+        assert (work / "units" / f"{name}.json").stat().st_size < 20_000
+        assert unit["seconds"] > 0 and unit["sittings"] == 1 and "CPUs" in unit["machine"]
+        assert unit["command"].startswith("n2n paper 1 --work ")
+        assert unit["teachers"] == {"teacher-conv4-w0.25-digits": fingerprint}
+    search = records["compress-conv4-w0.25-digits-reinforce-seed0"]
+    assert search["spec"]["iterations"] == 1 and search["spec"]["evaluator"] == "mock"
+    assert search["result"]["stages"]["removal"]["evaluations"] + search["result"][
+        "stages"]["removal"]["cache_hits"] == 5
+    # The committed files hold no run folder: those stay under runs/.
+    assert {p.name for p in work.iterdir()} == {"units", "teachers", "runs", "table-1.md"}
+
+
+def test_a_second_invocation_runs_nothing(table1: tuple[Path, str], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    work = copy_of(table1[0], tmp_path)
+    before = {p: p.read_bytes() for p in (work / "units").glob("*.json")}
+    code, out, err = run(paper_cmd("1", work, *SEARCH), capsys)
+    assert code == 0, err
+    assert unit_lines(out, "start|resume|finished") == []
+    assert len(unit_lines(out, "done")) == 5
+    assert {p: p.read_bytes() for p in (work / "units").glob("*.json")} == before
+
+
+def test_deleting_one_result_reruns_only_that_unit(table1: tuple[Path, str], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    work = copy_of(table1[0], tmp_path)
+    name = "compress-conv4-w0.25-digits-random-seed1"
+    old = results(work)[name]
+    (work / "units" / f"{name}.json").unlink()
+    code, out, err = run(paper_cmd("1", work, *SEARCH), capsys)
+    assert code == 0, err
+    assert unit_lines(out, "start|resume") == [name]
+    assert unit_lines(out, "resume") == [name]  # its finished run folder was reused
+    new = results(work)[name]
+    assert new["result"]["rows"] == old["result"]["rows"]
+    assert new["result"]["stages"] == old["result"]["stages"]  # no candidate trained again
+    assert new["sittings"] == 2
+
+
+def test_an_interrupted_unit_resumes_its_run(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from n2n_env import pipeline
+
+    argv = paper_cmd("1", tmp_path / "work", *SEARCH, "--agents", "reinforce")
+    argv[argv.index("--seeds") + 1] = "0"
+    real = pipeline.finetuned
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "finetuned", interrupt)
+    code, out, err = run(argv, capsys)
+    assert code == 130 and "rerunning the same command resumes" in err
+    unit = "compress-conv4-w0.25-digits-reinforce-seed0"
+    table = (tmp_path / "work" / "table-1.md").read_text()
+    assert md_row(table, unit)[1] == "partial"
+    assert md_row(table, "Student (Stage1), REINFORCE")[5] == "pending"
+    state = json.loads((tmp_path / "work" / "runs" / unit / "state.json").read_text())
+    monkeypatch.setattr(pipeline, "finetuned", real)
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    assert unit_lines(out, "resume") == [unit] and "resuming the run in" in out
+    record = results(tmp_path / "work")[unit]
+    assert record["sittings"] == 2
+    assert record["result"]["stages"] == {
+        name: {key: saved[key] for key in ("iteration", "best_reward", "evaluations",
+                                           "cache_hits")}
+        for name, saved in state["stages"].items()}  # the search was not run again
+
+
+def test_a_missing_teacher_is_rebuilt_and_another_teacher_is_flagged(
+        table1: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work = copy_of(table1[0], tmp_path)
+    fingerprint = results(work)["teacher-conv4-w0.25-digits"]["result"]["fingerprint"]
+    (work / "teachers" / "teacher-conv4-w0.25-digits.pt").unlink()
+    (work / "units" / "compress-conv4-w0.25-digits-reinforce-seed1.json").unlink()
+    code, out, err = run(paper_cmd("1", work, *SEARCH), capsys)
+    assert code == 0, err
+    assert "again    teacher-conv4-w0.25-digits" in out
+    assert (work / "teachers" / "teacher-conv4-w0.25-digits.pt").is_file()
+    assert results(work)["teacher-conv4-w0.25-digits"]["result"]["fingerprint"] == fingerprint
+    assert "Made with another teacher" not in out
+    path = work / "units" / "compress-conv4-w0.25-digits-random-seed0.json"
+    record = json.loads(path.read_text())
+    record["teachers"] = {"teacher-conv4-w0.25-digits": "0" * 16}
+    path.write_text(json.dumps(record))
+    code, out, _ = run(paper_cmd("1", work, *SEARCH, "--report"), capsys)
+    assert code == 0 and unit_lines(out, "start|resume") == []
+    warning = next(line for line in out.splitlines() if "Made with another teacher" in line)
+    assert "compress-conv4-w0.25-digits-random-seed0" in warning
+    assert "reinforce-seed0" not in warning
+
+
+def test_results_of_other_settings_are_refused(table1: tuple[Path, str], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    work = copy_of(table1[0], tmp_path)
+    argv = paper_cmd("1", work, *SEARCH)
+    argv[argv.index("--iterations") + 1] = "2"
+    code, out, err = run(argv, capsys)
+    assert code == 1
+    assert "units/compress-conv4-w0.25-digits-reinforce-seed0.json was made with other " \
+           "settings (iterations 1 there, 2 now)" in err
+    assert unit_lines(out, "start|resume") == []
+
+
+def test_a_cached_teacher_of_another_length_is_refused(
+        table1: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = paper_cmd("1", tmp_path / "work", *SEARCH)
+    argv[argv.index("--teacher-epochs") + 1] = "2"  # the module's cache holds a 1-epoch one
+    code, _, err = run(argv, capsys)
+    assert code == 1
+    assert "conv4-digits-w0.25-s0.pt was trained for 1 epochs, this table asks for 2" in err
+    assert not (tmp_path / "work" / "units").exists()
+
+
+def test_only_runs_the_selected_units_and_what_they_need(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work = tmp_path / "work"
+    code, out, err = run(paper_cmd("1", work, *SEARCH, "--only", "*random-seed1"), capsys)
+    assert code == 0, err
+    assert unit_lines(out, "start") == ["teacher-conv4-w0.25-digits",
+                                        "compress-conv4-w0.25-digits-random-seed1"]
+    assert len(unit_lines(out, "skipped")) == 3
+    text = (work / "table-1.md").read_text()
+    assert md_row(text, "Student (Stage1), REINFORCE")[5] == "pending"
+    assert md_row(text, "Student (Stage1), random search (1 of 2 seeds)")[5].endswith("%")
+    assert "Units: 2 of 5 finished" in text
+
+
+# ------------------------------------------------------------------ Tables 2-5
+
+
+def test_table2_prunes_against_the_best_reinforce_student(
+        table1: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch_pruning")
+    work = copy_of(table1[0], tmp_path)
+    code, out, err = run(paper_cmd("2", work, *SEARCH, *PRUNE), capsys)
+    assert code == 0, err
+    assert unit_lines(out, "start") == ["prune-conv4-w0.25-digits-best-of-2"]  # table 1's reused
+    records = results(work)
+    pruning = records["prune-conv4-w0.25-digits-best-of-2"]["result"]
+    searches = {seed: records[f"compress-conv4-w0.25-digits-reinforce-seed{seed}"]
+                for seed in (0, 1)}
+    best_seed = max((0, 1), key=lambda s: (stage(searches[s], "Student (Stage1)")["val_accuracy"],
+                                           -stage(searches[s], "Student (Stage1)")["params"],
+                                           -s))
+    ref = stage(searches[best_seed], "Student (Stage1)")
+    assert pruning["reference"]["unit"] == f"compress-conv4-w0.25-digits-reinforce-seed{best_seed}"
+    assert pruning["reference"]["params"] == ref["params"]
+    runs = pruning["runs"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    best = max(runs, key=lambda r: (r["val_accuracy"], -r["params"], -r["seed"]))
+    assert pruning["best_seed"] == best["seed"]
+    for r in runs:  # the stopping rule: never below our student's size
+        assert r["params"] >= ref["params"] and r["stop_reason"] in ("params", "accuracy",
+                                                                      "exhausted", "max_steps")
+    text = (work / "table-2.md").read_text()
+    row = md_row(text, "Pruning (best of 2")
+    assert row[1:5] == ["99.12%", "162K", "58x", "-0.42%"]
+    assert row[5:7] == [f"{100 * best['test_accuracy']:.2f}%", f"{best['params']:,}"]
+    ours = md_row(text, "Ours: Student (Stage1), REINFORCE, seed")
+    assert f"seed {best_seed}, the pruning reference" in ours[0]
+    assert ours[1:5] == ["99.55%", "73K", "127x", "+0.01%"]
+    assert ours[5:7] == [f"{100 * ref['test_accuracy']:.2f}%", f"{ref['params']:,}"]
+
+
+def test_table3_distils_the_hand_designed_students(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from n2n_env.baselines import STUDENTS, make_student
+
+    assert tuple(STUDENTS) == STUDENT_NAMES
+    work = tmp_path / "work"
+    code, _, err = run(paper_cmd("3", work, "--dataset", "synthetic", "--teacher-width",
+                                 "0.125", "--iterations", "1", "--finetune-epochs", "1",
+                                 "--teacher-epochs", "1", "--seeds", "0", "--evaluator", "mock",
+                                 "--no-progress"), capsys)
+    assert code == 0, err
+    records = results(work)
+    teacher = records["teacher-resnet18-w0.125-synthetic"]["result"]
+    text = (work / "table-3.md").read_text()
+    assert md_row(text, "Teacher (ResNet-18)")[1:3] == ["92.01%", "11.17M"]
+    for name, label, paper_cells in (
+            ("fitnet4", "FitNet-4", ["91.33%", "1.2M", "9.3x", "-0.63%"]),
+            ("vgg-small", "VGG-small", ["83.93%", "1.06M", "10.5x", "-8.08%"]),
+            ("squeezenet1_1", "SqueezeNet1.1 (paper: on SVHN)", ["89.34%", "727K", "15x",
+                                                                "-5.90%"])):
+        result = records[f"kd-resnet18-w0.125-synthetic-{name}-seed0"]["result"]
+        params = sum(p.numel() for p in make_student(name, (3, 8, 8), 10).parameters())
+        assert result["params"] == params
+        row = md_row(text, label)
+        assert row[1:5] == paper_cells
+        assert row[5:8] == [f"{100 * result['test_accuracy']:.2f}%", f"{params:,}",
+                            f"{teacher['params'] / params:.1f}x"]
+    assert "more parameters than this teacher" in text  # a 0.125-wide ResNet-18 is smaller
+    search = records["compress-resnet18-w0.125-synthetic-reinforce-seed0"]
+    ours = md_row(text, "Ours: Student (Stage1+Stage2), REINFORCE")
+    assert ours[1:5] == ["91.81%", "1.00M", "11.0x", "-0.20%"]
+    assert ours[6] == f"{stage(search, 'Student (Stage1+Stage2)')['params']:,}"
+
+
+@pytest.mark.filterwarnings("ignore:stage .* no valid student")
+def test_table4_counts_the_seeds_within_the_constraint(
+        table1: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work = copy_of(table1[0], tmp_path)
+    code, out, err = run(paper_cmd("constraints", work, *SEARCH, "--max-params", "3000"),
+                         capsys)
+    assert code == 0, err
+    assert unit_lines(out, "start") == [f"compress-conv4-w0.25-digits-reinforce-params3000-"
+                                        f"seed{seed}" for seed in (0, 1)]
+    records = results(work)
+    finals = [stage(records[f"compress-conv4-w0.25-digits-reinforce-params3000-seed{seed}"],
+                    "Student (Stage1+Stage2)")["params"] for seed in (0, 1)]
+    assert all(records[f"compress-conv4-w0.25-digits-reinforce-params3000-seed{seed}"][
+        "spec"]["constraints"] == {"params": 3000} for seed in (0, 1))
+    row = md_row((work / "table-4.md").read_text(), "Student (Stage 1 & 2), REINFORCE")
+    assert row[1:5] == ["98.91%", "17K", "553x", "20K"]
+    assert row[8] == "3,000"
+    assert row[9] == f"{sum(p <= 3000 for p in finals)} of 2 seeds"
+
+
+def test_table5_compares_pretrained_and_scratch_policies(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from agents.reinforce import Reinforce
+    from n2n_env import data
+
+    work = tmp_path / "work"
+    argv = paper_cmd("transfer", work, "--dataset", "digits", *TINY, "--pairs", "vgg11:vgg19",
+                     "--pretrain-iterations", "2", "--transfer-iterations", "1")
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    records = results(work)
+    layers = len(zoo.get("vgg19", *data.info("digits"), width=0.125))
+    text = (work / "table-5.md").read_text()
+    for policy, label, paper_cells in (("pretrained", "Pre-trained", ["0.52", "46.0%", "71.7%"]),
+                                       ("scratch", "Scratch", ["-0.07", "20.2%", "42.5%"])):
+        runs = [records[f"transfer-vgg11-vgg19-w0.125-digits-{policy}-seed{s}"]["result"]
+                for s in (0, 1)]
+        for result in runs:
+            assert result["students"] == 5 and result["decisions"] == [layers]
+            assert math.isclose(result["reward"], sum(result["iteration_rewards"]))
+        row = md_row(text, f"VGG-11 → VGG-19 | {label}")
+        assert row[2:5] == paper_cells
+        assert row[5] == "{:.2f} ± {:.2f}".format(*spread([r["reward"] for r in runs], 1))
+    for seed in (0, 1):
+        policy = Reinforce.load(work / "policies" / f"pretrain-vgg11-w0.125-digits-seed{seed}.pt")
+        assert policy.iterations == 2
+    # A lost policy is pre-trained again when a unit that needs it runs; the mock rewards
+    # and the seeds make it the same policy, so the transfer finds the same students.
+    name = "transfer-vgg11-vgg19-w0.125-digits-pretrained-seed1"
+    before = records[name]["result"]
+    (work / "policies" / "pretrain-vgg11-w0.125-digits-seed1.pt").unlink()
+    (work / "units" / f"{name}.json").unlink()
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    assert "again    pretrain-vgg11-w0.125-digits-seed1" in out
+    assert unit_lines(out, "start|resume") == [name]
+    assert results(work)[name]["result"] == before
+    saved = torch.load(work / "policies" / "pretrain-vgg11-w0.125-digits-seed1.pt",
+                       weights_only=True)
+    assert saved["iterations"] == 2
+
+
+# ------------------------------------------------------------------ plans and settings
+
+
+def test_the_defaults_are_the_issues_real_runs() -> None:
+    one, two, three, four, five = (PaperSettings(table) for table in range(1, 6))
+    assert (one.teacher, one.teacher_width, one.dataset, one.agents, one.seeds) == (
+        "vgg13", 1.0, "mnist-10k", ("reinforce", "random"), (0, 1, 2))
+    assert (three.teacher, three.teacher_width, three.dataset, three.students) == (
+        "resnet18", 0.25, "cifar10-14k", STUDENT_NAMES)
+    assert four.max_params == 20_000 and two.prune_runs == 5
+    assert five.pairs == (("vgg11", "vgg19"), ("resnet18", "resnet34"))
+    assert (five.pretrain_iterations, five.transfer_iterations) == (100, 10)
+    units = {table: plan.plan(s) for table, s in enumerate((one, two, three, four, five), 1)}
+    assert [len(units[t]) for t in range(1, 6)] == [7, 5, 7, 4, 4 + 3 * (2 + 4)]
+    shared = {u.id: u for u in units[1]}
+    for unit in units[2][:-1]:  # table 2's teacher and searches are table 1's
+        assert shared[unit.id] == unit
+    assert units[4][0] == units[1][0]
+    assert units[1][0].spec["epochs"] == 50 and units[3][0].spec["epochs"] == 150
+    prune = units[2][-1]
+    assert prune.kind == "prune" and set(prune.needs) == {u.id for u in units[2][:-1]}
+
+
+def test_the_recorded_command_makes_the_same_settings() -> None:
+    settings = PaperSettings(5, dataset="digits", seeds=(0, 3), pairs=(("resnet34", "resnet18"),),
+                             teacher_width=0.25, evaluator="mock")
+    words = settings.command("w").split()
+    assert words[:5] == ["n2n", "paper", "5", "--work", "w"]
+    args = cli.build_parser().parse_args(words[1:])
+    from n2n_env.paper.cli import SETTINGS
+
+    again = PaperSettings(5, **{k: getattr(args, k) for k in SETTINGS
+                                if getattr(args, k) is not None})
+    assert again == settings
+
+
+def test_reference_numbers_and_cells() -> None:
+    assert [reference.count(text) for text in ("9.4M", "73K", "984K", "11.17M", "1.2M")] == [
+        9_400_000, 73_000, 984_000, 11_170_000, 1_200_000]
+    assert len(reference.TABLE1) == 21 and len(reference.TABLE5) == 6
+    assert reference.find(reference.TABLE4, "MNIST", "VGG-13",
+                          "Student (Stage 1 & 2)").params == "17K"
+    assert cells.pct([0.9, 0.92]) == "91.00 ± 1.41%"
+    assert cells.count([]) == cells.PENDING and cells.ratio([4.0]) == "4.0x"
+    assert cells.points([-0.004, 0.002]) == "-0.10 ± 0.42"
+
+
+def test_help_gives_each_tables_time(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["paper", "--help"], capsys)
+    assert code == 0
+    for table in ("1 compression", "2 pruning", "3 distillation", "4 constraints",
+                  "5 transfer"):
+        assert re.search(rf"^  {table} .*?about [\d.]+ h", out, flags=re.MULTILINE | re.DOTALL)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["7"], "unknown table '7'; choose from: 1 (compression), 2 (pruning), 3 (distillation), "
+            "4 (constraints), 5 (transfer)"),
+    (["1", "--pairs", "vgg11:vgg19"], "not a setting of table 1: --pairs applies to table 5"),
+    (["2", "--agents", "random"], "--agents applies to tables 1, 3 and 4"),
+    (["1", "--agents", "reinforce,foo"], "agent must be one of 'reinforce'"),
+    (["3", "--students", "fitnet5"], "student must be one of 'fitnet4', 'vgg-small', "
+                                     "'squeezenet1_1'"),
+    (["1", "--dataset", "imagenet"], "dataset must be one of 'digits'"),
+    (["1", "--teacher", "vgg12"], "teacher must be one of"),
+    (["5", "--pairs", "vgg11:vgg11"], "pairs must be (source, target) pairs of two different"),
+    (["1", "--evaluator", "fake"], "evaluator must be one of 'distill', 'mock'"),
+    (["1", "--only", "nothing*"], "matches no unit of this table; its units: teacher-vgg13"),
+])
+def test_bad_settings_are_refused_naming_what_is_allowed(
+        argv: list[str], message: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["paper", argv[0], "--work", str(tmp_path / "w"), *argv[1:]], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "w").exists()  # refused before anything ran
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["1", "--seeds", "0,0"], "expected distinct integers >= 0"),
+    (["5", "--pairs", "vgg11-vgg19"], "expected SOURCE:TARGET pairs"),
+    (["2", "--prune-fraction", "1.5"], "must be in (0, 1]"),
+    (["1", "--iterations", "0"], "must be a positive integer"),
+])
+def test_bad_flag_values_are_refused(argv: list[str], message: str, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["paper", argv[0], "--work", str(tmp_path / "w"), *argv[1:]], capsys)
+    assert code == 2 and message in err
+
+
+def test_work_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["paper", "1"], capsys)
+    assert code == 2 and "--work" in err
