@@ -27,6 +27,7 @@ from n2n_env.arch import Architecture
 from n2n_env.build import N2NNet
 from n2n_env.model_import import import_model
 from n2n_env.teacher_spec import TeacherSpec
+from n2n_env.transitions import set_width
 
 __all__ = ["build_module", "imported_architecture", "load_weighted_teacher", "scale_widths"]
 
@@ -73,13 +74,7 @@ def scale_widths(arch: Architecture, width: float) -> Architecture:
         groups = math.lcm(1, *(arch.layers[i].groups for kind, i in variable.slots
                                if kind == "layer"))
         scaled = max(1, round(variable.value * width))
-        scaled = -(-scaled // groups) * groups
-        for kind, index in variable.slots:
-            if kind == "layer":
-                layers[index] = dataclasses.replace(layers[index], out=scaled)
-            else:
-                projection = dataclasses.replace(blocks[index].projection, out=scaled)
-                blocks[index] = dataclasses.replace(blocks[index], projection=projection)
+        set_width(layers, blocks, variable.slots, -(-scaled // groups) * groups)
     return dataclasses.replace(arch, layers=tuple(layers), blocks=tuple(blocks),
                                name=f"{arch.name}-w{width:g}")
 

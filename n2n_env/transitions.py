@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from n2n_env.arch import INPUT_SLOT, Architecture, Slot
+from n2n_env.arch import INPUT_SLOT, Architecture, Block, Layer, Slot
 from n2n_env.arch_trace import wiring
 
 _T = TypeVar("_T")
@@ -189,15 +189,22 @@ def shrink(
             padding = max(0, layer.padding - (layer.kernel - kernel) // 2)
             layers[index] = dataclasses.replace(layer, kernel=kernel, padding=padding)
             continue
-        width = scaled_value(variable.kind, variable.value, level)
-        for name, index in variable.slots:
-            if name == "layer":
-                layers[index] = dataclasses.replace(layers[index], out=width)
-            else:
-                projection = dataclasses.replace(blocks[index].projection, out=width)
-                blocks[index] = dataclasses.replace(blocks[index], projection=projection)
+        set_width(layers, blocks, variable.slots,
+                  scaled_value(variable.kind, variable.value, level))
     return _remember(arch, key, dataclasses.replace(
         arch, layers=tuple(layers), blocks=tuple(blocks), root=arch.root_signature()))
+
+
+def set_width(layers: list[Layer], blocks: list[Block], slots: Sequence[Slot],
+              width: int) -> None:
+    """Give every producer in ``slots`` (layers and projections, edited in place in these
+    lists) ``width`` output channels."""
+    for name, index in slots:
+        if name == "layer":
+            layers[index] = dataclasses.replace(layers[index], out=width)
+        else:
+            projection = dataclasses.replace(blocks[index].projection, out=width)
+            blocks[index] = dataclasses.replace(blocks[index], projection=projection)
 
 
 MAX_DERIVED_LAYERS = 2**18
