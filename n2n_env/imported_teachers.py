@@ -64,19 +64,29 @@ def build_module(spec: TeacherSpec, input_shape: tuple[int, int, int], num_class
 
 
 def scale_widths(arch: Architecture, width: float) -> Architecture:
-    """``arch`` with every free width multiplied by ``width`` (rounded, at least 1; a
-    grouped conv's width rounded up to a multiple of its groups), as a new root teacher."""
+    """``arch`` with every free width multiplied by ``width`` (rounded, at least 1), as a new
+    root teacher. A width that a grouped conv outputs or receives is rounded up to a
+    multiple of its groups; a ValueError says so if the result still does not build."""
     width = validate.number("width", width, above=0)
     if width == 1.0:
         return arch
+    needs: dict[tuple[str, int], int] = {}  # producer -> groups its width must divide into
+    for i, layer in enumerate(arch.layers):
+        if layer.groups > 1:
+            for slot in (("layer", i), arch.input_slots()[("layer", i)]):
+                needs[slot] = math.lcm(needs.get(slot, 1), layer.groups)
     layers, blocks = list(arch.layers), list(arch.blocks)
     for variable in arch.shrink_variables():
-        groups = math.lcm(1, *(arch.layers[i].groups for kind, i in variable.slots
-                               if kind == "layer"))
+        groups = math.lcm(1, *(needs.get(slot, 1) for slot in variable.slots))
         scaled = max(1, round(variable.value * width))
         set_width(layers, blocks, variable.slots, -(-scaled // groups) * groups)
-    return dataclasses.replace(arch, layers=tuple(layers), blocks=tuple(blocks),
-                               name=f"{arch.name}-w{width:g}")
+    scaled_arch = dataclasses.replace(arch, layers=tuple(layers), blocks=tuple(blocks),
+                                      name=f"{arch.name}-w{width:g}")
+    reason = scaled_arch.degenerate_reason()
+    if reason is not None:
+        raise ValueError(f"{arch.name} at width {width:g} does not build: {reason}; try "
+                         "another width")
+    return scaled_arch
 
 
 @functools.lru_cache(maxsize=16)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from n2n_env.arch import Architecture, Layer
-from n2n_env.build import _make_layer, build_model
+from n2n_env.build import _conv_class, _make_layer, build_model
 from n2n_env.device import autocast_context, in_memory_format, prepare_model
 
 if TYPE_CHECKING:
@@ -113,7 +113,8 @@ def _module(part: LatencyPart, device: torch.device) -> nn.Module:
     config = json.loads(part.config)
     if part.op == "projection":
         module: nn.Module = nn.Sequential(
-            nn.Conv2d(part.input_shape[0], config["out"], 1, config["stride"], bias=False),
+            _conv_class(part.input_shape[0], 1, config["stride"], 0)(
+                part.input_shape[0], config["out"], 1, config["stride"], bias=False),
             nn.BatchNorm2d(config["out"]))
     elif part.op == "layer":
         module = _make_layer(Layer(**config), part.input_shape, "cpu")

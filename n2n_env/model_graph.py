@@ -27,6 +27,8 @@ SUPPORTED = (
 )
 """What :func:`import_model` accepts, as its errors say it."""
 
+BN_EPS = 1e-5
+"""The batch-norm eps of :class:`~n2n_env.build.N2NNet` (PyTorch's default)."""
 _ADD_FUNCTIONS: tuple[Callable[..., Any], ...] = (operator.add, operator.iadd, torch.add)
 
 
@@ -82,14 +84,17 @@ def linearize(graph: fx.Graph) -> list[fx.Node | tuple[list[fx.Node], list[fx.No
         if len(users) != 2:
             raise unsupported(position, f"its output feeds {len(users)} operations; only a "
                                          "residual fork into a body and a shortcut is allowed")
-        first, join = _branch(users[0], position)
-        second, other_join = _branch(users[1], position)
+        first, join, first_end = _branch(users[0], position)
+        second, other_join, second_end = _branch(users[1], position)
         if join is not other_join:
             raise unsupported(position, "a fork whose branches do not meet in one addition")
-        ends = {first[-1] if first else position, second[-1] if second else position}
-        if set(_tensor_inputs(join)) != ends or len(_tensor_inputs(join)) != 2:
+        inputs = _tensor_inputs(join)
+        if set(inputs) != {first_end, second_end} or len(inputs) != 2 or len(join.args) > 2 \
+                or "alpha" in join.kwargs:
             raise unsupported(join, "an addition that is not body + shortcut")
-        body, shortcut = _body_and_shortcut(first, second, join)
+        shortcut_end = inputs[1]
+        body, shortcut = _body_and_shortcut(first, second, join,
+                                            first_is_added=shortcut_end is first_end)
         items.append((body, shortcut))
         position = join
 
@@ -101,34 +106,46 @@ def _require_single_input(node: fx.Node, source: fx.Node) -> None:
                                  "additions may")
 
 
-def _branch(node: fx.Node, fork: fx.Node) -> tuple[list[fx.Node], fx.Node]:
-    """The chain of layer nodes from ``node`` to the addition that ends it."""
+def _branch(node: fx.Node, fork: fx.Node) -> tuple[list[fx.Node], fx.Node, fx.Node]:
+    """The layer nodes from ``node`` to the addition that ends the branch (``nn.Identity``
+    left out), that addition, and the node feeding it (``fork`` for an empty branch)."""
     chain: list[fx.Node] = []
     source = fork
     while not _is_add(node):
         _require_single_input(node, source)
         if len(node.users) != 1:
             raise unsupported(node, "a nested fork inside a residual body")
-        chain.append(node)
+        if not _is_identity(node):
+            chain.append(node)
         source, node = node, next(iter(node.users))
         if node.op == "output":
             raise unsupported(source, "a fork whose branch never rejoins")
-    return chain, node
+    return chain, node, source
+
+
+def _is_identity(node: fx.Node) -> bool:
+    owner = node.graph.owning_module
+    return (node.op == "call_module" and owner is not None
+            and type(owner.get_submodule(str(node.target))) is nn.Identity)
 
 
 def _is_projection(chain: list[fx.Node], modules: Mapping[str, nn.Module]) -> bool:
-    """Whether ``chain`` is a projection shortcut: a 1x1 conv without bias, then batch norm."""
+    """Whether ``chain`` is a projection shortcut: a 1x1 conv without bias (square stride),
+    then a batch norm the architecture model can hold (affine, running statistics, eps 1e-5)."""
     if len(chain) != 2 or any(node.op != "call_module" for node in chain):
         return False
     conv, norm = (modules[str(node.target)] for node in chain)
     return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.bias is None
             and conv.groups == 1 and conv.padding == (0, 0)
-            and type(norm) is nn.BatchNorm2d)
+            and conv.stride[0] == conv.stride[1] and type(norm) is nn.BatchNorm2d
+            and norm.affine and norm.track_running_stats and norm.eps == BN_EPS)
 
 
-def _body_and_shortcut(first: list[fx.Node], second: list[fx.Node], join: fx.Node
-                       ) -> tuple[list[fx.Node], list[fx.Node]]:
-    """Which branch is the body and which the shortcut (empty: identity)."""
+def _body_and_shortcut(first: list[fx.Node], second: list[fx.Node], join: fx.Node, *,
+                       first_is_added: bool) -> tuple[list[fx.Node], list[fx.Node]]:
+    """Which branch is the body and which the shortcut (empty: identity). When both could
+    be a projection, the shortcut is the addition's second operand (``first_is_added``:
+    that is the first branch), as in torchvision's ``out += identity``."""
     if not first or not second:
         return (first or second), []
     modules = dict(join.graph.owning_module.named_modules())  # type: ignore[union-attr]
@@ -136,8 +153,6 @@ def _body_and_shortcut(first: list[fx.Node], second: list[fx.Node], join: fx.Nod
     if not candidates:
         raise unsupported(join, "a residual addition whose shortcut is neither the identity "
                                  "nor a 1x1 conv without bias followed by batch norm")
-    if len(candidates) == 2:  # both fit: the addition's second operand is the shortcut
-        shortcut = first if _tensor_inputs(join)[1] is first[-1] else second
-    else:
-        shortcut = candidates[0]
+    both_fit = len(candidates) == 2
+    shortcut = (first if first_is_added else second) if both_fit else candidates[0]
     return (second if shortcut is first else first), shortcut

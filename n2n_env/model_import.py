@@ -48,6 +48,7 @@ from n2n_env import validate
 from n2n_env.arch import Architecture, Block, Layer, Projection
 from n2n_env.build import N2NNet, build_model
 from n2n_env.model_graph import (
+    BN_EPS,
     SUPPORTED,
     UnsupportedModelError,
     linearize,
@@ -57,7 +58,6 @@ from n2n_env.model_graph import (
 
 __all__ = ["SUPPORTED", "ImportedModel", "UnsupportedModelError", "import_model"]
 
-BN_EPS = 1e-5
 _RELU_FUNCTIONS: tuple[Callable[..., Any], ...] = (F.relu, torch.relu)
 
 
@@ -225,16 +225,16 @@ def _conv_layer(node: fx.Node, conv: nn.Conv2d) -> Layer:
 
 def _pool_layer(node: fx.Node, pool: nn.Module) -> Layer:
     kind = "maxpool" if isinstance(pool, nn.MaxPool2d) else "avgpool"
-    unsupported = {"ceil_mode": pool.ceil_mode}
+    problems = {"ceil_mode": pool.ceil_mode}
     if kind == "maxpool":
-        unsupported.update(dilation=pool.dilation not in (1, (1, 1)),
+        problems.update(dilation=pool.dilation not in (1, (1, 1)),
                            return_indices=pool.return_indices)
     else:
-        unsupported.update(count_include_pad=not pool.count_include_pad,
+        problems.update(count_include_pad=not pool.count_include_pad,
                            divisor_override=pool.divisor_override is not None)
-    if any(unsupported.values()):
+    if any(problems.values()):
         raise unsupported(node, "pooling with " + ", ".join(
-            name for name, value in unsupported.items() if value))
+            name for name, value in problems.items() if value))
     kernel = _square(node, "kernel_size", pool.kernel_size)
     stride = pool.stride if pool.stride not in (None, ()) else kernel
     return Layer(kind, kernel=kernel, stride=_square(node, "stride", stride),

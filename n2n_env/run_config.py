@@ -25,7 +25,7 @@ from n2n_env.env_factory import check_quantities
 from n2n_env.latency import LatencySettings
 from n2n_env.reward import COMPRESSION_METRICS, LATENCY, parse_constraints
 from n2n_env.stack import MOCK_OPTIONS, BackendSettings, EvaluatorSettings
-from n2n_env.teacher_spec import check_teacher_name
+from n2n_env.teacher_spec import check_teacher_name, parse_teacher_spec
 
 STAGES = ("removal", "shrink")
 """The paper's two stages, in the only order they can run."""
@@ -96,6 +96,16 @@ class RunConfig:
         set_field(self, "constraints", dict(self.constraints or {}))
         set_field(self, "mock_options", dict(self.mock_options or {}))
         set_field(self, "latency", LatencySettings.coerce(self.latency))
+        # Files named by the run are stored absolute, so that a resumed run finds them from
+        # any directory.
+        if isinstance(self.teacher_weights, str):
+            set_field(self, "teacher_weights", os.path.abspath(self.teacher_weights))
+        spec = parse_teacher_spec(self.teacher) if isinstance(self.teacher, str) else None
+        if spec is not None and spec.path is not None:
+            set_field(self, "teacher", f"{spec.path.resolve()}:{spec.name}")
+        if self.latency is not None and self.latency.table is not None:
+            set_field(self, "latency", dataclasses.replace(
+                self.latency, table=os.path.abspath(self.latency.table)))
         if self.latency is None and (self.compression_metric == "latency"
                                      or LATENCY in self.constraints):
             set_field(self, "latency", LatencySettings())

@@ -159,3 +159,30 @@ def test_worker_processes_train_students_of_a_teacher_with_the_users_weights(
     finally:
         evaluator.close()
     assert evaluation.ok and 0.0 <= evaluation.accuracy <= 1.0
+
+
+def test_scaling_keeps_grouped_convs_buildable():
+    from torch import nn
+
+    from n2n_env.model_import import import_model
+
+    model = nn.Sequential(nn.Conv2d(3, 16, 1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1,
+                          groups=4), nn.ReLU(), nn.Flatten(), nn.Linear(1024, 10))
+    arch = import_model(model, (3, 8, 8)).architecture
+    for width in (0.3, 0.6, 0.9):
+        scaled = scale_widths(arch, width)
+        assert scaled.degenerate_reason() is None
+        assert scaled.layers[0].out % 4 == 0 and scaled.layers[2].out % 4 == 0
+
+
+def test_a_run_stores_the_files_it_names_absolute(user_file: Path,
+                                                  monkeypatch: pytest.MonkeyPatch):
+    from n2n_env.run_config import RunConfig
+
+    monkeypatch.chdir(user_file.parent)
+    (user_file.parent / "w.pt").write_bytes(b"")
+    config = RunConfig(teacher="my_models.py:make_model", teacher_weights="w.pt",
+                       evaluator="mock")
+    assert config.teacher == f"{user_file}:make_model"
+    assert config.teacher_weights == str(user_file.parent / "w.pt")
+    assert RunConfig.from_dict(config.to_dict()) == config

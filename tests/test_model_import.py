@@ -182,6 +182,37 @@ class _Concatenates(nn.Module):
         return self.fc(torch.flatten(torch.cat([y, y], 1), 1))
 
 
+class _Residual(nn.Module):
+    """conv -> (body conv + shortcut) -> relu -> linear; the shortcut is nn.Identity, or a
+    1x1 conv followed by ``norm``; ``alpha`` scales the shortcut through torch.add."""
+
+    def __init__(self, norm: nn.Module | None, alpha: float | None = None) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.body = nn.Conv2d(4, 4, 3, padding=1)
+        self.shortcut = (nn.Identity() if norm is None
+                         else nn.Sequential(nn.Conv2d(4, 4, 1, bias=False), norm))
+        self.alpha = alpha
+        self.fc = nn.Linear(4 * 64, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        if self.alpha is None:
+            x = self.body(x) + self.shortcut(x)
+        else:
+            x = torch.add(self.body(x), self.shortcut(x), alpha=self.alpha)
+        return self.fc(torch.flatten(F.relu(x), 1))
+
+
+def test_an_identity_module_is_an_identity_shortcut():
+    arch = import_model(_Residual(None), (3, 8, 8)).architecture
+    (block,) = arch.blocks
+    assert block.projection is None and [arch.layers[i].kind for i in range(
+        block.start, block.end)] == ["conv"]
+    projected = import_model(_Residual(nn.BatchNorm2d(4)), (3, 8, 8)).architecture
+    assert projected.blocks[0].projection is not None
+
+
 @pytest.mark.parametrize("model, shape, words", [
     (nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(4 * 36, 2)),
      (3, 8, 8), ["'_1'", "GELU", "supported: nn.Conv2d"]),
@@ -192,6 +223,10 @@ class _Concatenates(nn.Module):
      (3, 8, 8), ["Softmax"]),
     (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 36, 2)), (1, 8, 8),
      ["node '_0'", "expects 3 input channels but receives 1"]),
+    (nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2, ceil_mode=True), nn.Flatten(),
+                   nn.Linear(4 * 9, 2)), (3, 8, 8), ["node '_1'", "pooling with ceil_mode"]),
+    (_Residual(nn.BatchNorm2d(4, eps=1e-3)), (3, 8, 8), ["neither the identity nor a 1x1"]),
+    (_Residual(None, alpha=2.0), (3, 8, 8), ["not body + shortcut"]),
 ])
 def test_unsupported_models_are_refused_naming_the_node(model, shape, words):
     with pytest.raises(UnsupportedModelError) as error:
