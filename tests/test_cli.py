@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runs import run
 
-from n2n_env import checkpoints, cli, data, zoo
+from n2n_env import checkpoints, data, zoo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -19,15 +20,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # so the CLI keeps the single thread
     return tmp_path / "home"
 
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Exit status, stdout and stderr of ``n2n argv``, whether it returns or exits."""
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 TRAIN = ["teacher", "train", "--dataset", "synthetic", "--width", "0.25", "--device", "cpu",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runs import run
 
 from n2n_env import cli, zoo
 from n2n_env.paper import cells, plan, reference
@@ -46,15 +47,6 @@ def private_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("N2N_HOME", str(home))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Exit status, stdout and stderr of ``n2n argv``."""
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def paper_cmd(table: str, work: Path, *extra: str) -> list[str]:
