@@ -1,0 +1,60 @@
+"""An early look at a removal table from its finished parts, before the table is complete.
+
+Reads the committed part files of an N2N-Bench removal build, scores every finished student
+with the paper's reward (validation accuracy, each stored seed), and prints how many
+students lie near the best one found so far and the seed-to-seed spread. The parts are the
+first masks in index order, not a random sample: read the numbers as a preview, and use
+``n2n bench info removal`` on the finished table for the real landscape.
+
+Run: ``python benchmarks/partial_landscape.py`` (about 10 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from n2n_env.bench.spaces import catalogue, make_space
+from n2n_env.checkpoints import read_teacher_record
+from n2n_env.reward import n2n_reward
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", default="benchmarks/n2n-bench/removal-conv3-mnist-10k",
+                        help="the build's work directory (teacher.pt and parts/)")
+    args = parser.parse_args()
+    work = Path(args.work)
+    record = read_teacher_record(work / "teacher.pt")[0]
+    teacher = record.architecture
+    space = catalogue(make_space("removal", teacher))
+    params = {student.signature(): student.num_params()
+              for student, reason in zip(space.students, space.reasons) if reason is None}
+    signatures: list[str] = []
+    accuracies: list[list[float]] = []
+    for path in sorted((work / "parts").glob("part-*.json")):
+        part = json.loads(path.read_text())
+        signatures += part["signatures"]
+        accuracies += part["val_accuracy"]
+    compression = 1 - np.array([params[s] for s in signatures], float) / teacher.num_params()
+    rewards = np.array([[n2n_reward(c, a, record.val_accuracy) for a in seeds]
+                        for c, seeds in zip(compression, accuracies)])
+    mean = rewards.mean(axis=1)
+    best = mean.max()
+    print(f"space: {len(space.students):,} masks, {len(params):,} trainable; finished "
+          f"{len(signatures):,} ({len(signatures) / len(params):.0%}), "
+          f"{rewards.shape[1]} seeds each; teacher validation accuracy {record.val_accuracy:.4f}")
+    print(f"best mean reward so far: {best:.4f}")
+    for gap in (0.005, 0.01, 0.02):
+        near = mean >= best - gap
+        print(f"  within {gap}: {near.sum():,} students ({near.mean():.2%} of those finished), "
+              f"compression {compression[near].min():.3f}-{compression[near].max():.3f}")
+    print(f"seed-to-seed standard deviation of the reward: median {np.median(rewards.std(1)):.4f},"
+          f" 90th percentile {np.percentile(rewards.std(1), 90):.4f}")
+
+
+if __name__ == "__main__":
+    main()
