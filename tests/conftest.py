@@ -10,6 +10,7 @@ loaded 2-core machine two threads make every op ~100x slower) and restores the s
 from __future__ import annotations
 
 import functools
+import os
 
 import pytest
 import torch
@@ -99,6 +100,15 @@ class SmallZoo:
     batch = staticmethod(batch)
     keep_masks = staticmethod(keep_masks)
     factor_lists = staticmethod(factor_lists)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist every worker runs one torch thread: the workers already fill the
+    cores, and oversubscribed intra-op threads make each op far slower. ``OMP_NUM_THREADS``
+    tells n2n's thread budget (and subprocesses) to keep that count."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
