@@ -28,6 +28,7 @@ The SB3 agents need the `sb3` extra (`pip install "n2n[sb3]"`); the others do no
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +38,7 @@ import torch
 
 from agents import policy_files
 from agents.actor_critic import ActorCritic, ActorCriticConfig
+from agents.agent_spec import AgentSpec
 from agents.observations import env_kind
 from agents.random_search import RandomSearch, RandomSearchConfig
 from agents.reinforce import Reinforce, ReinforceConfig
@@ -204,6 +206,14 @@ def check_available(name: str) -> None:
         _sb3_make_agent(name)
 
 
+def check_spec(text: str) -> AgentSpec:
+    """The parsed agent spec ``text`` (``NAME`` or ``NAME:key=value,...``), checked as
+    `check_available` checks a name; a ValueError says what is wrong."""
+    spec = AgentSpec.parse(text)
+    check_available(spec.name)
+    return spec
+
+
 def _sb3_make_agent(name: str) -> Any:
     """`agents.sb3.make_agent`, or a ValueError naming the missing extra."""
     try:
@@ -228,17 +238,24 @@ def check_policy_init(name: str, path: str | os.PathLike[str]) -> None:
 
 
 def make(name: str, env: Env, seed: int = 0,
-         policy_init: str | os.PathLike[str] | None = None) -> SearchAgent:
+         policy_init: str | os.PathLike[str] | None = None,
+         settings: Mapping[str, Any] | None = None) -> SearchAgent:
     """A fresh `name` agent for `env` (one N2N environment or a vector env of them).
     `policy_init` (reinforce and actor-critic, removal env only) starts from a saved
     removal policy, e.g. one trained on another teacher: its weights and optimiser are
     kept, its baseline and best student are not (they belong to the other teacher's
-    rewards)."""
+    rewards). `settings` replace defaults: config fields, or SB3 constructor arguments
+    (`agents.agent_spec` lists and checks them; `make_spec` takes a parsed spec)."""
     check_name(name)
+    settings = dict(settings or {})
+    if settings and policy_init is not None:
+        raise ValueError("policy_init continues a saved policy with its own settings; "
+                         "settings cannot be given with it")
     if name in POLICY_GRADIENT:
         agent_class, config_class = POLICY_GRADIENT[name]
         if policy_init is None:
-            return PolicyGradientAgent(agent_class.for_env(env, config_class(seed=seed)))
+            return PolicyGradientAgent(agent_class.for_env(
+                env, config_class(**{**settings, "seed": seed})))
         learner = agent_class.load(policy_init)
         if learner.kind != "removal" or learner.kind != env_kind(env):
             raise ValueError(f"policy_init {os.fspath(policy_init)!r} is a {learner.kind} "
@@ -250,8 +267,15 @@ def make(name: str, env: Env, seed: int = 0,
     if policy_init is not None:
         raise ValueError(f"policy_init needs one of {', '.join(TRANSFERABLE)}, not {name!r}")
     if name == "random":
-        return RandomAgent(RandomSearch(RandomSearchConfig(seed=seed)))
-    return SB3Agent(name, _sb3_make_agent(name)(name, env, seed=seed))
+        return RandomAgent(RandomSearch(RandomSearchConfig(**{**settings, "seed": seed})))
+    return SB3Agent(name, _sb3_make_agent(name)(name, env, seed=seed, **settings))
+
+
+def make_spec(spec: str | AgentSpec, env: Env, seed: int = 0) -> SearchAgent:
+    """`make` for an agent spec such as ``"reinforce:learning_rate=0.03"`` (see
+    `agents.agent_spec`), parsed and checked first."""
+    spec = AgentSpec.parse(spec) if isinstance(spec, str) else spec
+    return make(spec.name, env, seed=seed, settings=spec.settings)
 
 
 def restore(name: str, env: Env, path: str | os.PathLike[str],

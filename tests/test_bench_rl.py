@@ -156,10 +156,32 @@ def test_cli_runs_reports_resumes_and_validates(table_file, tmp_path, capsys):
     assert "other settings" in capsys.readouterr().err
 
 
+def test_cli_runs_one_agent_under_several_settings(table_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["bench", "rl", "removal", "--table", str(table_file), "--agents", "random",
+                 "reinforce:rollouts_per_update=2,learning_rate=0.05",
+                 "reinforce:learning_rate=0.05,rollouts_per_update=2",  # the same spec
+                 "--seeds", "2", "--evaluations", "6", "--out", str(out),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    label = "reinforce:learning_rate=0.05,rollouts_per_update=2"
+    assert f"| {label} | 2 |" in printed and "| random | 2 |" in printed
+    logs = sorted(p.name for p in (out / "episodes").glob("*.csv"))
+    assert logs == ["random-seed000.csv", "random-seed001.csv",
+                    "reinforce_learning_rate=0.05_rollouts_per_update=2-seed000.csv",
+                    "reinforce_learning_rate=0.05_rollouts_per_update=2-seed001.csv"]
+    records = read_logs([out / "episodes" / logs[2]])
+    assert {r["agent"] for r in records} == {label} and len(records) == 6
+    assert "--agents random " + label in (out / "run.json").read_text()
+
+
 def test_cli_refuses_unknown_agents_and_damaged_tables(table_file, tmp_path, capsys):
     assert main(["bench", "rl", "removal", "--table", str(table_file), "--agents", "dqn",
                  "--out", str(tmp_path / "r")]) == 2
     assert "unknown agent 'dqn'" in capsys.readouterr().err
+    assert main(["bench", "rl", "removal", "--table", str(table_file), "--agents",
+                 "reinforce:lr=1", "--out", str(tmp_path / "r")]) == 2
+    assert "no setting 'lr'; allowed:" in capsys.readouterr().err
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a table")
     assert main(["bench", "info", "removal", "--table", str(bad)]) == 1

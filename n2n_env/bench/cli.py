@@ -149,13 +149,11 @@ def _rl(args: argparse.Namespace) -> int:
     from n2n_env.bench.rl import RunSpec, read_logs, run_all
     from n2n_env.bench.table import BenchTable
 
-    agents = tuple(a.strip() for a in (args.agents or _agents_default()).split(",")
-                   if a.strip())
-    for agent in agents:
-        try:
-            registry.check_available(agent)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
+    try:
+        agents = tuple(dict.fromkeys(registry.check_spec(text).label
+                                     for text in _agent_texts(args.agents)))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     path = _table_path(args.space, args.table)
     table = BenchTable.load(path)
     if table.header.space != args.space:
@@ -164,7 +162,7 @@ def _rl(args: argparse.Namespace) -> int:
     budget = (f"{args.seconds:g} simulated seconds per run" if args.seconds
               else f"{evaluations} evaluations per run")
     out = Path(args.out or f"n2n-bench-rl/{args.space}")
-    words = ["n2n", "bench", "rl", args.space, "--agents", ",".join(agents), "--seeds",
+    words = ["n2n", "bench", "rl", args.space, "--agents", *_agent_words(agents), "--seeds",
              str(args.seeds), "--reward-seed", args.reward_seed, "--out", str(out)]
     words += ["--seconds", f"{args.seconds:g}"] if args.seconds else [
         "--evaluations", str(evaluations)]
@@ -239,10 +237,28 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _agents_default() -> str:
-    from agents.registry import AGENT_NAMES
+def _agent_texts(arguments: list[str] | None) -> list[str]:
+    """The agent specs of ``--agents``: an argument holding a ':' is one spec
+    (``NAME:key=value,...``); any other is a comma-separated list of names. Default:
+    every built-in agent."""
+    if not arguments:
+        from agents.registry import AGENT_NAMES
 
-    return ",".join(AGENT_NAMES)
+        return list(AGENT_NAMES)
+    texts: list[str] = []
+    for argument in arguments:
+        if ":" in argument:
+            texts.append(argument)
+        else:
+            texts += [name.strip() for name in argument.split(",") if name.strip()]
+    return texts
+
+
+def _agent_words(labels: tuple[str, ...]) -> list[str]:
+    """``--agents``'s arguments for ``labels``: the plain names as one comma-separated
+    list, then each spec with settings on its own."""
+    plain = [label for label in labels if ":" not in label]
+    return ([",".join(plain)] if plain else []) + [label for label in labels if ":" in label]
 
 
 def _guarded(handler: Callable[[argparse.Namespace], int]
@@ -305,8 +321,11 @@ def register(commands: argparse._SubParsersAction, add_command: AddCommand) -> N
                       "report regret with interquartile means and bootstrap intervals")
     cmd.add_argument("space", choices=SPACES, help="N2NRemovalBench-v0 or N2NShrinkBench-v0")
     cmd.add_argument("--table", metavar="FILE", help="a table file (default: the shipped one)")
-    cmd.add_argument("--agents", default=None, metavar="LIST",
-                     help="comma-separated agents (default: every built-in one)")
+    cmd.add_argument("--agents", nargs="+", default=None, metavar="SPEC",
+                     help="agents: comma-separated names, and NAME:key=value,... for an agent "
+                     "with other settings (config fields, or SB3 constructor arguments), e.g. "
+                     "reinforce,random reinforce:learning_rate=0.03 (default: every built-in "
+                     "agent)")
     cmd.add_argument("--seeds", type=_positive, default=20, metavar="N",
                      help="runs per agent, seeds 0..N-1 (default 20)")
     cmd.add_argument("--evaluations", type=_positive, default=300, metavar="N",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ class RunSpec:
     """One run: an agent, a seed and a budget on one table."""
 
     agent: str
+    """An agent spec of ``agents.registry``: a name, or ``NAME:key=value,...``."""
     seed: int
     table: str
     """Path of the table file (each worker process loads it)."""
@@ -61,7 +63,10 @@ class RunSpec:
 
     @property
     def log_name(self) -> str:
-        return f"{self.agent}-seed{self.seed:03d}.csv"
+        """The run's CSV file name: the agent spec with every character but letters,
+        digits, '.', '=' and '-' written as '_', then the seed."""
+        safe = re.sub(r"[^A-Za-z0-9.=-]", "_", self.agent)
+        return f"{safe}-seed{self.seed:03d}.csv"
 
 
 def true_rewards(table: BenchTable, metric: str = "params") -> np.ndarray:
@@ -113,7 +118,7 @@ def run(spec: RunSpec) -> list[dict[str, Any]]:
     env.reset(seed=spec.seed)  # seeds the stored-seed draws, whatever the agent does
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        agent = registry.make(spec.agent, env, seed=spec.seed)
+        agent = registry.make_spec(spec.agent, env, seed=spec.seed)
         records: list[dict[str, Any]] = []
         iteration = 0
         while not _spent(spec, records):
