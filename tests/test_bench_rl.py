@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
 from bench_tables import fake_table
 
 from n2n_env.bench import report
-from n2n_env.bench.landscape import landscape
+from n2n_env.bench.landscape import describe, landscape
 from n2n_env.bench.replay import validate
 from n2n_env.bench.rl import RunSpec, read_logs, run, true_rewards, write_log
 from n2n_env.cli import main
@@ -129,6 +130,16 @@ def test_landscape_of_a_generated_table(table):
     assert shape.random_draws[0.0] == pytest.approx(64.0)  # one episode of 64 is optimal
     assert table.header.space_object().index(shape.optimum_actions) == int(
         np.flatnonzero(table.row_student == shape.optimum_student)[0])
+
+
+def test_a_tables_notes_reach_info_and_the_report(table):
+    noted = dataclasses.replace(table, header=dataclasses.replace(
+        table.header, extra={"provisional": "imputed; not for reporting"}))
+    assert "note:         provisional: imputed; not for reporting" in describe(noted)
+    assert "note:" not in describe(table)
+    summaries = report.summarize(records("random", 0, [(0.1, 0.2)]), noted)
+    assert "**Table note (provisional)**: imputed; not for reporting" in report.markdown(
+        summaries, noted, "1 evaluation", "cmd")
 
 
 @pytest.mark.slow

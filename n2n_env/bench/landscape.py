@@ -103,4 +103,5 @@ def describe(table: BenchTable) -> str:
             f"within {gap:g}: {shape.plateau[gap]} students, random search needs "
             f"{shape.random_draws[gap]:,.1f} episodes on average" for gap in PLATEAU_GAPS),
     ]
+    lines += [f"note:         {key}: {value}" for key, value in sorted(header.extra.items())]
     return "\n".join(lines)

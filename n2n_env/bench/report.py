@@ -138,6 +138,7 @@ def markdown(summaries: Sequence[AgentSummary], table: BenchTable, budget: str,
         "",
         f"Command: `{command}`",
         "",
+        *[f"**Table note ({key})**: {value}\n" for key, value in sorted(header.extra.items())],
         f"Budget: {budget}. Optimum (true reward of the best student): {optimum:.5f}. "
         "Regret = optimum - true reward of the incumbent (the student with the best reward "
         "the agent saw). IQM over runs with 95% percentile-bootstrap intervals; P(improve) "
