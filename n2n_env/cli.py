@@ -424,4 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``python -m n2n_env.cli``, this file is ``__main__``, a second copy of the
+    # module whose UsageError the commands (which import ``n2n_env.cli``) never raise:
+    # hand over to the package's copy so that errors are reported, not traced back.
+    from n2n_env.cli import main as package_main
+
+    sys.exit(package_main())

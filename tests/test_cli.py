@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,12 @@ def test_data_list_names_every_dataset(capsys) -> None:
 def test_data_download_of_an_offline_dataset_succeeds(capsys, tmp_path: Path) -> None:
     code, out, _ = run(["data", "download", "digits", "--data-root", str(tmp_path)], capsys)
     assert code == 0 and "digits" in out
+
+
+@pytest.mark.parametrize("module", ["n2n_env", "n2n_env.cli"])
+def test_python_dash_m_reports_usage_errors_without_a_traceback(module):
+    done = subprocess.run([sys.executable, "-m", module, "compress", "--agent", "dqn"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("n2n: error: unknown agent 'dqn'; choose from: reinforce, "
+                                   "actor-critic, ppo, a2c, maskable-ppo, recurrent-ppo, random")
