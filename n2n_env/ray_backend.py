@@ -36,15 +36,19 @@ from typing import Any
 
 try:
     import ray
-    from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
+    from ray.exceptions import (
+        ActorDiedError,
+        ActorUnavailableError,
+        RayActorError,
+        RayTaskError,
+    )
 except ImportError as error:
     raise ImportError('RayEvaluator needs Ray, an optional dependency of n2n: '
                       'pip install "n2n[ray]"') from error
 
 from n2n_env import validate
 from n2n_env.arch import Architecture
-from n2n_env.evaluators import Evaluation, Evaluator
-from n2n_env.workers import (
+from n2n_env.backend_common import (
     MAX_CRASHES,
     Progress,
     WorkerInfo,
@@ -57,9 +61,14 @@ from n2n_env.workers import (
     same_evaluator,
     student_label,
 )
+from n2n_env.evaluators import Evaluation, Evaluator
 
 MAX_RESTARTS = 10
 """How often Ray restarts one actor (rebuilding its evaluator) before it is replaced."""
+
+UNAVAILABLE_SECONDS = 300.0
+"""How long an actor may answer its hand-shake with "temporarily unavailable" (Ray is
+restarting it, which takes long on a loaded machine) before the batch gives up."""
 
 STARTUP_PATIENCE_S = 60.0
 """After this long without every actor ready, warn once (with the resources Ray has free):
@@ -160,6 +169,8 @@ class RayEvaluator:
         self._lock = threading.Lock()
         self._closed = False
         self._startup_failures = 0
+        self._unavailable_since: dict[int, float] = {}
+        """id(slot) -> when its actor's hand-shake first found it restarting."""
         self._started_ray = not ray.is_initialized()
         if self._started_ray:
             ray.init(address=address, **dict(init_kwargs or {}))
@@ -328,6 +339,7 @@ class RayEvaluator:
             same_evaluator(self._info, value)
             slot.info = value
             self._startup_failures = 0
+            self._unavailable_since.pop(id(slot), None)
         elif ours:
             batch.results[arch.signature()] = value
             report(self.progress, arch, value)
@@ -344,7 +356,16 @@ class RayEvaluator:
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(slot.actor, no_restart=True)
             slot.actor = self._new_actor()
-        if handshake:
+        if handshake and isinstance(error, ActorUnavailableError):
+            # Still restarting (slow on a loaded machine): not a death; ask again shortly,
+            # for at most UNAVAILABLE_SECONDS in a row.
+            since = self._unavailable_since.setdefault(id(slot), time.monotonic())
+            if time.monotonic() - since > UNAVAILABLE_SECONDS:
+                raise RuntimeError(f"a Ray actor stayed unavailable for over "
+                                   f"{UNAVAILABLE_SECONDS:g} s while restarting (the last: "
+                                   f"{error})") from error
+            time.sleep(0.2)
+        elif handshake:
             self._startup_failures += 1
             if self._startup_failures >= self.max_crashes:
                 raise RuntimeError(f"{self._startup_failures} Ray actors in a row died while "
