@@ -8,9 +8,9 @@ entry point: ``gym.make_vec(env_id, num_envs=N)`` builds an
 :class:`~n2n_env.vector_env.N2NVectorEnv` whose N sub-environments share one evaluator
 and have their students evaluated as one batch. The modules that build, train or
 store networks (``build``, ``data``, ``teacher``, ``checkpoints``, ``distill``, ...) bring
-in torch. So does :func:`load_student` (``n2n_env.load_student(path)``: the student of a run
-directory or model file as an ``nn.Module``), imported from :mod:`n2n_env.export` only when
-first used, and :func:`import_model` (a PyTorch model as a teacher architecture with its
+in torch. So does :func:`load_student` (``n2n_env.load_student(path)``: the student of a
+run directory or model file as an ``nn.Module``), imported from
+:mod:`n2n_env.student_loading` only when first used, and :func:`import_model` (a PyTorch model as a teacher architecture with its
 weights, :mod:`n2n_env.model_import`).
 """
 
@@ -24,13 +24,13 @@ from gymnasium.envs.registration import register, registry
 from n2n_env.arch import Architecture, Block, Layer, Projection
 
 if TYPE_CHECKING:
-    from n2n_env.export import load_student
     from n2n_env.model_import import import_model
+    from n2n_env.student_loading import load_student
 
 __version__ = "0.1.0"
 __all__ = ["Architecture", "Block", "Layer", "Projection", "__version__", "import_model",
            "load_student"]
-_LAZY = {"load_student": "n2n_env.export", "import_model": "n2n_env.model_import"}
+_LAZY = {"load_student": "n2n_env.student_loading", "import_model": "n2n_env.model_import"}
 """Public names whose module imports torch, imported on first use."""
 
 

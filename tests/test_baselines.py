@@ -188,7 +188,7 @@ def test_best_of_runs_every_seed_and_reads_finished_ones_back(synthetic_teacher,
     assert [run.seed for run in best.runs] == [0, 1] and best.best == best_run(best.runs)
     summary = json.loads((tmp_path / "seed-1.result.json").read_text())
     assert summary["params"] == best.runs[1].params and summary["identity"]["seed"] == 1
-    from n2n_env.export import load_student
+    from n2n_env.student_loading import load_student
 
     assert load_student(tmp_path / "seed-0.pt").architecture == best.runs[0].architecture
 

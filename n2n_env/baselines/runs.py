@@ -13,7 +13,7 @@ cheap to finish and a finished seed is never pruned again:
   ends; a rerun goes straight to the fine-tuning);
 * ``seed-K.finetune.partial``: the fine-tuning's per-epoch state while it runs;
 * ``seed-K.pt`` and ``seed-K.json``: the final student in the package's model format (a
-  ``state_dict`` and its architecture JSON: :func:`n2n_env.export.load_student` reads it);
+  ``state_dict`` and its architecture JSON: :func:`n2n_env.student_loading.load_student` reads it);
 * ``seed-K.result.json``: its measures and the identity of the run (teacher fingerprint,
   data fingerprint, stopping rule, configuration, seed). Files of a run with another
   identity are ignored and overwritten.
