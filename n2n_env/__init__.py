@@ -10,8 +10,8 @@ and have their students evaluated as one batch. The modules that build, train or
 store networks (``build``, ``data``, ``teacher``, ``checkpoints``, ``distill``, ...) bring
 in torch. So does :func:`load_student` (``n2n_env.load_student(path)``: the student of a
 run directory or model file as an ``nn.Module``), imported from
-:mod:`n2n_env.student_loading` only when first used, and :func:`import_model` (a PyTorch model as a teacher architecture with its
-weights, :mod:`n2n_env.model_import`).
+:mod:`n2n_env.student_loading` only when first used, and :func:`import_model` (a PyTorch
+model as a teacher architecture with its weights, :mod:`n2n_env.model_import`).
 """
 
 from __future__ import annotations

@@ -84,8 +84,8 @@ def save_student(path: str | os.PathLike[str], model: torch.nn.Module,
 
     This is the format of a run directory's ``student.pt``/``student.json``: plain tensors
     and JSON, so it is read back with ``torch.load(weights_only=True)`` and never unpickled
-    (:func:`n2n_env.student_loading.load_student`). ``architecture`` defaults to the one a model from
-    :func:`~n2n_env.build.build_model` carries. Both files are written beside their place
+    (:func:`n2n_env.student_loading.load_student`). ``architecture`` defaults to the one a
+    model from :func:`~n2n_env.build.build_model` carries. Both files are written beside their place
     and renamed over it, the JSON first, so a model file never lacks its architecture.
     Returns ``path``.
     """

@@ -132,6 +132,15 @@ def test_landscape_of_a_generated_table(table):
         np.flatnonzero(table.row_student == shape.optimum_student)[0])
 
 
+def test_a_run_logged_twice_is_refused_not_merged(table):
+    run_records = records("random", 0, [(0.1, 0.2), (0.3, 0.4)])
+    assert [r["episode"] for r in report.group_runs(run_records)["random"][0]] == [1, 2]
+    with pytest.raises(ValueError, match=r"random seed 0 .* logged twice"):
+        report.summarize(run_records + run_records, table)
+    with pytest.raises(ValueError, match="random seed 0"):
+        report.group_runs(run_records[1:])
+
+
 def test_a_tables_notes_reach_info_and_the_report(table):
     noted = dataclasses.replace(table, header=dataclasses.replace(
         table.header, extra={"provisional": "imputed; not for reporting"}))

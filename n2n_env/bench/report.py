@@ -64,13 +64,19 @@ def _incumbent_record(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def group_runs(records: Sequence[dict[str, Any]]) -> dict[str, dict[int, list[dict[str, Any]]]]:
-    """agent -> seed -> that run's records, in episode order."""
+    """agent -> seed -> that run's records, in episode order. Records of one run must number
+    their episodes 1, 2, ...: a run logged twice (two run directories holding the same agent
+    and seed, say) raises a ValueError rather than being read as one longer run."""
     runs: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(dict)
     for record in records:
         runs[record["agent"]].setdefault(record["seed"], []).append(record)
-    for by_seed in runs.values():
-        for run in by_seed.values():
+    for agent, by_seed in runs.items():
+        for seed, run in by_seed.items():
             run.sort(key=lambda r: r["episode"])
+            if [r["episode"] for r in run] != list(range(1, len(run) + 1)):
+                raise ValueError(f"the logs of {agent} seed {seed} do not number their "
+                                 "episodes 1, 2, ... once each: is that run logged twice, "
+                                 "or a log cut short?")
     return dict(runs)
 
 

@@ -1,0 +1,128 @@
+"""Learning agents against random search on the real removal environment (issue 12, item 5).
+
+N2N-Bench answers "does a learning agent beat random search?" on tables; this script checks
+the answer where the reward is the real thing: ``N2NRemoval-v0`` with real distillation.
+Each (agent spec, seed) run plays ``--evaluations`` episodes on a vector env of 5 removal
+environments (the paper's 5 students per update, trained as one batch on ``--workers``
+processes), and logs every episode's reward to ``OUT/episodes/SPEC-seedNNN.csv``. All runs
+share one reward cache (``OUT/rewards.sqlite``): the evaluator is deterministic (one seed,
+one recipe), so a student some run has trained costs nothing when another meets it again.
+Finished runs are skipped, so rerunning the command continues a stopped experiment.
+
+The score of a run is the best reward it saw (the student it would report); the report
+gives, per agent, the interquartile mean of that score over seeds with a 95% bootstrap
+interval, and the probability that a run of the agent ends higher than a run of random
+search (:mod:`n2n_env.bench.stats`).
+
+Run: ``python benchmarks/real_env_agents.py --data-root ../shared/datasets --agents
+reinforce random --seeds 5 --out benchmarks/results/real-env-conv4-mnist-10k`` (hours on 2
+CPU cores; ``--dataset digits --evaluations 20`` for a minute-long check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+import n2n_env  # noqa: F401  (registers the environments)
+from agents import registry
+from n2n_env.bench import stats
+
+COLUMNS = ("episode", "reward", "accuracy", "compression", "cache_hit", "seconds")
+
+
+def log_path(out: Path, spec: str, seed: int) -> Path:
+    return out / "episodes" / f"{re.sub(r'[^A-Za-z0-9.=-]', '_', spec)}-seed{seed:03d}.csv"
+
+
+def play(args: argparse.Namespace, spec: str, seed: int) -> list[dict[str, float]]:
+    """One run: ``args.evaluations`` episodes of agent ``spec`` at ``seed``."""
+    envs = gym.make_vec("N2NRemoval-v0", num_envs=5, vectorization_mode="vector_entry_point",
+                        teacher=args.teacher, teacher_width=args.teacher_width,
+                        dataset=args.dataset, data_root=args.data_root,
+                        cache=str(args.out / "rewards.sqlite"), backend="processes",
+                        workers=args.workers, teacher_progress=False)
+    agent = registry.make_spec(spec, envs, seed=seed)
+    records: list[dict[str, float]] = []
+    started = time.perf_counter()
+    iteration = 0
+    while len(records) < args.evaluations:
+        agent.reseed(seed * 1_000_003 + iteration)
+        for reward, info in agent.iterate(envs):
+            if len(records) < args.evaluations:
+                records.append({"episode": len(records) + 1, "reward": float(reward),
+                                "accuracy": float(info.get("accuracy", 0.0)),
+                                "compression": float(info.get("compression", 0.0)),
+                                "cache_hit": int(bool(info.get("cache_hit", False))),
+                                "seconds": time.perf_counter() - started})
+        iteration += 1
+    envs.close()
+    return records
+
+
+def write(path: Path, records: list[dict[str, float]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with partial.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, COLUMNS)
+        writer.writeheader()
+        writer.writerows(records)
+    os.replace(partial, path)
+
+
+def best_rewards(out: Path, spec: str, seeds: int, evaluations: int) -> np.ndarray:
+    """Each run's best reward within its first ``evaluations`` episodes."""
+    best = []
+    for seed in range(seeds):
+        with log_path(out, spec, seed).open(newline="") as handle:
+            rewards = [float(row["reward"]) for row in csv.DictReader(handle)]
+        best.append(max(rewards[:evaluations]))
+    return np.array(best)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", nargs="+", default=["reinforce", "random"],
+                        help="agent specs (NAME or NAME:key=value,...); random is the baseline")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--evaluations", type=int, default=300)
+    parser.add_argument("--teacher", default="conv4")
+    parser.add_argument("--teacher-width", type=float, default=1.0)
+    parser.add_argument("--dataset", default="mnist-10k")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--workers", type=int, default=2, help="training processes")
+    parser.add_argument("--out", type=Path, default=Path("runs/real-env-agents"))
+    args = parser.parse_args()
+    specs = [registry.check_spec(text).label for text in args.agents]
+    for spec in specs:
+        for seed in range(args.seeds):
+            path = log_path(args.out, spec, seed)
+            if path.exists():
+                continue
+            records = play(args, spec, seed)
+            write(path, records)
+            print(f"{spec} seed {seed}: best reward {max(r['reward'] for r in records):.4f}, "
+                  f"{sum(1 - r['cache_hit'] for r in records)} students trained, "
+                  f"{records[-1]['seconds']:.0f} s", flush=True)
+    print(f"\n{args.teacher} (width {args.teacher_width:g}) on {args.dataset}, "
+          f"{args.evaluations} evaluations per run, {args.seeds} seeds; best reward per run")
+    print("| agent | best reward, IQM [95% CI] | P(beats random) [95% CI] |")
+    print("|---|---|---|")
+    baseline = (best_rewards(args.out, "random", args.seeds, args.evaluations)
+                if "random" in specs else None)
+    for spec in specs:
+        best = best_rewards(args.out, spec, args.seeds, args.evaluations)
+        improvement = ("-" if baseline is None or spec == "random"
+                       else str(stats.improvement_interval(best, baseline)))
+        print(f"| {spec} | {stats.iqm_interval(best)} | {improvement} |")
+
+
+if __name__ == "__main__":
+    main()
