@@ -47,7 +47,8 @@ def play(args: argparse.Namespace, spec: str, seed: int) -> list[dict[str, float
     envs = gym.make_vec("N2NRemoval-v0", num_envs=5, vectorization_mode="vector_entry_point",
                         teacher=args.teacher, teacher_width=args.teacher_width,
                         dataset=args.dataset, data_root=args.data_root,
-                        cache=str(args.out / "rewards.sqlite"), backend="processes",
+                        evaluator=args.evaluator, cache=str(args.out / "rewards.sqlite"),
+                        backend="processes" if args.workers > 1 else "local",
                         workers=args.workers, teacher_progress=False)
     agent = registry.make_spec(spec, envs, seed=seed)
     records: list[dict[str, float]] = []
@@ -98,6 +99,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="mnist-10k")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--workers", type=int, default=2, help="training processes")
+    parser.add_argument("--evaluator", choices=("distill", "mock"), default="distill",
+                        help="mock: the instant stand-in reward, to check the script")
     parser.add_argument("--out", type=Path, default=Path("runs/real-env-agents"))
     args = parser.parse_args()
     specs = [registry.check_spec(text).label for text in args.agents]

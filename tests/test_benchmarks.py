@@ -133,3 +133,25 @@ def test_latency_benchmark_compares_the_estimate_and_measures_noise(
     for row in rows:
         assert int(row[2]) > 0 and float(row[3]) > 0 and float(row[4]) > 0
         assert all(re.fullmatch(r"[\d.]+% / [\d.]+%", cell) for cell in row[7:])
+
+
+def test_real_env_agents_compares_agents_with_random_and_resumes(
+        private_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    script = BENCHMARKS / "real_env_agents.py"
+    argv = [str(script), "--dataset", "digits", "--teacher-width", "0.25", "--evaluator",
+            "mock", "--workers", "1", "--evaluations", "12", "--seeds", "2", "--agents",
+            "reinforce:learning_rate=0.01", "random", "--out", str(tmp_path / "out")]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert out.count("best reward") >= 4  # one line per run, and the table's title
+    rows = table_rows(out)
+    assert [row[0] for row in rows] == ["reinforce:learning_rate=0.01", "random"]
+    assert rows[1][2] == "-" and re.fullmatch(r"\S+ \[\S+, \S+\]", rows[0][2])
+    logs = sorted((tmp_path / "out" / "episodes").glob("*.csv"))
+    assert len(logs) == 4 and all(len(log.read_text().splitlines()) == 13 for log in logs)
+    stamps = [log.stat().st_mtime_ns for log in logs]
+    runpy.run_path(str(script), run_name="__main__")  # resumed: nothing is played again
+    assert [log.stat().st_mtime_ns for log in logs] == stamps
+    assert table_rows(capsys.readouterr().out) == rows
