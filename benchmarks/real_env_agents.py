@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import re
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 import n2n_env  # noqa: F401  (registers the environments)
 from agents import registry
 from n2n_env.bench import stats
+from n2n_env.bench.rl import write_log
 
 COLUMNS = ("episode", "reward", "accuracy", "compression", "cache_hit", "seconds")
 
@@ -68,16 +68,6 @@ def play(args: argparse.Namespace, spec: str, seed: int) -> list[dict[str, float
     return records
 
 
-def write(path: Path, records: list[dict[str, float]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with partial.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS)
-        writer.writeheader()
-        writer.writerows(records)
-    os.replace(partial, path)
-
-
 def best_rewards(out: Path, spec: str, seeds: int, evaluations: int) -> np.ndarray:
     """Each run's best reward within its first ``evaluations`` episodes."""
     best = []
@@ -110,7 +100,8 @@ def main() -> None:
             if path.exists():
                 continue
             records = play(args, spec, seed)
-            write(path, records)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_log(path, records, COLUMNS)
             print(f"{spec} seed {seed}: best reward {max(r['reward'] for r in records):.4f}, "
                   f"{sum(1 - r['cache_hit'] for r in records)} students trained, "
                   f"{records[-1]['seconds']:.0f} s", flush=True)

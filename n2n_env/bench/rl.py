@@ -175,11 +175,12 @@ def run_all(specs: Sequence[RunSpec], out: Path, workers: int = 1,
     return [logs / spec.log_name for spec in specs]
 
 
-def write_log(path: Path, records: list[dict[str, Any]]) -> None:
-    """Write a run's episode records as CSV, atomically."""
+def write_log(path: Path, records: list[dict[str, Any]],
+              columns: Sequence[str] = EPISODE_COLUMNS) -> None:
+    """Write a run's episode records as CSV with ``columns``, atomically."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with partial.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, EPISODE_COLUMNS)
+        writer = csv.DictWriter(handle, columns)
         writer.writeheader()
         writer.writerows(records)
     os.replace(partial, path)
