@@ -155,3 +155,61 @@ def test_real_env_agents_compares_agents_with_random_and_resumes(
     runpy.run_path(str(script), run_name="__main__")  # resumed: nothing is played again
     assert [log.stat().st_mtime_ns for log in logs] == stamps
     assert table_rows(capsys.readouterr().out) == rows
+
+
+def test_provisional_table_keeps_finished_students_and_imputes_the_nearest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A removal work directory made by hand (the small teacher of the bench tests, a part
+    file holding every student but the masks with layer bit 5 set): the finished students
+    keep their values, each imputed one gets its nearest finished mask's."""
+    import json
+
+    import numpy as np
+    from bench_tables import fake_table, small_teacher
+
+    from n2n_env.bench.table import BenchTable
+    from n2n_env.build import build_model
+    from n2n_env.checkpoints import TeacherRecord, save_teacher
+    from n2n_env.recipes import recipe_for
+
+    teacher = small_teacher()
+    work = tmp_path / "work"
+    save_teacher(work / "teacher.pt", build_model(teacher), TeacherRecord(
+        teacher, "synthetic", "f" * 16, 0.97, 0.96, recipe_for("synthetic")))
+    (work / "identity.json").write_text(json.dumps({
+        "space": "removal", "seeds": [0, 1, 2], "teacher": "0" * 16, "dataset": "synthetic",
+        "dataset_fingerprint": "f" * 16, "recipe": {"steps": 100}, "recipe_digest": "d" * 16}))
+    real = fake_table("removal")
+    space = real.header.space_object()
+    trainable = [e for e in range(space.size) if real.status[real.student_of(e)] < 0]
+    finished = [e for e in trainable if not (e >> 5) & 1]
+    students = [real.student_of(e) for e in finished]
+    signatures = {e: build_student_signature(teacher, space, e) for e in trainable}
+    (work / "parts").mkdir()
+    (work / "parts" / "part-00000.json").write_text(json.dumps({
+        "signatures": [signatures[e] for e in finished],
+        "val_accuracy": real.val_accuracy[students].tolist(),
+        "test_accuracy": real.test_accuracy[students].tolist(),
+        "seconds": real.seconds[students].tolist()}))
+    out = tmp_path / "provisional.npz"
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / "provisional_table.py"), "--work",
+                                      str(work), "--out", str(out)])
+    runpy.run_path(str(BENCHMARKS / "provisional_table.py"), run_name="__main__")
+    imputed = len(trainable) - len(finished)
+    assert f"{len(finished)} finished students, {imputed} imputed" in capsys.readouterr().out
+    table = BenchTable.load(out)
+    assert table.header.extra["provisional"].startswith(f"{imputed} of {len(trainable)}")
+    assert np.array_equal(table.params, real.params) and np.array_equal(table.status,
+                                                                         real.status)
+    for episode in trainable:
+        got = table.val_accuracy[table.student_of(episode)]
+        if episode in finished:
+            assert np.allclose(got, real.val_accuracy[real.student_of(episode)])
+        else:  # the nearest finished mask differs in bit 5 alone
+            twin = real.student_of(episode & ~(1 << 5))
+            assert np.allclose(got, real.val_accuracy[twin]), episode
+
+
+def build_student_signature(teacher, space, episode: int) -> str:
+    return teacher.remove([bool(a) for a in space.actions(episode)]).signature()
