@@ -136,7 +136,9 @@ def _typed(kind: Any, key: str, value: str) -> Any:
             return option(number)
         if option is str:
             return value
-    names = " or ".join(getattr(option, "__name__", str(option)) for option in options)
+    names = " or ".join("None" if option is type(None) else getattr(option, "__name__",
+                                                                      str(option))
+                        for option in options)
     raise ValueError(f"setting {key}={value!r}: expected {names}")
 
 
