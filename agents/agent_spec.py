@@ -37,6 +37,8 @@ SB3_CLASSES = {"ppo": ("stable_baselines3", "PPO"), "a2c": ("stable_baselines3",
                "maskable-ppo": ("sb3_contrib", "MaskablePPO"),
                "recurrent-ppo": ("sb3_contrib", "RecurrentPPO")}
 """SB3 agents: (module, class) whose constructor arguments are the allowed settings."""
+NAMES = ("reinforce", "actor-critic", "ppo", "a2c", "maskable-ppo", "recurrent-ppo", "random")
+"""Every agent a spec may name, in the registry's order."""
 DRIVER_SET = frozenset({"seed", "env", "policy", "verbose", "device", "tensorboard_log",
                         "_init_setup_model"})
 """Arguments the driver owns: never taken from a spec."""
@@ -55,11 +57,13 @@ class AgentSpec:
     @classmethod
     def parse(cls, text: str) -> AgentSpec:
         """``NAME`` or ``NAME:key=value,key=value``; a ValueError says what is wrong."""
+        if not isinstance(text, str):
+            raise TypeError(f"an agent spec is a string, NAME or NAME:key=value,...; got "
+                            f"{text!r}")
         name, colon, rest = text.strip().partition(":")
         name = name.strip()
-        if name not in (*CONFIG_CLASSES, *SB3_CLASSES):
-            allowed = ", ".join((*CONFIG_CLASSES, *SB3_CLASSES))
-            raise ValueError(f"unknown agent {name!r} in {text!r}; allowed: {allowed}")
+        if name not in NAMES:
+            raise ValueError(f"unknown agent {name!r}; allowed: {', '.join(NAMES)}")
         if colon and not rest.strip():
             raise ValueError(f"{text!r} has a ':' but no settings; write NAME or "
                              "NAME:key=value,key=value")

@@ -36,7 +36,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents import policy_files
+from agents import agent_spec, policy_files
 from agents.actor_critic import ActorCritic, ActorCriticConfig
 from agents.agent_spec import AgentSpec
 from agents.observations import env_kind
@@ -48,8 +48,8 @@ POLICY_GRADIENT = {"reinforce": (Reinforce, ReinforceConfig),
 """The paper's recurrent agents: name -> (agent class, config class)."""
 SB3_AGENTS = ("ppo", "a2c", "maskable-ppo", "recurrent-ppo")
 """Stable-Baselines3 / sb3-contrib agents (see `agents.sb3.make_agent`)."""
-AGENT_NAMES = (*POLICY_GRADIENT, *SB3_AGENTS, "random")
-"""Every name `make` accepts."""
+AGENT_NAMES = agent_spec.NAMES
+"""Every name `make` accepts: the paper's agents, the SB3 ones, random search."""
 TRANSFERABLE = tuple(POLICY_GRADIENT)
 """Agents whose saved removal policy can start a search on another teacher."""
 SB3_FORMAT = "n2n-sb3-v1"
@@ -279,18 +279,19 @@ def make_spec(spec: str | AgentSpec, env: Env, seed: int = 0) -> SearchAgent:
 
 
 def restore(name: str, env: Env, path: str | os.PathLike[str],
-            seed: int = 0) -> SearchAgent:
+            seed: int = 0, settings: Mapping[str, Any] | None = None) -> SearchAgent:
     """The agent `save` wrote to `path`, ready to continue on `env`. Random search saves
     nothing, so it comes back fresh (its iteration count lives with the driver); for the
-    others a missing file is a FileNotFoundError, never a silent fresh start."""
+    others a missing file is a FileNotFoundError, never a silent fresh start. `settings`
+    are those `make` was given (the paper's agents keep theirs in the file)."""
     check_name(name)
     if name == "random":
-        return make(name, env, seed=seed)
+        return make(name, env, seed=seed, settings=settings)
     if not Path(path).is_file():
         raise FileNotFoundError(f"no saved {name} agent at {os.fspath(path)!r}")
     if name in POLICY_GRADIENT:
         return PolicyGradientAgent(POLICY_GRADIENT[name][0].load(path))
-    agent = make(name, env, seed=seed)
+    agent = make(name, env, seed=seed, settings=settings)
     assert isinstance(agent, SB3Agent)
     agent.load(path)
     return agent

@@ -53,13 +53,18 @@ def _constraint(text: str) -> tuple[str, float]:
 
 
 def _compress(args: argparse.Namespace) -> int:
+    from agents import registry
     from n2n_env import pipeline
     from n2n_env.run_config import RunConfig
 
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     for stage in stages:
         _check_choice("stage", stage, pipeline.STAGES)
-    _check_choice("agent", args.agent, pipeline.AGENTS)
+    _check_choice("agent", args.agent.partition(":")[0].strip(), pipeline.AGENTS)
+    try:
+        registry.check_spec(args.agent)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     _check_choice("evaluator", args.evaluator, ("distill", "mock"))
     _check_choice("backend", args.backend, BACKENDS)
     try:
@@ -191,7 +196,10 @@ def register(commands: argparse._SubParsersAction,
                      f"{DEFAULT_ITERATIONS}; with --resume, the run's own, or more to extend it)")
     cmd.add_argument("--agent", default="reinforce", metavar="NAME",
                      help="reinforce (default), actor-critic, ppo, a2c, maskable-ppo, "
-                     "recurrent-ppo (these four need the sb3 extra) or random")
+                     "recurrent-ppo (these four need the sb3 extra) or random; "
+                     "NAME:key=value,... changes settings, e.g. "
+                     "actor-critic:entropy_coef=0.01 (config fields, or SB3 constructor "
+                     "arguments)")
     cmd.add_argument("--constraint", type=_constraint, action="append", default=[],
                      metavar="Q<=N", help="upper bound, e.g. params<=20000 (repeatable); "
                      "relaxed early in each stage, see --anneal-episodes")

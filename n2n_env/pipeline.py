@@ -38,6 +38,7 @@ import numpy as np
 
 import n2n_env  # noqa: F401  (registers the environments)
 from agents import registry
+from agents.agent_spec import AgentSpec
 from agents.observations import env_kind
 from agents.search import EPISODES_PER_UPDATE, BestStudent
 from n2n_env import data as data_mod
@@ -320,10 +321,13 @@ def _environment(stage: str, start: Architecture, evaluator: Evaluator,
 def _agent(config: RunConfig, env: gym.Env, policy_path: Path,
            resumed: bool) -> registry.SearchAgent:
     """A fresh agent, the saved one of an interrupted stage, or the ``policy_init`` one."""
+    spec = AgentSpec.parse(config.agent)
     if resumed:
-        return registry.restore(config.agent, env, policy_path, seed=config.seed)
+        return registry.restore(spec.name, env, policy_path, seed=config.seed,
+                                settings=spec.settings)
     init = config.policy_init if env_kind(env) == "removal" else None
-    return registry.make(config.agent, env, seed=config.seed, policy_init=init)
+    return registry.make(spec.name, env, seed=config.seed, policy_init=init,
+                         settings=spec.settings)
 
 
 def _iteration_seed(seed: int, stage: int, iteration: int) -> int:

@@ -47,7 +47,8 @@ class RunConfig:
     stages: tuple[str, ...] = STAGES
     """``removal``, ``shrink`` or both, in that order."""
     agent: str = "reinforce"
-    """A name from ``agents.registry.AGENT_NAMES``."""
+    """A name from ``agents.registry.AGENT_NAMES``, or an agent spec with settings,
+    ``NAME:key=value,...`` (:mod:`agents.agent_spec`), kept in its canonical spelling."""
     iterations: int = DEFAULT_ITERATIONS
     """Policy updates per stage, of ``EPISODES_PER_UPDATE`` episodes each."""
     constraints: Mapping[str, float] = field(default_factory=dict)
@@ -133,12 +134,15 @@ class RunConfig:
         if not isinstance(self.recipe, DistillRecipe):
             raise TypeError(f"recipe must be a DistillRecipe, got {self.recipe!r}")
         validate.known_keys("mock_options", self.mock_options, MOCK_OPTIONS)
-        registry.check_available(self.agent)
+        spec = registry.check_spec(self.agent)
+        object.__setattr__(self, "agent", spec.label)  # one spelling per agent and settings
         if self.policy_init is not None:
-            if self.agent not in registry.TRANSFERABLE or self.stages[0] != "removal":
+            if (spec.name not in registry.TRANSFERABLE or spec.settings
+                    or self.stages[0] != "removal"):
                 raise ValueError(f"policy_init needs the removal stage and an agent among "
-                                 f"{', '.join(registry.TRANSFERABLE)}")
-            registry.check_policy_init(self.agent, self.policy_init)
+                                 f"{', '.join(registry.TRANSFERABLE)}, without settings (the "
+                                 "policy file keeps its own)")
+            registry.check_policy_init(spec.name, self.policy_init)
         validate.choice("compression_metric", self.compression_metric, COMPRESSION_METRICS)
         validate.flag("action_wall", self.action_wall)
         if self.action_wall:

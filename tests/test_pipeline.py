@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from agents import registry
+from agents.agent_spec import AgentSpec
 from agents.reinforce import Reinforce
 from n2n_env import pipeline, run_files
 from n2n_env.arch import Architecture
@@ -108,7 +109,7 @@ def test_tensorboard_logs_match_the_metrics(first_run):
 
 
 @pytest.mark.parametrize("agent", ["reinforce", "actor-critic", "ppo", "maskable-ppo",
-                                   "random"])
+                                   "random", "ppo:learning_rate=0.01,n_epochs=2"])
 def test_resume_continues_and_never_reevaluates(first_run, tmp_path, monkeypatch, agent):
     _, checkpoint = first_run
     kwargs = {**FAST, "iterations": 4, "agent": agent}
@@ -151,8 +152,12 @@ def test_resume_continues_and_never_reevaluates(first_run, tmp_path, monkeypatch
             env = gym.make(pipeline.ENV_IDS[stage], teacher=str(checkpoint),
                            dataset="synthetic", evaluator="mock",
                            **({"start": start} if stage == "shrink" else {}))
-            restored = registry.restore(agent, env, tmp_path / "run" / f"{stage}_policy.pt")
+            spec = AgentSpec.parse(agent)
+            restored = registry.restore(spec.name, env, tmp_path / "run" / f"{stage}_policy.pt",
+                                        settings=spec.settings)
             assert restored.iterations == 4
+            if spec.settings:  # an SB3 agent is rebuilt with its settings, then loaded
+                assert (restored.model.learning_rate, restored.model.n_epochs) == (0.01, 2)
     assert resumed.student.architecture == clean.student.architecture
 
 
@@ -381,3 +386,19 @@ def test_every_backend_runs_through_compress_and_resumes(first_run, tmp_path, ba
     assert _column(extended.out / "metrics_removal.csv", "iteration") == ["1", "2", "3"]
     with pytest.raises(ValueError, match="keeps local or parallel sampling"):
         pipeline.resume(result.out, backend=BackendSettings(), progress=False)
+
+
+def test_cli_compress_runs_an_agent_with_settings_and_refuses_bad_ones(first_run, tmp_path,
+                                                                        capsys):
+    _, checkpoint = first_run
+    argv = ["compress", "--teacher", str(checkpoint), "--dataset", "synthetic",
+            "--iterations", "1", "--evaluator", "mock", "--finetune-epochs", "1",
+            "--no-progress", "--stages", "removal"]
+    assert main([*argv, "--agent", "reinforce:lr=3", "--out", str(tmp_path / "bad")]) == 2
+    assert "no setting 'lr'; allowed: baseline_decay" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    out = tmp_path / "run"
+    assert main([*argv, "--agent", "reinforce:entropy_coef=0.5", "--out", str(out)]) == 0
+    state = json.loads((out / "state.json").read_text())
+    assert state["config"]["agent"] == "reinforce:entropy_coef=0.5"
+    assert Reinforce.load(out / "removal_policy.pt").config.entropy_coef == 0.5

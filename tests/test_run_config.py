@@ -25,6 +25,13 @@ def test_round_trip_through_json_gives_an_equal_config() -> None:
         RunConfig.from_dict({**stored, "colour": "blue"})
 
 
+def test_an_agent_with_settings_is_stored_in_one_spelling() -> None:
+    config = RunConfig(agent=" actor-critic:learning_rate=1e-2, entropy_coef=0.01")
+    assert config.agent == "actor-critic:entropy_coef=0.01,learning_rate=0.01"
+    assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert config == RunConfig(agent="actor-critic:entropy_coef=0.01,learning_rate=0.01")
+
+
 def test_resolved_fixes_the_annealing_at_half_the_episodes() -> None:
     assert RunConfig(iterations=4).resolved().anneal_episodes == 10
     assert RunConfig(iterations=4, anneal_episodes=0).resolved().anneal_episodes == 0
@@ -42,6 +49,10 @@ def test_resolved_fixes_the_annealing_at_half_the_episodes() -> None:
     ({"constraints": {"latency": 5}}, ValueError, "allowed: accuracy, flops, params"),
     ({"dataset": "imagenet"}, ValueError, "unknown dataset 'imagenet'"),
     ({"agent": "random", "policy_init": "p.pt"}, ValueError, "policy_init needs"),
+    ({"agent": "reinforce:learning_rate=0.1", "policy_init": "p.pt"}, ValueError,
+     "without settings"),
+    ({"agent": "reinforce:lr=0.1"}, ValueError, "no setting 'lr'; allowed: baseline_decay"),
+    ({"agent": 3}, TypeError, "an agent spec is a string"),
     ({"backend": BackendSettings("ray", 2, ray_address="auto"), "teacher_width": 0},
      ValueError, "teacher_width must be"),
 ])
