@@ -24,12 +24,17 @@ for shard in 0 1; do
     done
   ) &
 done
+commit_parts() {
+  paths="benchmarks/n2n-bench"
+  ls n2n_env/bench/tables/*.npz > /dev/null 2>&1 && paths="$paths n2n_env/bench/tables"
+  git add $paths && git commit -q -m "N2N-Bench build: finished parts so far" -- $paths
+}
 (
+  sleep 60
   while pgrep -f "n2n bench build" > /dev/null; do
     sleep 600
-    paths="benchmarks/n2n-bench"
-    ls n2n_env/bench/tables/*.npz > /dev/null 2>&1 && paths="$paths n2n_env/bench/tables"
-    git add $paths && git commit -q -m "N2N-Bench build: finished parts so far" -- $paths
+    commit_parts
   done
+  commit_parts  # the last parts, and the tables
 ) &
 echo "builds started: tail the logs in /tmp/build-*.log"
