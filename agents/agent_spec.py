@@ -76,7 +76,9 @@ class AgentSpec:
             if key in raw:
                 raise ValueError(f"setting {key!r} is given twice in {text!r}")
             raw[key] = value.strip()
-        return cls(name, {key: convert(name, key, value) for key, value in raw.items()})
+        allowed = allowed_settings(name) if raw else {}
+        return cls(name, {key: convert(name, key, value, allowed)
+                          for key, value in raw.items()})
 
     @property
     def label(self) -> str:
@@ -106,9 +108,10 @@ def allowed_settings(name: str) -> dict[str, Any]:
             and parameter.kind is not inspect.Parameter.VAR_KEYWORD}
 
 
-def convert(name: str, key: str, value: str) -> Any:
-    """``value`` (text) as the type setting ``key`` of agent ``name`` takes."""
-    allowed = allowed_settings(name)
+def convert(name: str, key: str, value: str, allowed: dict[str, Any] | None = None) -> Any:
+    """``value`` (text) as the type setting ``key`` of agent ``name`` takes (``allowed``:
+    :func:`allowed_settings` of ``name``, when the caller has it already)."""
+    allowed = allowed_settings(name) if allowed is None else allowed
     if key not in allowed:
         raise ValueError(f"agent {name!r} has no setting {key!r}; allowed: "
                          f"{', '.join(sorted(allowed))}")

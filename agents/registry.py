@@ -36,9 +36,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents import agent_spec, policy_files
+from agents import policy_files
 from agents.actor_critic import ActorCritic, ActorCriticConfig
-from agents.agent_spec import AgentSpec
+from agents.agent_spec import NAMES, AgentSpec
 from agents.observations import env_kind
 from agents.random_search import RandomSearch, RandomSearchConfig
 from agents.reinforce import Reinforce, ReinforceConfig
@@ -48,7 +48,7 @@ POLICY_GRADIENT = {"reinforce": (Reinforce, ReinforceConfig),
 """The paper's recurrent agents: name -> (agent class, config class)."""
 SB3_AGENTS = ("ppo", "a2c", "maskable-ppo", "recurrent-ppo")
 """Stable-Baselines3 / sb3-contrib agents (see `agents.sb3.make_agent`)."""
-AGENT_NAMES = agent_spec.NAMES
+AGENT_NAMES = NAMES
 """Every name `make` accepts: the paper's agents, the SB3 ones, random search."""
 TRANSFERABLE = tuple(POLICY_GRADIENT)
 """Agents whose saved removal policy can start a search on another teacher."""

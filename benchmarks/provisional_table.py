@@ -24,11 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from n2n_env import __version__
+from n2n_env.bench.build import table_of
 from n2n_env.bench.spaces import catalogue, make_space
-from n2n_env.bench.table import OK, BenchTable, TableHeader, signature_int
 from n2n_env.checkpoints import read_teacher_record
-from n2n_env.evaluators import unscored
 
 
 def main() -> None:
@@ -62,6 +60,9 @@ def main() -> None:
     done = [episode_of[s] for s in range(count)
             if students.reasons[s] is None and students.students[s].signature() in finished]
     done_masks = masks[done]
+    done_values = {key: np.array([finished[students.students[students.row_student[e]]
+                                           .signature()][key] for e in done])
+                   for key in arrays}
     imputed = 0
     for student in students.trainable:
         signature = students.students[student].signature()
@@ -71,39 +72,16 @@ def main() -> None:
             continue
         distance = (done_masks != masks[episode_of[student]]).sum(axis=1)
         closest = np.flatnonzero(distance == distance.min())
-        nearest = [students.row_student[done[i]] for i in closest]
         for key in arrays:
-            arrays[key][student] = np.mean(
-                [finished[students.students[n].signature()][key] for n in nearest], axis=0)
+            arrays[key][student] = done_values[key][closest].mean(axis=0)
         imputed += 1
-    reasons = sorted({reason for reason in students.reasons if reason is not None})
-    header = TableHeader(
-        space="removal", teacher=record.architecture.to_json(),
-        teacher_name=record.architecture.name, teacher_fingerprint=identity["teacher"],
-        teacher_accuracy=float(record.val_accuracy),
-        teacher_test_accuracy=float(record.test_accuracy), dataset=identity["dataset"],
-        dataset_fingerprint=identity["dataset_fingerprint"], recipe=identity["recipe"],
-        recipe_digest=identity["recipe_digest"], seeds=tuple(identity["seeds"]),
-        reasons=tuple(reasons), package_version=__version__,
+    table = table_of(
+        record, identity, students, arrays["val_accuracy"], arrays["test_accuracy"],
+        arrays["seconds"], machine="provisional",
         command=f"python benchmarks/provisional_table.py --work {work} --out {args.out}",
-        machine="provisional", build_seconds=float(arrays["seconds"].sum()),
         extra={"provisional": f"{imputed} of {len(students.trainable)} trainable students "
                               "imputed from their nearest finished keep mask; not for "
-                              "reporting"},
-    )
-    sizes = [unscored(record.architecture, s, r)
-             for s, r in zip(students.students, students.reasons)]
-    table = BenchTable(
-        header=header, row_student=students.row_student,
-        signature=np.array([signature_int(s) for s in students.students], np.uint64),
-        params=np.array([e.params for e in sizes], np.int64),
-        flops=np.array([e.flops for e in sizes], np.int64),
-        status=np.array([OK if r is None else reasons.index(r) for r in students.reasons],
-                        np.int16),
-        val_accuracy=arrays["val_accuracy"].astype(np.float32),
-        test_accuracy=arrays["test_accuracy"].astype(np.float32),
-        seconds=arrays["seconds"].astype(np.float32),
-    )
+                              "reporting"})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     print(f"{table.save(args.out)}: {len(students.trainable) - imputed} finished students, "
           f"{imputed} imputed (provisional: for developing agents, not for reporting)")

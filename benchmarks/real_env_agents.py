@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import re
 import time
 from pathlib import Path
 
@@ -33,13 +32,13 @@ import numpy as np
 import n2n_env  # noqa: F401  (registers the environments)
 from agents import registry
 from n2n_env.bench import stats
-from n2n_env.bench.rl import write_log
+from n2n_env.bench.rl import log_name, write_log
 
 COLUMNS = ("episode", "reward", "accuracy", "compression", "cache_hit", "seconds")
 
 
 def log_path(out: Path, spec: str, seed: int) -> Path:
-    return out / "episodes" / f"{re.sub(r'[^A-Za-z0-9.=-]', '_', spec)}-seed{seed:03d}.csv"
+    return out / "episodes" / log_name(spec, seed)
 
 
 def play(args: argparse.Namespace, spec: str, seed: int) -> list[dict[str, float]]:

@@ -179,7 +179,8 @@ def test_provisional_table_keeps_finished_students_and_imputes_the_nearest(
         teacher, "synthetic", "f" * 16, 0.97, 0.96, recipe_for("synthetic")))
     (work / "identity.json").write_text(json.dumps({
         "space": "removal", "seeds": [0, 1, 2], "teacher": "0" * 16, "dataset": "synthetic",
-        "dataset_fingerprint": "f" * 16, "recipe": {"steps": 100}, "recipe_digest": "d" * 16}))
+        "dataset_fingerprint": "f" * 16, "recipe": {"steps": 100}, "recipe_digest": "d" * 16,
+        "include_kernels": False}))
     real = fake_table("removal")
     space = real.header.space_object()
     trainable = [e for e in range(space.size) if real.status[real.student_of(e)] < 0]

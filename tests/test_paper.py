@@ -21,8 +21,8 @@ import torch
 from cli_runs import run
 
 from n2n_env import cli, zoo
-from n2n_env.paper import cells, plan, reference
-from n2n_env.paper.settings import STUDENT_NAMES, PaperSettings
+from n2n_env.paper import cells
+from n2n_env.paper.settings import STUDENT_NAMES
 from n2n_env.training import model_fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -406,96 +406,3 @@ def test_table5_compares_pretrained_and_scratch_policies(
                        weights_only=True)
     assert saved["iterations"] == 2
 
-
-# ------------------------------------------------------------------ plans and settings
-
-
-def test_the_defaults_are_the_issues_real_runs() -> None:
-    one, two, three, four, five = (PaperSettings(table) for table in range(1, 6))
-    assert (one.teacher, one.teacher_width, one.dataset, one.agents, one.seeds) == (
-        "vgg13", 1.0, "mnist-10k", ("reinforce", "random"), (0, 1, 2))
-    assert (three.teacher, three.teacher_width, three.dataset, three.students) == (
-        "resnet18", 0.25, "cifar10-14k", STUDENT_NAMES)
-    assert four.max_params == 20_000 and two.prune_runs == 5
-    assert five.pairs == (("vgg11", "vgg19"), ("resnet18", "resnet34"))
-    assert (five.pretrain_iterations, five.transfer_iterations) == (100, 10)
-    units = {table: plan.plan(s) for table, s in enumerate((one, two, three, four, five), 1)}
-    assert [len(units[t]) for t in range(1, 6)] == [7, 5, 7, 4, 4 + 3 * (2 + 4)]
-    shared = {u.id: u for u in units[1]}
-    for unit in units[2][:-1]:  # table 2's teacher and searches are table 1's
-        assert shared[unit.id] == unit
-    assert units[4][0] == units[1][0]
-    assert units[1][0].spec["epochs"] == 50 and units[3][0].spec["epochs"] == 150
-    prune = units[2][-1]
-    assert prune.kind == "prune" and set(prune.needs) == {u.id for u in units[2][:-1]}
-
-
-def test_the_recorded_command_makes_the_same_settings() -> None:
-    settings = PaperSettings(5, dataset="digits", seeds=(0, 3), pairs=(("resnet34", "resnet18"),),
-                             teacher_width=0.25, evaluator="mock")
-    words = settings.command("w").split()
-    assert words[:5] == ["n2n", "paper", "5", "--work", "w"]
-    args = cli.build_parser().parse_args(words[1:])
-    from n2n_env.paper.cli import SETTINGS
-
-    again = PaperSettings(5, **{k: getattr(args, k) for k in SETTINGS
-                                if getattr(args, k) is not None})
-    assert again == settings
-
-
-def test_reference_numbers_and_cells() -> None:
-    assert [reference.count(text) for text in ("9.4M", "73K", "984K", "11.17M", "1.2M")] == [
-        9_400_000, 73_000, 984_000, 11_170_000, 1_200_000]
-    assert len(reference.TABLE1) == 21 and len(reference.TABLE5) == 6
-    assert reference.find(reference.TABLE4, "MNIST", "VGG-13",
-                          "Student (Stage 1 & 2)").params == "17K"
-    assert cells.pct([0.9, 0.92]) == "91.00 ± 1.41%"
-    assert cells.count([]) == cells.PENDING and cells.ratio([4.0]) == "4.0x"
-    assert cells.points([-0.004, 0.002]) == "-0.10 ± 0.42"
-
-
-def test_help_gives_each_tables_time(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["paper", "--help"], capsys)
-    assert code == 0
-    for table in ("1 compression", "2 pruning", "3 distillation", "4 constraints",
-                  "5 transfer"):
-        assert re.search(rf"^  {table} .*?about [\d.]+ h", out, flags=re.MULTILINE | re.DOTALL)
-
-
-@pytest.mark.parametrize(("argv", "message"), [
-    (["7"], "unknown table '7'; choose from: 1 (compression), 2 (pruning), 3 (distillation), "
-            "4 (constraints), 5 (transfer)"),
-    (["1", "--pairs", "vgg11:vgg19"], "not a setting of table 1: --pairs applies to table 5"),
-    (["2", "--agents", "random"], "--agents applies to tables 1, 3 and 4"),
-    (["1", "--agents", "reinforce,foo"], "agent must be one of 'reinforce'"),
-    (["3", "--students", "fitnet5"], "student must be one of 'fitnet4', 'vgg-small', "
-                                     "'squeezenet1_1'"),
-    (["1", "--dataset", "imagenet"], "dataset must be one of 'digits'"),
-    (["1", "--teacher", "vgg12"], "teacher must be one of"),
-    (["5", "--pairs", "vgg11:vgg11"], "pairs must be (source, target) pairs of two different"),
-    (["1", "--evaluator", "fake"], "evaluator must be one of 'distill', 'mock'"),
-    (["1", "--only", "nothing*"], "matches no unit of this table; its units: teacher-vgg13"),
-])
-def test_bad_settings_are_refused_naming_what_is_allowed(
-        argv: list[str], message: str, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["paper", argv[0], "--work", str(tmp_path / "w"), *argv[1:]], capsys)
-    assert code == 2 and message in err and err.count("\n") == 1
-    assert not (tmp_path / "w").exists()  # refused before anything ran
-
-
-@pytest.mark.parametrize(("argv", "message"), [
-    (["1", "--seeds", "0,0"], "expected distinct integers >= 0"),
-    (["5", "--pairs", "vgg11-vgg19"], "expected SOURCE:TARGET pairs"),
-    (["2", "--prune-fraction", "1.5"], "must be in (0, 1]"),
-    (["1", "--iterations", "0"], "must be a positive integer"),
-])
-def test_bad_flag_values_are_refused(argv: list[str], message: str, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["paper", argv[0], "--work", str(tmp_path / "w"), *argv[1:]], capsys)
-    assert code == 2 and message in err
-
-
-def test_work_is_required(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["paper", "1"], capsys)
-    assert code == 2 and "--work" in err

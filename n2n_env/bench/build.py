@@ -298,20 +298,31 @@ def _assemble(settings: BuildSettings, record: TeacherRecord, identity: dict[str
         test[index] = np.array(part["test_accuracy"], np.float64)
         seconds[index] = np.array(part["seconds"], np.float64)
         machines.add(part["machine"])
+    return table_of(record, identity, students, val, test, seconds, command=settings.command,
+                    machine="; ".join(sorted(machines)), start=settings.start)
+
+
+def table_of(record: TeacherRecord, identity: dict[str, Any], students: Catalogue,
+             val: np.ndarray, test: np.ndarray, seconds: np.ndarray, *, command: str,
+             machine: str, start: Architecture | None = None,
+             extra: dict[str, Any] | None = None) -> BenchTable:
+    """The table of a build's ``identity`` (see ``identity.json`` in its work directory)
+    from its measurements, (students, seeds) arrays each: the header, the sizes and the
+    degenerate reasons are derived here, so that every table is assembled one way."""
     reasons = sorted({reason for reason in students.reasons if reason is not None})
     status = np.array([OK if reason is None else reasons.index(reason)
                        for reason in students.reasons], np.int16)
     header = TableHeader(
-        space=settings.space, teacher=record.architecture.to_json(),
+        space=identity["space"], teacher=record.architecture.to_json(),
         teacher_name=record.architecture.name, teacher_fingerprint=identity["teacher"],
         teacher_accuracy=float(record.val_accuracy),
-        teacher_test_accuracy=float(record.test_accuracy), dataset=settings.dataset,
+        teacher_test_accuracy=float(record.test_accuracy), dataset=identity["dataset"],
         dataset_fingerprint=identity["dataset_fingerprint"], recipe=identity["recipe"],
-        recipe_digest=identity["recipe_digest"], seeds=tuple(settings.seeds),
-        start=settings.start.to_json() if settings.start is not None else None,
-        include_kernels=settings.include_kernels, reasons=tuple(reasons),
-        package_version=__version__, command=settings.command,
-        machine="; ".join(sorted(machines)), build_seconds=float(seconds.sum()),
+        recipe_digest=identity["recipe_digest"], seeds=tuple(identity["seeds"]),
+        start=start.to_json() if start is not None else None,
+        include_kernels=identity["include_kernels"], reasons=tuple(reasons),
+        package_version=__version__, command=command, machine=machine,
+        build_seconds=float(seconds.sum()), extra=dict(extra or {}),
     )
     # unscored() sizes a student as the evaluators do (0 where its shapes do not work out)
     sizes = [unscored(record.architecture, s, r)
@@ -321,7 +332,8 @@ def _assemble(settings: BuildSettings, record: TeacherRecord, identity: dict[str
         signature=np.array([signature_int(s) for s in students.students], np.uint64),
         params=np.array([e.params for e in sizes], np.int64),
         flops=np.array([e.flops for e in sizes], np.int64), status=status,
-        val_accuracy=val, test_accuracy=test, seconds=seconds,
+        val_accuracy=val.astype(np.float32), test_accuracy=test.astype(np.float32),
+        seconds=seconds.astype(np.float32),
     )
 
 

@@ -63,10 +63,13 @@ class RunSpec:
 
     @property
     def log_name(self) -> str:
-        """The run's CSV file name: the agent spec with every character but letters,
-        digits, '.', '=' and '-' written as '_', then the seed."""
-        safe = re.sub(r"[^A-Za-z0-9.=-]", "_", self.agent)
-        return f"{safe}-seed{self.seed:03d}.csv"
+        return log_name(self.agent, self.seed)
+
+
+def log_name(agent: str, seed: int) -> str:
+    """A run's CSV file name: the agent spec with every character but letters, digits, '.',
+    '=' and '-' written as '_', then the seed."""
+    return f"{re.sub(r'[^A-Za-z0-9.=-]', '_', agent)}-seed{seed:03d}.csv"
 
 
 def true_rewards(table: BenchTable, metric: str = "params") -> np.ndarray:
