@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Commit the finished pieces of this project's long experiments (results, never caches):
+# N2N-Bench build parts and tables, the real-environment agent logs, and n2n paper's units,
+# teachers, policies and tables. Commits only these paths, and only when one changed.
+#   bash benchmarks/commit_results.sh "MESSAGE"
+# Sourced, it defines `with_commits MESSAGE CMD...`: run CMD, committing every 10 minutes
+# while it runs (COMMIT_EVERY seconds) and once when it ends; returns CMD's status.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+commit_results() {
+  local candidates=(n2n_env/bench/tables
+                    benchmarks/results/real-env-conv4-mnist-10k/episodes
+                    benchmarks/paper/units benchmarks/paper/teachers benchmarks/paper/policies)
+  local paths=() path
+  for path in "${candidates[@]}" benchmarks/n2n-bench/*-mnist-10k benchmarks/paper/table-*.md; do
+    [ -e "$path" ] && paths+=("$path")
+  done
+  [ ${#paths[@]} -eq 0 ] && return 0
+  git add -- "${paths[@]}"
+  git diff --cached --quiet -- "${paths[@]}" || git commit -q -m "$1" -- "${paths[@]}"
+}
+
+with_commits() {
+  local message=$1 loop status
+  shift
+  (
+    trap 'kill "$sleeper" 2> /dev/null; exit 0' TERM  # and its sleep, which holds stdout
+    while true; do
+      sleep "${COMMIT_EVERY:-600}" & sleeper=$!
+      wait "$sleeper"
+      commit_results "$message: finished pieces so far"
+    done
+  ) &
+  loop=$!
+  "$@"
+  status=$?
+  kill "$loop" 2> /dev/null
+  commit_results "$message: finished pieces"
+  return "$status"
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  commit_results "${1:-Long experiments: finished pieces so far}"
+fi

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Continue every long experiment of this project on this machine, in the issues' order,
+# committing finished pieces every 10 minutes (benchmarks/commit_results.sh). Each step skips
+# what is already committed, so a new session (or a fresh clone with ../shared/datasets)
+# runs this same command and goes on where the last one stopped:
+#   nohup bash benchmarks/run_pending.sh [DATA_ROOT] > /tmp/run_pending.log 2>&1 &
+# 1. both N2N-Bench tables (issue 12; benchmarks/n2n-bench/build_all.sh);
+# 2. the real-environment confirmation, actor-critic against random search on conv4
+#    (issue 12, item 5; benchmarks/real_env_agents.py);
+# 3. the paper's tables 1, 2, 4, 5 and 3 (issue 15; `n2n paper`, docs/paper.md).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source benchmarks/commit_results.sh
+data_root=${1:-../shared/datasets}
+
+bash benchmarks/n2n-bench/build_all.sh "$data_root" || exit 1
+
+export OMP_NUM_THREADS=2
+with_commits "Real-environment agents (conv4, mnist-10k)" \
+  nice -n 5 python benchmarks/real_env_agents.py --data-root "$data_root" \
+    --agents actor-critic random --seeds 5 --workers 2 \
+    --out benchmarks/results/real-env-conv4-mnist-10k || exit 1
+
+for table in 1 2 4 5 3; do
+  with_commits "n2n paper $table" \
+    nice -n 5 n2n paper "$table" --work benchmarks/paper --data-root "$data_root" \
+      --no-progress || exit 1
+done

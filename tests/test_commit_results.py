@@ -1,0 +1,95 @@
+"""benchmarks/commit_results.sh commits long experiments' results, and nothing else.
+
+Sessions end and machines change; the only way a build or a paper run survives is a
+commit of its finished pieces. The helper must commit exactly those paths: never the
+scripts beside them (a half-edited script committed as "finished parts"), never caches.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parent.parent / "benchmarks" / "commit_results.sh"
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None or shutil.which("bash") is None,
+                                reason="needs git and bash")
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+@pytest.fixture()
+def repo(tmp_path: Path) -> Path:
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "config", "user.email", "test@example.com")
+    git(tmp_path, "config", "user.name", "test")
+    (tmp_path / "benchmarks").mkdir()
+    shutil.copy(SCRIPT, tmp_path / "benchmarks" / "commit_results.sh")
+    (tmp_path / "benchmarks" / "n2n-bench").mkdir()
+    (tmp_path / "benchmarks" / "n2n-bench" / "build_all.sh").write_text("echo v1\n")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-q", "-m", "scripts")
+    return tmp_path
+
+
+def write(path: Path, text: str = "x") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def committed_files(repo: Path) -> set[str]:
+    return set(git(repo, "show", "--name-only", "--format=", "HEAD").split())
+
+
+def test_commits_results_and_leaves_scripts_and_caches(repo: Path) -> None:
+    write(repo / "benchmarks/n2n-bench/removal-conv3-mnist-10k/parts/part-00001.json")
+    write(repo / "benchmarks/paper/units/teacher.json")
+    write(repo / "benchmarks/paper/table-1.md")
+    write(repo / "benchmarks/paper/runs/unit/checkpoint.pt")
+    write(repo / "benchmarks/results/real-env-conv4-mnist-10k/episodes/random-seed000.csv")
+    write(repo / "benchmarks/results/real-env-conv4-mnist-10k/rewards.sqlite")
+    write(repo / "benchmarks/n2n-bench/build_all.sh", "echo v2\n")
+    subprocess.run(["bash", "benchmarks/commit_results.sh", "parts"], cwd=repo, check=True)
+
+    assert git(repo, "log", "-1", "--format=%s").strip() == "parts"
+    assert committed_files(repo) == {
+        "benchmarks/n2n-bench/removal-conv3-mnist-10k/parts/part-00001.json",
+        "benchmarks/paper/units/teacher.json", "benchmarks/paper/table-1.md",
+        "benchmarks/results/real-env-conv4-mnist-10k/episodes/random-seed000.csv"}
+    status = git(repo, "status", "--porcelain")
+    assert " M benchmarks/n2n-bench/build_all.sh" in status
+
+
+def test_makes_no_commit_when_nothing_changed(repo: Path) -> None:
+    before = git(repo, "rev-parse", "HEAD")
+    subprocess.run(["bash", "benchmarks/commit_results.sh", "nothing"], cwd=repo, check=True)
+    assert git(repo, "rev-parse", "HEAD") == before
+
+
+def test_with_commits_commits_after_the_command_and_returns_its_status(repo: Path) -> None:
+    command = ("source benchmarks/commit_results.sh; "
+               "with_commits 'table 9' bash -c 'mkdir -p benchmarks/paper/units && "
+               "echo done > benchmarks/paper/units/u.json; exit 3'; echo status=$?")
+    out = subprocess.run(["bash", "-c", command], cwd=repo, check=True, capture_output=True,
+                         text=True).stdout
+    assert "status=3" in out
+    assert git(repo, "log", "-1", "--format=%s").strip() == "table 9: finished pieces"
+    assert committed_files(repo) == {"benchmarks/paper/units/u.json"}
+
+
+def test_with_commits_commits_pieces_while_the_command_runs(repo: Path) -> None:
+    command = ("source benchmarks/commit_results.sh; COMMIT_EVERY=1 "
+               "with_commits build bash -c 'mkdir -p benchmarks/paper/units && "
+               "echo 1 > benchmarks/paper/units/a.json; sleep 3; "
+               "echo 2 > benchmarks/paper/units/b.json'")
+    subprocess.run(["bash", "-c", command], cwd=repo, check=True, timeout=60)
+    subjects = git(repo, "log", "--format=%s").splitlines()
+    assert subjects[0] == "build: finished pieces"
+    assert "build: finished pieces so far" in subjects[1:]
+    assert committed_files(repo) == {"benchmarks/paper/units/b.json"}
