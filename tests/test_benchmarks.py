@@ -214,3 +214,23 @@ def test_provisional_table_keeps_finished_students_and_imputes_the_nearest(
 
 def build_student_signature(teacher, space, episode: int) -> str:
     return teacher.remove([bool(a) for a in space.actions(episode)]).signature()
+
+
+def test_paper_unit_costs_times_the_teacher_and_stage_one_candidates(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from n2n_env import data
+
+    monkeypatch.setattr(sys, "argv", [
+        "paper_unit_costs.py", "--dataset", "digits", "--teacher", "conv4", "--width", "0.25",
+        "--candidates", "2", "--threads", "1"])
+    runpy.run_path(str(BENCHMARKS / "paper_unit_costs.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    step = re.search(r"teacher: ([\d.]+) s per step of 64; 50 epochs = ([\d,]+) steps", out)
+    assert step is not None and float(step.group(1)) > 0
+    steps_per_epoch = math.ceil(len(data.load("digits").train) / 64)
+    assert int(step.group(2).replace(",", "")) == 50 * steps_per_epoch
+    candidates = re.search(r"candidates: 2 random keep masks, ([\d,]+)-([\d,]+) params; "
+                           r"seconds each: mean ([\d.]+)", out)
+    assert candidates is not None
+    assert int(candidates.group(1).replace(",", "")) <= int(candidates.group(2).replace(",", ""))
+    assert float(candidates.group(3)) > 0

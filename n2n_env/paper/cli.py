@@ -25,18 +25,23 @@ __all__ = ["ESTIMATES", "register"]
 AddCommand = Callable[..., argparse.ArgumentParser]
 ESTIMATES = """\
 tables (TABLE is the number or the name) and the wall time of their default runs on 2 CPU
-cores, estimated from measured component speeds (none has been run in full yet):
-  1 compression   VGG-13 at full width (9.4M parameters) on mnist-10k: the teacher (~30
-                  min), then REINFORCE and random search x 3 seeds, each 40 + 40
-                  iterations and two final trainings (~40-60 min each): about 5 h
+cores, estimated from component costs measured by benchmarks/paper_unit_costs.py (none
+has been run in full yet):
+  1 compression   VGG-13 at full width (9.4M parameters) on mnist-10k: the teacher (~1.5
+                  h), then REINFORCE and random search x 3 seeds, each 40 + 40
+                  iterations and two final trainings (~4 h each, stage 1 alone up to
+                  200 candidates at ~1 min each): about 25 h; with --teacher-width 0.5
+                  (teacher 24 min, candidates ~13 s) about 7 h
   2 pruning       the teacher and the 3 REINFORCE searches of table 1 (shared with it in
-                  the same --work), then 5 pruning runs (~15-25 min each): about 1.5 h
-                  after table 1, 4.5 h alone
-  3 distillation  ResNet-18 at width 0.25 on cifar10-14k: the teacher (~45 min), 3
-                  REINFORCE searches (~50 min each), FitNet-4 (~2 h), VGG-small (~35
-                  min), SqueezeNet 1.1 (~30 min): about 6.5 h
-  4 constraints   table 1's teacher, 3 REINFORCE searches under params <= 20,000: about
-                  2 h after table 1, 2.5 h alone
+                  the same --work), then 5 pruning runs, each up to a few hundred
+                  100-step fine-tunings of the pruned teacher (~1 s a step at first):
+                  several hours each after table 1
+  3 distillation  ResNet-18 at width 0.25 on cifar10-14k: the teacher (~1.5 h), 3
+                  REINFORCE searches (~2 h each: candidates ~8 s, then two 150-epoch
+                  trainings), FitNet-4, VGG-small and SqueezeNet 1.1 trained for 150
+                  epochs each: about 12 h
+  4 constraints   table 1's teacher, 3 REINFORCE searches under params <= 20,000 (~4 h
+                  each): about 12 h after table 1
   5 transfer      vgg11 -> vgg19 and resnet18 -> resnet34 at width 0.125 on cifar10-14k:
                   4 teachers (~1 h), then per seed a 100-iteration pre-training on each
                   source and 2 x 10 iterations on each target (~40 min): about 3 h
