@@ -28,6 +28,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+from tqdm import tqdm
 
 import n2n_env  # noqa: F401  (registers the environments)
 from agents import registry
@@ -53,16 +54,21 @@ def play(args: argparse.Namespace, spec: str, seed: int) -> list[dict[str, float
     records: list[dict[str, float]] = []
     started = time.perf_counter()
     iteration = 0
-    while len(records) < args.evaluations:
-        agent.reseed(seed * 1_000_003 + iteration)
-        for reward, info in agent.iterate(envs):
-            if len(records) < args.evaluations:
-                records.append({"episode": len(records) + 1, "reward": float(reward),
-                                "accuracy": float(info.get("accuracy", 0.0)),
-                                "compression": float(info.get("compression", 0.0)),
-                                "cache_hit": int(bool(info.get("cache_hit", False))),
-                                "seconds": time.perf_counter() - started})
-        iteration += 1
+    with tqdm(total=args.evaluations, desc=f"{spec} seed {seed}", unit="episode",
+              disable=args.no_progress, leave=False) as bar:
+        while len(records) < args.evaluations:
+            agent.reseed(seed * 1_000_003 + iteration)
+            for reward, info in agent.iterate(envs):
+                if len(records) < args.evaluations:
+                    records.append({"episode": len(records) + 1, "reward": float(reward),
+                                    "accuracy": float(info.get("accuracy", 0.0)),
+                                    "compression": float(info.get("compression", 0.0)),
+                                    "cache_hit": int(bool(info.get("cache_hit", False))),
+                                    "seconds": time.perf_counter() - started})
+                    bar.update()
+            if records:
+                bar.set_postfix(best=f"{max(r['reward'] for r in records):.4f}")
+            iteration += 1
     envs.close()
     return records
 
@@ -92,6 +98,8 @@ def main() -> None:
     parser.add_argument("--evaluator", choices=("distill", "mock"), default="distill",
                         help="mock: the instant stand-in reward, to check the script")
     parser.add_argument("--out", type=Path, default=Path("runs/real-env-agents"))
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (a line per finished run only)")
     args = parser.parse_args()
     specs = [registry.check_spec(text).label for text in args.agents]
     for seed in range(args.seeds):  # seed by seed, so that a stopped run leaves every agent

@@ -144,8 +144,9 @@ def test_real_env_agents_compares_agents_with_random_and_resumes(
             "reinforce:learning_rate=0.01", "random", "--out", str(tmp_path / "out")]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(script), run_name="__main__")
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert out.count("best reward") >= 4  # one line per run, and the table's title
+    assert "random seed 1" in err and "episode" in err  # a progress bar per run
     rows = table_rows(out)
     assert [row[0] for row in rows] == ["reinforce:learning_rate=0.01", "random"]
     assert rows[1][2] == "-" and re.fullmatch(r"\S+ \[\S+, \S+\]", rows[0][2])
