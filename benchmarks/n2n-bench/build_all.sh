@@ -10,8 +10,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source benchmarks/commit_results.sh
-exec 9> "${TMPDIR:-/tmp}/n2n-build_all.lock"  # one at a time: two would train the same parts
-flock -n 9 || { echo "build_all.sh is already running on this machine" >&2; exit 1; }
+only_one build_all.sh  # two would train the same parts
 data_root=${1:-../shared/datasets}
 export OMP_NUM_THREADS=1
 # Both tables distil from the one teacher (and two shards must not train it at once).
