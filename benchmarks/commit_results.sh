@@ -4,7 +4,8 @@
 # teachers, policies and tables. Commits only these paths, and only when one changed.
 #   bash benchmarks/commit_results.sh "MESSAGE"
 # Sourced, it defines `with_commits MESSAGE CMD...`: run CMD, committing every 10 minutes
-# while it runs (COMMIT_EVERY seconds) and once when it ends; returns CMD's status.
+# while it runs (COMMIT_EVERY seconds) and once when it ends; returns CMD's status. And
+# `only_one NAME`: exit unless no other script holding NAME's lock runs on this machine.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -19,6 +20,11 @@ commit_results() {
   [ ${#paths[@]} -eq 0 ] && return 0
   git add -- "${paths[@]}"
   git diff --cached --quiet -- "${paths[@]}" || git commit -q -m "$1" -- "${paths[@]}"
+}
+
+only_one() {
+  exec 9> "${TMPDIR:-/tmp}/n2n-$1.lock"  # held until this script and its children end
+  flock -n 9 || { echo "$1 is already running on this machine" >&2; exit 1; }
 }
 
 with_commits() {

@@ -11,8 +11,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/commit_results.sh
-exec 9> "${TMPDIR:-/tmp}/n2n-run_pending.lock"  # one at a time: two would train the same parts
-flock -n 9 || { echo "run_pending.sh is already running on this machine" >&2; exit 1; }
+only_one run_pending.sh  # two would train the same parts
 data_root=${1:-../shared/datasets}
 
 bash benchmarks/n2n-bench/build_all.sh "$data_root" || exit 1

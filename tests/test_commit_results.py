@@ -7,6 +7,7 @@ scripts beside them (a half-edited script committed as "finished parts"), never 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -93,3 +94,17 @@ def test_with_commits_commits_pieces_while_the_command_runs(repo: Path) -> None:
     assert subjects[0] == "build: finished pieces"
     assert "build: finished pieces so far" in subjects[1:]
     assert committed_files(repo) == {"benchmarks/paper/units/b.json"}
+
+
+@pytest.mark.skipif(shutil.which("flock") is None, reason="needs flock (util-linux)")
+def test_only_one_refuses_a_second_instance(repo: Path, tmp_path: Path) -> None:
+    script = "source benchmarks/commit_results.sh; only_one job.sh; echo running; sleep 2"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    first = subprocess.Popen(["bash", "-c", script], cwd=repo, env=env,
+                             stdout=subprocess.PIPE, text=True)
+    assert first.stdout is not None and first.stdout.readline().strip() == "running"
+    second = subprocess.run(["bash", "-c", script], cwd=repo, env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert second.returncode == 1 and "job.sh is already running" in second.stderr
+    assert "running" not in second.stdout
+    assert first.wait(timeout=30) == 0
