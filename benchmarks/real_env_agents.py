@@ -14,9 +14,13 @@ gives, per agent, the interquartile mean of that score over seeds with a 95% boo
 interval, and the probability that a run of the agent ends higher than a run of random
 search (:mod:`n2n_env.bench.stats`).
 
-Run: ``python benchmarks/real_env_agents.py --data-root ../shared/datasets --agents
-reinforce random --seeds 5 --out benchmarks/results/real-env-conv4-mnist-10k`` (hours on 2
-CPU cores; ``--dataset digits --evaluations 20`` for a minute-long check).
+The teacher of the recorded run (docs/results.md) is committed beside its logs, so that
+another machine continues it with the very same weights (a zoo name instead trains, or
+reuses from ``$N2N_HOME``, a teacher of its own):
+``python benchmarks/real_env_agents.py --data-root ../shared/datasets --agents
+actor-critic random --seeds 5 --teacher benchmarks/results/real-env-conv4-mnist-10k/teacher.pt
+--out benchmarks/results/real-env-conv4-mnist-10k`` (hours on 2 CPU cores; ``--dataset
+digits --evaluations 20`` for a minute-long check).
 """
 
 from __future__ import annotations
@@ -89,7 +93,8 @@ def main() -> None:
                         help="agent specs (NAME or NAME:key=value,...); random is the baseline")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--evaluations", type=int, default=300)
-    parser.add_argument("--teacher", default="conv4")
+    parser.add_argument("--teacher", default="conv4",
+                        help="a zoo name (default conv4) or a teacher checkpoint .pt")
     parser.add_argument("--teacher-width", type=float, default=0.5,
                         help="default 0.5, the CPU-sized conv4 of docs/results.md")
     parser.add_argument("--dataset", default="mnist-10k")
@@ -113,7 +118,9 @@ def main() -> None:
             print(f"{spec} seed {seed}: best reward {max(r['reward'] for r in records):.4f}, "
                   f"{sum(1 - r['cache_hit'] for r in records)} students trained, "
                   f"{records[-1]['seconds']:.0f} s", flush=True)
-    print(f"\n{args.teacher} (width {args.teacher_width:g}) on {args.dataset}, "
+    teacher = (args.teacher if args.teacher.endswith(".pt")
+               else f"{args.teacher} (width {args.teacher_width:g})")
+    print(f"\n{teacher} on {args.dataset}, "
           f"{args.evaluations} evaluations per run, {args.seeds} seeds; best reward per run")
     print("| agent | best reward, IQM [95% CI] | P(beats random) [95% CI] |")
     print("|---|---|---|")

@@ -20,6 +20,7 @@ export OMP_NUM_THREADS=2
 with_commits "Real-environment agents (conv4, mnist-10k)" \
   nice -n 5 python benchmarks/real_env_agents.py --data-root "$data_root" \
     --agents actor-critic random --seeds 5 --workers 2 \
+    --teacher benchmarks/results/real-env-conv4-mnist-10k/teacher.pt \
     --out benchmarks/results/real-env-conv4-mnist-10k || exit 1
 
 for table in 1 2 4 5 3; do
