@@ -19,8 +19,11 @@ commit_results() {
     [ -e "$path" ] && paths+=("$path")
   done
   [ ${#paths[@]} -eq 0 ] && return 0
-  git add -- "${paths[@]}"
-  git diff --cached --quiet -- "${paths[@]}" || git commit -q -m "$1" -- "${paths[@]}"
+  git add -- "${paths[@]}" || return 1
+  local changed=()
+  mapfile -t changed < <(git diff --cached --name-only -- "${paths[@]}")
+  # Only what changed: a folder with nothing to add would make `git commit -- PATH` fail.
+  [ ${#changed[@]} -eq 0 ] || git commit -q -m "$1" -- "${changed[@]}"
 }
 
 only_one() {
@@ -29,20 +32,27 @@ only_one() {
 }
 
 with_commits() {
-  local message=$1 loop status
+  local message=$1 loop status parent=$$
   shift
+  if [ -z "$(git config user.email)" ]; then
+    echo "with_commits: git has no user.email here, so nothing could be committed;" \
+      "set one (git config user.email ...) and start again" >&2
+    return 1
+  fi
   (
+    exec 9>&-  # not the caller's only_one lock: a stray loop must not keep it
     trap 'kill "$sleeper" 2> /dev/null; exit 0' TERM  # and its sleep, which holds stdout
-    while true; do
+    while kill -0 "$parent" 2> /dev/null; do  # ends with its script, even a killed one
       sleep "${COMMIT_EVERY:-600}" & sleeper=$!
       wait "$sleeper"
-      commit_results "$message: finished pieces so far"
+      kill -0 "$parent" 2> /dev/null && commit_results "$message: finished pieces so far"
     done
   ) &
   loop=$!
   "$@"
   status=$?
   kill "$loop" 2> /dev/null
+  wait "$loop" 2> /dev/null  # a commit under way finishes before the last one starts
   commit_results "$message: finished pieces"
   return "$status"
 }

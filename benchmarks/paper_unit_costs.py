@@ -12,7 +12,7 @@ size on real data:
 The teacher's weights are random: neither cost depends on them. Students inherit the
 weights and are trained exactly as the environments' evaluator trains them.
 
-Run: ``python benchmarks/paper_unit_costs.py --data-root ../shared/datasets`` (a few
+Run: ``python benchmarks/paper_unit_costs.py --data-root ../shared/datasets`` (up to 10
 minutes on 2 cores; ``--teacher vgg13 --width 1 --dataset mnist-10k`` by default).
 """
 

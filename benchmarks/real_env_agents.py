@@ -14,9 +14,9 @@ gives, per agent, the interquartile mean of that score over seeds with a 95% boo
 interval, and the probability that a run of the agent ends higher than a run of random
 search (:mod:`n2n_env.bench.stats`).
 
-The teacher of the recorded run (docs/results.md) is committed beside its logs, so that
-another machine continues it with the very same weights (a zoo name instead trains, or
-reuses from ``$N2N_HOME``, a teacher of its own):
+The teacher of issue 12's confirmation run (conv4 at width 0.5, 98.95% test accuracy) is
+committed beside its logs, so that another machine continues it with the very same weights
+(a zoo name instead trains, or reuses from ``$N2N_HOME``, a teacher of its own):
 ``python benchmarks/real_env_agents.py --data-root ../shared/datasets --agents
 actor-critic random --seeds 5 --teacher benchmarks/results/real-env-conv4-mnist-10k/teacher.pt
 --out benchmarks/results/real-env-conv4-mnist-10k`` (hours on 2 CPU cores; ``--dataset

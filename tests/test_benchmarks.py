@@ -227,11 +227,11 @@ def test_paper_unit_costs_times_the_teacher_and_stage_one_candidates(
     runpy.run_path(str(BENCHMARKS / "paper_unit_costs.py"), run_name="__main__")
     out = capsys.readouterr().out
     step = re.search(r"teacher: ([\d.]+) s per step of 64; 50 epochs = ([\d,]+) steps", out)
-    assert step is not None and float(step.group(1)) > 0
+    assert step is not None and float(step.group(1)) >= 0
     steps_per_epoch = math.ceil(len(data.load("digits").train) / 64)
     assert int(step.group(2).replace(",", "")) == 50 * steps_per_epoch
     candidates = re.search(r"candidates: 2 random keep masks, ([\d,]+)-([\d,]+) params; "
                            r"seconds each: mean ([\d.]+)", out)
     assert candidates is not None
     assert int(candidates.group(1).replace(",", "")) <= int(candidates.group(2).replace(",", ""))
-    assert float(candidates.group(3)) > 0
+    assert float(candidates.group(3)) >= 0

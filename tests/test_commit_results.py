@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -85,15 +86,38 @@ def test_with_commits_commits_after_the_command_and_returns_its_status(repo: Pat
 
 
 def test_with_commits_commits_pieces_while_the_command_runs(repo: Path) -> None:
+    """The command waits until the loop has committed its first piece, then adds another:
+    both end up committed, the first by the loop."""
     command = ("source benchmarks/commit_results.sh; COMMIT_EVERY=1 "
                "with_commits build bash -c 'mkdir -p benchmarks/paper/units && "
-               "echo 1 > benchmarks/paper/units/a.json; sleep 3; "
+               "echo 1 > benchmarks/paper/units/a.json; "
+               "until git log --format=%s | grep -q \"so far\"; do sleep 0.2; done; "
                "echo 2 > benchmarks/paper/units/b.json'")
     subprocess.run(["bash", "-c", command], cwd=repo, check=True, timeout=60)
-    subjects = git(repo, "log", "--format=%s").splitlines()
-    assert subjects[0] == "build: finished pieces"
-    assert "build: finished pieces so far" in subjects[1:]
-    assert committed_files(repo) == {"benchmarks/paper/units/b.json"}
+    first_piece = git(repo, "log", "--format=%H", "--grep", "finished pieces so far").split()
+    assert first_piece
+    assert "benchmarks/paper/units/a.json" in git(
+        repo, "show", "--name-only", "--format=", first_piece[-1]).split()
+    assert git(repo, "ls-files", "benchmarks/paper/units").split() == [
+        "benchmarks/paper/units/a.json", "benchmarks/paper/units/b.json"]
+    assert git(repo, "status", "--porcelain", "benchmarks/paper") == ""
+
+
+def test_an_empty_result_folder_does_not_stop_the_commit(repo: Path) -> None:
+    (repo / "benchmarks/paper/policies").mkdir(parents=True)
+    write(repo / "benchmarks/paper/units/u.json")
+    subprocess.run(["bash", "benchmarks/commit_results.sh", "units"], cwd=repo, check=True)
+    assert committed_files(repo) == {"benchmarks/paper/units/u.json"}
+
+
+def test_with_commits_refuses_to_start_without_a_git_identity(repo: Path) -> None:
+    git(repo, "config", "--unset", "user.email")
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_SYSTEM": "/dev/null"}
+    result = subprocess.run(
+        ["bash", "-c", "source benchmarks/commit_results.sh; with_commits x touch ran; "
+         "echo status=$?"], cwd=repo, env=env, capture_output=True, text=True, timeout=30)
+    assert "status=1" in result.stdout and "user.email" in result.stderr
+    assert not (repo / "ran").exists()
 
 
 @pytest.mark.skipif(shutil.which("flock") is None, reason="needs flock (util-linux)")
@@ -108,3 +132,26 @@ def test_only_one_refuses_a_second_instance(repo: Path, tmp_path: Path) -> None:
     assert second.returncode == 1 and "job.sh is already running" in second.stderr
     assert "running" not in second.stdout
     assert first.wait(timeout=30) == 0
+
+
+@pytest.mark.skipif(shutil.which("flock") is None or shutil.which("pkill") is None,
+                    reason="needs flock and pkill")
+def test_a_killed_script_leaves_no_commit_loop_holding_its_lock(repo: Path,
+                                                                tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    script = subprocess.Popen(
+        ["bash", "-c", "source benchmarks/commit_results.sh; only_one job.sh; "
+         "COMMIT_EVERY=1 with_commits x sleep 37.25"], cwd=repo, env=env)
+    time.sleep(1.0)
+    script.kill()  # SIGKILL: no trap runs
+    script.wait(timeout=10)
+    subprocess.run(["pkill", "-f", "^sleep 37.25$"], check=False)  # its command, only
+    deadline = time.monotonic() + 20
+    while True:
+        again = subprocess.run(["bash", "-c", "source benchmarks/commit_results.sh; "
+                                "only_one job.sh; echo got it"], cwd=repo, env=env,
+                               capture_output=True, text=True, timeout=30)
+        if "got it" in again.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert "got it" in again.stdout, again.stderr

@@ -19,11 +19,13 @@ cp -n benchmarks/n2n-bench/removal-conv3-mnist-10k/teacher.pt \
   benchmarks/n2n-bench/shrink-conv3-mnist-10k/teacher.pt
 
 shard() {
-  local space
+  local space out
   for space in removal shrink; do
+    out="n2n_env/bench/tables/$space-conv3-mnist-10k.npz"
+    [ -e "$out" ] && continue  # built (a rerun would only rewrite it); delete it to rebuild
     nice -n 5 n2n bench build "$space" --data-root "$data_root" \
       --work "benchmarks/n2n-bench/$space-conv3-mnist-10k" \
-      --out "n2n_env/bench/tables/$space-conv3-mnist-10k.npz" \
+      --out "$out" \
       --threads 1 --shard "$1/2" > "/tmp/build-$space-$1.log" 2>&1 || return 1
   done
 }

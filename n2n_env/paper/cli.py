@@ -33,9 +33,10 @@ has been run in full yet):
                   200 candidates at ~1 min each): about 25 h; with --teacher-width 0.5
                   (teacher 24 min, candidates ~13 s) about 7 h
   2 pruning       the teacher and the 3 REINFORCE searches of table 1 (shared with it in
-                  the same --work), then 5 pruning runs of ~1 h (each ~100 pruning
-                  steps of 1% of the channels, with 100 fine-tuning steps that cost
-                  ~0.9 s at full width and less as it narrows): about 5 h after table 1
+                  the same --work), then 5 pruning runs of ~1 h (each up to ~100
+                  pruning steps of 1% of the channels, with 100 fine-tuning steps that
+                  cost ~0.9 s at full width and less as it narrows): about 5 h after
+                  table 1
   3 distillation  ResNet-18 at width 0.25 on cifar10-14k: the teacher (~1.5 h), 3
                   REINFORCE searches (~2 h each: candidates ~8 s, then two 150-epoch
                   trainings), FitNet-4, VGG-small and SqueezeNet 1.1 trained for 150
@@ -45,6 +46,7 @@ has been run in full yet):
   5 transfer      vgg11 -> vgg19 and resnet18 -> resnet34 at width 0.125 on cifar10-14k:
                   4 teachers (~1 h), then per seed a 100-iteration pre-training on each
                   source and 2 x 10 iterations on each target (~40 min): about 3 h
+                  (not measured at these widths: the oldest of these estimates)
 
 Each finished unit writes DIR/units/UNIT.json; commit DIR/units, DIR/teachers,
 DIR/policies and DIR/table-N.md (never DIR/runs), and the same command on another
