@@ -39,7 +39,9 @@ from agents import registry
 from n2n_env.bench import stats
 from n2n_env.bench.rl import log_name, write_log
 
-COLUMNS = ("episode", "reward", "accuracy", "compression", "cache_hit", "seconds")
+COLUMNS = ("episode", "reward", "accuracy", "compression", "cache_hit", "seconds", "trained")
+"""``trained`` is 0 for a student the environment scored without training it (larger than
+the teacher: reward 0); logs written before it did have no such column."""
 
 
 def log_path(out: Path, spec: str, seed: int) -> Path:
@@ -68,7 +70,8 @@ def play(args: argparse.Namespace, spec: str, seed: int) -> list[dict[str, float
                                     "accuracy": float(info.get("accuracy", 0.0)),
                                     "compression": float(info.get("compression", 0.0)),
                                     "cache_hit": int(bool(info.get("cache_hit", False))),
-                                    "seconds": time.perf_counter() - started})
+                                    "seconds": time.perf_counter() - started,
+                                    "trained": int(bool(info.get("trained", True)))})
                     bar.update()
             if records:
                 bar.set_postfix(best=f"{max(r['reward'] for r in records):.4f}")
@@ -116,7 +119,8 @@ def main() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_log(path, records, COLUMNS)
             print(f"{spec} seed {seed}: best reward {max(r['reward'] for r in records):.4f}, "
-                  f"{sum(1 - r['cache_hit'] for r in records)} students trained, "
+                  f"{sum(r['trained'] and not r['cache_hit'] for r in records)} students "
+                  "trained, "
                   f"{records[-1]['seconds']:.0f} s", flush=True)
     teacher = (args.teacher if args.teacher.endswith(".pt")
                else f"{args.teacher} (width {args.teacher_width:g})")

@@ -54,6 +54,41 @@ class TerminalReward:
         self.schedule.episode = validate.integer("episodes_played", episodes_played, minimum=0)
 
     @property
+    def reads_accuracy_only_to_reward(self) -> bool:
+        """Whether only the reward needs a student's accuracy: the compression metric and
+        every constraint use params or FLOPs, which a student's architecture gives."""
+        return self.compression_metric in ("params", "flops") and all(
+            quantity in ("params", "flops")
+            for row in self.constraints for quantity in row.coefficients)
+
+    def untrained(self, student: Architecture, teacher: Architecture,
+                  max_classifier_inputs: int | None) -> Evaluation | None:
+        """The evaluation of a student whose reward cannot depend on its accuracy, made
+        without training it; None for every other student.
+
+        A student larger than its teacher by the compression metric has C < 0, which the
+        reward clips to 0, so R = 0 whatever its accuracy (plus the constraints'
+        relaxation, which reads only params and FLOPs here). Removing a pooling layer can
+        enlarge the classifier past the teacher: on conv4, about half of the students an
+        agent samples early are such, and training them would cost as much as the rest.
+        ``max_classifier_inputs`` is the evaluator's limit (None when it is not known, and
+        nothing is skipped), so that a student it would call degenerate keeps its -1.
+        """
+        if max_classifier_inputs is None or not self.reads_accuracy_only_to_reward:
+            return None
+        if student.degenerate_reason(max_classifier_inputs) is not None:
+            return None
+        params, flops = student.num_params(), student.flops()
+        size, teacher_size = ((params, teacher.num_params())
+                              if self.compression_metric == "params"
+                              else (flops, teacher.flops()))
+        if size <= teacher_size:
+            return None
+        return Evaluation(accuracy=0.0, params=params, flops=flops,
+                          compression=1.0 - params / teacher.num_params(),
+                          flops_compression=1.0 - flops / teacher.flops(), trained=False)
+
+    @property
     def needs_latency(self) -> bool:
         """Whether the reward reads latency (the compression metric or a constraint)."""
         return self.compression_metric == "latency" or any(
@@ -68,7 +103,7 @@ class TerminalReward:
             return evaluation.flops_compression
         if LATENCY_COMPRESSION in evaluation.extra:
             return float(evaluation.extra[LATENCY_COMPRESSION])
-        if not evaluation.ok:
+        if evaluation.unrewarded:
             return 0.0
         raise ValueError("compression_metric='latency' needs evaluations that carry "
                          f"extra[{LATENCY_COMPRESSION!r}] (n2n_env.latency.LatencyEvaluator)")
@@ -80,7 +115,8 @@ class TerminalReward:
         compression = self.compression(evaluation)
         breakdown = constrained_reward(compression, evaluation.accuracy, teacher_accuracy,
                                        evaluation.measured(), self.constraints,
-                                       self.schedule.epsilon, degenerate=not evaluation.ok)
+                                       self.schedule.epsilon,
+                                       degenerate=evaluation.unrewarded)
         self.schedule.step()
         return breakdown.reward, terminal_info(evaluation, teacher_accuracy, compression,
                                                dict(vars(breakdown)), student)
@@ -152,7 +188,16 @@ class N2NEnvBase(gym.Env[dict[str, np.ndarray], int]):
         student, replaced = self.advance(action)
         if student is None:
             return self.midway(replaced)
-        return self.finish(student, self.evaluator.evaluate(student), replaced)
+        evaluation = self.untrained(student) or self.evaluator.evaluate(student)
+        return self.finish(student, evaluation, replaced)
+
+    def untrained(self, student: Architecture) -> Evaluation | None:
+        """``student``'s evaluation without training, when its reward cannot depend on its
+        accuracy (:meth:`TerminalReward.untrained`; only with an evaluator that says its
+        ``max_classifier_inputs``), else None."""
+        return self.terminal_reward.untrained(
+            student, self.teacher_architecture,
+            getattr(self.evaluator, "max_classifier_inputs", None))
 
     def midway(self, replaced: bool = False) -> StepResult:
         """The step result of a decision that did not finish the episode."""
@@ -227,7 +272,8 @@ def terminal_info(evaluation: Evaluation, teacher_accuracy: float, compression: 
     info = {"accuracy": evaluation.accuracy, "teacher_accuracy": teacher_accuracy,
             "params": evaluation.params, "flops": evaluation.flops, "compression": compression,
             "rewards": rewards, "degenerate_reason": reason, "architecture": student.to_json(),
-            "eval_seconds": evaluation.wall_seconds, "cache_hit": evaluation.cache_hit}
+            "eval_seconds": evaluation.wall_seconds, "cache_hit": evaluation.cache_hit,
+            "trained": evaluation.trained}
     if LATENCY in evaluation.extra:
         info[LATENCY] = float(evaluation.extra[LATENCY])
     return info

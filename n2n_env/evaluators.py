@@ -42,11 +42,20 @@ class Evaluation:
     failure: str | None = None
     extra: Mapping[str, float] = field(default_factory=dict)
     """Further measurements an evaluator reports (constraints may bound them)."""
+    trained: bool = True
+    """False for a student an environment scored without training it, because its reward
+    could not depend on its accuracy (:meth:`n2n_env.env_common.TerminalReward.untrained`);
+    its accuracy is then 0 and means nothing."""
 
     @property
     def ok(self) -> bool:
-        """True when the accuracy is meaningful (neither degenerate nor failed)."""
-        return self.degenerate_reason is None and self.failure is None
+        """True when the accuracy is meaningful (trained, neither degenerate nor failed)."""
+        return self.degenerate_reason is None and self.failure is None and self.trained
+
+    @property
+    def unrewarded(self) -> bool:
+        """True for a degenerate or failed student, which gets the degenerate reward."""
+        return self.degenerate_reason is not None or self.failure is not None
 
     def measured(self) -> dict[str, float]:
         """Quantities that constraints may bound: params, flops, accuracy and the extras."""

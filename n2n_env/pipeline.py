@@ -338,12 +338,15 @@ def _iteration_seed(seed: int, stage: int, iteration: int) -> int:
 def _metrics_row(iteration: int, outcomes: Sequence[tuple[float, Mapping[str, Any]]],
                  saved: Mapping[str, Any], seconds: float) -> dict[str, float]:
     rewards = [r for r, _ in outcomes]
-    accuracies = [float(i.get("accuracy", 0.0)) for _, i in outcomes]
+    # Students scored without training (larger than the teacher: reward 0) have no accuracy.
+    accuracies = [float(i.get("accuracy", 0.0)) for _, i in outcomes if i.get("trained", True)]
     compressions = [float(i.get("compression", 0.0)) for _, i in outcomes]
     best = saved["best_reward"]
     return {"iteration": iteration, "reward_mean": float(np.mean(rewards)),
-            "reward_best": max(rewards), "accuracy_mean": float(np.mean(accuracies)),
-            "accuracy_best": max(accuracies), "compression_mean": float(np.mean(compressions)),
+            "reward_best": max(rewards),
+            "accuracy_mean": float(np.mean(accuracies)) if accuracies else math.nan,
+            "accuracy_best": max(accuracies, default=math.nan),
+            "compression_mean": float(np.mean(compressions)),
             "compression_best": max(compressions),
             "best_reward_so_far": math.nan if best is None else best,
             "evaluations": saved["evaluations"], "cache_hits": saved["cache_hits"],

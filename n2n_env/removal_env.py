@@ -78,7 +78,8 @@ class N2NRemovalEnv(N2NEnvBase):
     The episode terminates after L steps, L the number of teacher layers. It is never
     truncated. The terminal `info` holds `accuracy`, `teacher_accuracy`, `params`, `flops`,
     `compression`, `rewards`, `degenerate_reason`, `architecture` (the student as JSON),
-    `eval_seconds` and `cache_hit`.
+    `eval_seconds`, `cache_hit` and `trained` (False for a student larger
+    than its teacher, scored 0 without training).
 
     ## Arguments
 

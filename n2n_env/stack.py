@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from n2n_env import validate, zoo
-from n2n_env.arch import Architecture
+from n2n_env.arch import MAX_CLASSIFIER_INPUTS, Architecture
 from n2n_env.evaluators import Evaluation, Evaluator, MockEvaluator, evaluate_each
 from n2n_env.latency import LatencyEvaluator, LatencyMeter, LatencySettings
 from n2n_env.teacher_spec import (
@@ -214,7 +214,8 @@ def assemble(settings: EvaluatorSettings | Evaluator, *,
         if settings.teacher == IN_MEMORY and teacher is None:
             raise ValueError(f"teacher={IN_MEMORY!r} needs the model as assemble(teacher=...)")
         build = functools.partial(_build_stack, settings, teacher, data)
-        lazy = LazyEvaluator(_architecture(settings, teacher), build)
+        lazy = LazyEvaluator(_architecture(settings, teacher), build,
+                             settings.max_classifier_inputs or MAX_CLASSIFIER_INPUTS)
         if settings.latency is None:
             return lazy
         return LatencyEvaluator(lazy, LatencyMeter(settings.latency, settings.device))
@@ -282,8 +283,13 @@ class LazyEvaluator:
     at once. Pickles cheaply before it is built."""
 
     def __init__(self, teacher_architecture: Architecture,
-                 build: Callable[[], Evaluator]) -> None:
+                 build: Callable[[], Evaluator],
+                 max_classifier_inputs: int | None = None) -> None:
         self.teacher_architecture = teacher_architecture
+        self.max_classifier_inputs = max_classifier_inputs
+        """The student trainer's limit on classifier inputs, when this stack built it
+        (None for an evaluator given ready-made): an environment scores a student that
+        cannot earn a reward without training it only when it knows this limit."""
         self._build = build
         self._stack: Evaluator | None = None
 

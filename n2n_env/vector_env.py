@@ -259,9 +259,13 @@ class N2NVectorEnv(VectorEnv[Observation, np.ndarray, np.ndarray]):
                 results[index] = env.finish(student, evaluation, replaced)
             return
         groups: dict[int, list[tuple[int, Architecture, bool]]] = {}
-        for item in finished:
-            groups.setdefault(id(self.envs[item[0]].evaluator), []).append(item)
         evaluations: dict[int, Evaluation] = {}
+        for item in finished:
+            untrained = self.envs[item[0]].untrained(item[1])
+            if untrained is not None:
+                evaluations[item[0]] = untrained
+            else:
+                groups.setdefault(id(self.envs[item[0]].evaluator), []).append(item)
         for members in groups.values():
             evaluator = self.envs[members[0][0]].evaluator
             outcome = evaluator.evaluate_many([student for _, student, _ in members])

@@ -18,7 +18,7 @@ from n2n_env.features import NORMALIZED_FEATURE_NAMES
 ENV_ID = "N2NRemoval-v0"
 F = len(NORMALIZED_FEATURE_NAMES)
 TERMINAL_KEYS = {"accuracy", "teacher_accuracy", "params", "flops", "compression", "rewards",
-                 "degenerate_reason", "architecture", "eval_seconds", "cache_hit"}
+                 "degenerate_reason", "architecture", "eval_seconds", "cache_hit", "trained"}
 DIGITS = data.info("digits")
 
 

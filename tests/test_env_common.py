@@ -24,7 +24,7 @@ from n2n_env.reward import n2n_reward
 from n2n_env.shrink_env import N2NShrinkEnv
 
 TERMINAL_KEYS = {"accuracy", "teacher_accuracy", "params", "flops", "compression", "rewards",
-                 "degenerate_reason", "architecture", "eval_seconds", "cache_hit"}
+                 "degenerate_reason", "architecture", "eval_seconds", "cache_hit", "trained"}
 DIGITS_SHAPE, DIGITS_CLASSES = data.info("digits")
 
 
@@ -202,3 +202,62 @@ def test_the_environments_take_a_ready_evaluator_and_refuse_anything_else(
     assert env.teacher_architecture == teacher
     with pytest.raises(TypeError, match=r"n2n evaluator.*str lacks"):
         env_class("mock")
+
+
+def larger_than_teacher(arch: Architecture) -> Architecture:
+    """``arch`` without its last maxpool: a bigger classifier, more params than ``arch``."""
+    last_pool = max(i for i, layer in enumerate(arch.layers) if layer.kind == "maxpool")
+    student = arch.remove([i != last_pool for i in range(len(arch))])
+    assert student.num_params() > arch.num_params()
+    return student
+
+
+def test_a_student_larger_than_its_teacher_is_scored_without_training(
+        conv4: Architecture) -> None:
+    student = larger_than_teacher(conv4)
+    evaluation = TerminalReward().untrained(student, conv4, max_classifier_inputs=32_768)
+    assert evaluation is not None and not evaluation.trained and not evaluation.ok
+    assert (evaluation.params, evaluation.flops) == (student.num_params(), student.flops())
+    assert evaluation.compression < 0
+    reward, info = TerminalReward().score(student, evaluation, teacher_accuracy=0.9)
+    assert reward == 0.0 and info["trained"] is False and info["degenerate_reason"] is None
+    trained = MockEvaluator(conv4).evaluate(student)
+    assert trained.accuracy > 0.5  # the reward ignores it:
+    assert TerminalReward().score(student, trained, teacher_accuracy=0.9)[0] == 0.0
+
+
+def test_a_constraint_on_params_keeps_its_relaxed_reward_without_training(
+        conv4: Architecture) -> None:
+    student = larger_than_teacher(conv4)
+    rule = TerminalReward({"params": 1000}, anneal_episodes=10)
+    evaluation = rule.untrained(student, conv4, max_classifier_inputs=32_768)
+    assert evaluation is not None
+    trained = MockEvaluator(conv4).evaluate(student)
+    untrained_reward = rule.score(student, evaluation, 0.9)[0]
+    assert untrained_reward == TerminalReward({"params": 1000}, anneal_episodes=10).score(
+        student, trained, 0.9)[0] == 0.0  # eps_0 = 1: eps * (0 + 1) - 1
+
+
+@pytest.mark.parametrize("rule", [
+    TerminalReward({"accuracy": 0.99}),  # a bound on the accuracy needs it measured
+    TerminalReward(compression_metric="latency"),
+])
+def test_students_are_trained_whenever_the_reward_reads_more_than_the_architecture(
+        conv4: Architecture, rule: TerminalReward) -> None:
+    assert rule.untrained(larger_than_teacher(conv4), conv4, max_classifier_inputs=32_768) is None
+
+
+def test_smaller_degenerate_or_unknown_limit_students_are_trained(conv4: Architecture) -> None:
+    rule = TerminalReward()
+    student = larger_than_teacher(conv4)
+    assert rule.untrained(without_convs(conv4), conv4, max_classifier_inputs=32_768) is None
+    assert rule.untrained(student, conv4, max_classifier_inputs=None) is None
+    features = student.input_shapes()[next(
+        i for i, layer in enumerate(student.layers) if layer.kind == "linear")][0]
+    assert rule.untrained(student, conv4, max_classifier_inputs=features - 1) is None  # -1
+
+
+def test_the_flops_metric_compares_flops(conv4: Architecture) -> None:
+    student = larger_than_teacher(conv4)
+    by_flops = TerminalReward(compression_metric="flops").untrained(student, conv4, 32_768)
+    assert (by_flops is not None) == (student.flops() > conv4.flops())

@@ -10,7 +10,10 @@ import pickle
 import warnings
 
 import gymnasium as gym
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from removal_episodes import (
     DIGITS,
     ENV_ID,
@@ -24,6 +27,8 @@ from removal_episodes import (
 import n2n_env  # noqa: F401  (registers the environments)
 from n2n_env import zoo
 from n2n_env.arch import Architecture
+from n2n_env.env_common import TerminalReward
+from n2n_env.evaluators import MockEvaluator
 
 
 # ---------------------------------------------------------------- rewards and terminal info
@@ -190,3 +195,56 @@ def test_real_distillation_episodes(tmp_path, monkeypatch) -> None:
     assert terminated and set(info) >= TERMINAL_KEYS
     assert 0.5 < info["compression"] < 1 and info["accuracy"] > 1 / 10
     assert len(list((tmp_path / "teachers").glob("*.pt"))) == 1
+
+
+# ------------------------------------------- students that cannot earn a reward: not trained
+@settings(max_examples=60, deadline=None)
+@given(keep=st.lists(st.booleans(), min_size=20, max_size=20))
+def test_skipping_the_training_of_unrewardable_students_changes_no_reward(
+        keep: list[bool]) -> None:
+    """For every keep mask of conv4: the environment's reward equals the reward of the
+    student trained (the mock evaluator's accuracy), and it trains exactly the students no
+    larger than the teacher (a larger one has C < 0, so R = 0 whatever its accuracy)."""
+    env = make(teacher="conv4")
+    teacher = env.unwrapped.teacher
+    actions = [int(k or not free) for k, free in zip(keep, teacher.removable())]
+    asked: list[Architecture] = []
+    inner = env.unwrapped.evaluator
+    spy = inner.evaluate
+    inner.evaluate = lambda arch: asked.append(arch) or spy(arch)  # type: ignore[method-assign]
+    *_, reward, _, _, info = run(env, actions)[-1]
+    student = Architecture.from_json(info["architecture"])
+    trained = MockEvaluator(teacher, teacher_accuracy=0.99).evaluate(student)
+    expected = TerminalReward().score(student, trained, 0.99)[0]
+    assert reward == expected
+    larger = student.degenerate_reason() is None and student.num_params() > teacher.num_params()
+    assert info["trained"] is (not larger)
+    assert asked == ([] if larger else [student])
+    if larger:
+        assert (info["accuracy"], info["eval_seconds"], reward) == (0.0, 0.0, 0.0)
+
+
+def test_a_vector_env_trains_no_student_larger_than_the_teacher() -> None:
+    envs = gym.make_vec(ENV_ID, num_envs=3, vectorization_mode="vector_entry_point",
+                        evaluator="mock", teacher="conv4")
+    teacher = envs.envs[0].teacher
+    batches: list[list[Architecture]] = []
+    evaluator = envs.envs[0].evaluator
+    spy = evaluator.evaluate_many
+    evaluator.evaluate_many = lambda archs: batches.append(list(archs)) or spy(archs)  # type: ignore[method-assign]
+    rng = np.random.default_rng(0)
+    envs.reset(seed=0)
+    untrained = trained = 0
+    for _ in range(40 * len(teacher.layers)):
+        _, rewards, terminated, _, info = envs.step(rng.integers(0, 2, 3))
+        for index in np.flatnonzero(terminated):
+            if info["final_info"]["trained"][index]:
+                trained += 1
+            else:
+                untrained += 1
+                assert rewards[index] == 0.0
+    asked = [arch for batch in batches for arch in batch]
+    assert untrained > 0 and len(asked) == trained
+    assert all(arch.num_params() <= teacher.num_params() or arch.degenerate_reason()
+               for arch in asked)
+    envs.close()
