@@ -56,6 +56,13 @@ def test_spaces_and_info_keys_equal_the_real_environment(table):
     np.testing.assert_array_equal(bench_info["action_mask"], real_info["action_mask"])
 
 
+def charged(table, student: int, seconds: float) -> float:
+    """The simulated seconds of ``student``: the table's, but 0 for a student larger than
+    the teacher, which the real environments score without training."""
+    larger = table.params[student] > table.header.teacher_architecture().num_params()
+    return 0.0 if larger else seconds
+
+
 def test_lookups_equal_the_stored_values(table):
     env = gym.make(ENV_IDS[table.header.space], table=table).unwrapped
     space = make_space(table.header.space, table.header.teacher_architecture(),
@@ -73,7 +80,8 @@ def test_lookups_equal_the_stored_values(table):
         # the drawn seed is one of the stored ones, with its own seconds
         column = table.header.seeds.index(info["table_seed"])
         assert np.float32(info["accuracy"]) == table.val_accuracy[student, column]
-        assert info["simulated_seconds"] == pytest.approx(float(table.seconds[student, column]))
+        assert info["simulated_seconds"] == pytest.approx(
+            charged(table, student, float(table.seconds[student, column])))
         assert info["params"] == table.params[student]
         assert info["compression"] == pytest.approx(compression[student])
         assert reward == pytest.approx(
@@ -87,7 +95,8 @@ def test_mean_reward_seed_averages_the_seeds(table):
     _, info = play(env, space.actions(episode), seed=3)
     student = table.student_of(episode)
     assert info["accuracy"] == pytest.approx(float(np.mean(table.val_accuracy[student])))
-    assert info["simulated_seconds"] == pytest.approx(float(np.mean(table.seconds[student])))
+    assert info["simulated_seconds"] == pytest.approx(
+        charged(table, student, float(np.mean(table.seconds[student]))))
 
 
 def test_identical_seeds_give_identical_episodes(table):
@@ -112,7 +121,10 @@ def test_simulated_seconds_accumulate_across_resets(table):
     env = gym.make(ENV_IDS[table.header.space], table=table).unwrapped
     space = table.header.space_object()
     total = 0.0
-    for episode in (table.num_episodes - 1, table.num_episodes - 2, table.num_episodes - 1):
+    paid = [episode for episode in range(table.num_episodes)
+            if table.reason(table.student_of(episode)) is None
+            and charged(table, table.student_of(episode), 1.0) > 0]
+    for episode in (paid[-1], paid[-2], paid[-1]):
         _, info = play(env, space.actions(episode), seed=episode)
         total += info["simulated_seconds"]
         assert info["simulated_seconds_total"] == pytest.approx(total)
@@ -142,3 +154,18 @@ def test_a_missing_shipped_table_says_how_to_build_it(monkeypatch, tmp_path):
     monkeypatch.setattr(lookup, "shipped_table_path", lambda space: tmp_path / "absent.npz")
     with pytest.raises(BenchTableError, match="n2n bench build removal"):
         gym.make("N2NRemovalBench-v0")
+
+
+def test_a_student_larger_than_the_teacher_costs_no_simulated_time():
+    """The real environments score it without training (reward 0 whatever its accuracy),
+    so the benchmark charges it nothing; its reward is the table's as ever."""
+    table = fake_table("shrink")
+    teacher_params = table.header.teacher_architecture().num_params()
+    env = gym.make("N2NShrinkBench-v0", table=table).unwrapped
+    space = table.header.space_object()
+    larger = [episode for episode in range(table.num_episodes)
+              if table.params[table.student_of(episode)] > teacher_params]
+    assert larger
+    reward, info = play(env, space.actions(larger[0]), seed=0)
+    assert reward == 0.0 and info["simulated_seconds"] == 0.0
+    assert info["accuracy"] > 0  # the table's value is still served

@@ -6,7 +6,8 @@ constraints and ``info`` keys) whose evaluator is a
 lookup instead of a distillation, while every number in it was measured by real training.
 Three keys are added to the terminal ``info``:
 
-* ``simulated_seconds``: what this evaluation cost when the table was built;
+* ``simulated_seconds``: what this evaluation cost when the table was built (0 for a
+  student larger than the teacher, which the real environments score without training);
 * ``simulated_seconds_total``: the running total since the environment was made (across
   resets), so that agents can be compared at equal compute;
 * ``table_seed``: the stored training seed whose accuracy was served (None for the mean,
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from n2n_env.arch import Architecture
+from n2n_env.arch import MAX_CLASSIFIER_INPUTS, Architecture
 from n2n_env.bench.lookup import TableEvaluator
 from n2n_env.evaluators import Evaluation
 from n2n_env.removal_env import N2NRemovalEnv
@@ -70,7 +71,10 @@ class _Simulated:
                ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         outcome = super().finish(student, evaluation, replaced)  # type: ignore[misc]
         info = outcome[4]
-        seconds = float(info["eval_seconds"])
+        # What the real environment pays: nothing for a student it scores without training.
+        untrained = self.terminal_reward.untrained(  # type: ignore[attr-defined]
+            student, self._evaluator.teacher_architecture, MAX_CLASSIFIER_INPUTS)
+        seconds = 0.0 if untrained is not None else float(info["eval_seconds"])
         self.simulated_seconds_total += seconds
         info["simulated_seconds"] = seconds
         info["simulated_seconds_total"] = self.simulated_seconds_total
