@@ -402,7 +402,7 @@ def test_table5_compares_pretrained_and_scratch_policies(
     assert "again    pretrain-vgg11-w0.125-digits-seed1" in out
     assert unit_lines(out, "start|resume") == [name]
     assert results(work)[name]["result"] == before
-    saved = torch.load(work / "policies" / "pretrain-vgg11-w0.125-digits-seed1.pt",
-                       weights_only=True)
+    policy = work / "policies" / "pretrain-vgg11-w0.125-digits-seed1.pt"
+    saved = torch.load(policy, weights_only=True)
     assert saved["iterations"] == 2
 
