@@ -79,14 +79,19 @@ class TerminalReward:
         if student.degenerate_reason(max_classifier_inputs) is not None:
             return None
         params, flops = student.num_params(), student.flops()
-        size, teacher_size = ((params, teacher.num_params())
-                              if self.compression_metric == "params"
-                              else (flops, teacher.flops()))
-        if size <= teacher_size:
-            return None
-        return Evaluation(accuracy=0.0, params=params, flops=flops,
-                          compression=1.0 - params / teacher.num_params(),
-                          flops_compression=1.0 - flops / teacher.flops(), trained=False)
+        evaluation = Evaluation(accuracy=0.0, params=params, flops=flops,
+                                compression=1.0 - params / teacher.num_params(),
+                                flops_compression=1.0 - flops / teacher.flops(),
+                                trained=False)
+        return evaluation if self.scores_without_training(evaluation) else None
+
+    def scores_without_training(self, evaluation: Evaluation) -> bool:
+        """Whether the student of ``evaluation`` earns R = 0 whatever its accuracy: it is
+        larger than its teacher by the compression metric (C < 0) and nothing else in the
+        reward reads its accuracy. The real environments do not train such a student
+        (:meth:`untrained`); N2N-Bench charges it no simulated time."""
+        return (self.reads_accuracy_only_to_reward and evaluation.degenerate_reason is None
+                and self.compression(evaluation) < 0.0)
 
     @property
     def needs_latency(self) -> bool:

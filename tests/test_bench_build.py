@@ -12,9 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from n2n_env import data, zoo
-from n2n_env.bench.build import BuildError, BuildSettings, build
+from n2n_env.bench.build import BuildError, BuildSettings, build, spread_order
 from n2n_env.bench.table import BenchTable
 from n2n_env.cli import main
 
@@ -184,3 +187,17 @@ def test_cli_bad_start_is_one_line(argv, message, capsys, tmp_path):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "w").exists()
+
+
+@given(count=st.integers(1, 600), shards=st.integers(1, 3), data=st.data())
+@hypothesis_settings(max_examples=200, deadline=None)
+def test_any_prefix_of_the_spread_order_covers_the_parts_evenly(count, shards, data):
+    """Whatever a shard has finished when a build stops, no stretch of more than 2·count/m
+    consecutive parts is missing from its first m (index order would leave count - m)."""
+    shard = data.draw(st.integers(0, shards - 1))
+    order = [number for number in spread_order(count) if number % shards == shard]
+    assert sorted(spread_order(count)) == list(range(count))
+    for finished in range(1, len(order) + 1):
+        done = sorted(order[:finished])
+        gaps = [done[0] + 1, count - done[-1], *np.diff(done)]
+        assert max(gaps) <= 2 * count / finished, (finished, done)

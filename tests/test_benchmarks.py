@@ -213,6 +213,63 @@ def test_provisional_table_keeps_finished_students_and_imputes_the_nearest(
             assert np.allclose(got, real.val_accuracy[twin]), episode
 
 
+def test_provisional_shrink_table_imputes_the_mean_of_the_nearest_width_steps(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shrink build over the small teacher (2 variables, 100 students) with every student
+    whose first width is 40% missing: each gets the mean of its neighbours at 30% and 50%
+    (L1 distance 1), whose made-up accuracies differ, so a wrong distance shows."""
+    import json
+
+    import numpy as np
+    from bench_tables import small_teacher
+
+    from n2n_env.bench.spaces import catalogue, make_space
+    from n2n_env.bench.table import BenchTable
+    from n2n_env.build import build_model
+    from n2n_env.checkpoints import TeacherRecord, save_teacher
+    from n2n_env.recipes import recipe_for
+
+    teacher = small_teacher()
+    work = tmp_path / "work"
+    save_teacher(work / "teacher.pt", build_model(teacher), TeacherRecord(
+        teacher, "synthetic", "f" * 16, 0.97, 0.96, recipe_for("synthetic")))
+    (work / "identity.json").write_text(json.dumps({
+        "space": "shrink", "seeds": [0, 1], "teacher": "0" * 16, "dataset": "synthetic",
+        "dataset_fingerprint": "f" * 16, "recipe": {"steps": 100}, "recipe_digest": "d" * 16,
+        "start": None, "include_kernels": False}))
+    space = make_space("shrink", teacher)
+    students = catalogue(space)
+
+    def accuracy(episode: int) -> list[float]:
+        first, second = space.actions(episode)
+        return [0.5 + 0.04 * first + 0.003 * second, 0.6 + 0.004 * first * first]
+
+    finished = [e for e in range(space.size) if space.actions(e)[0] != 3]
+    (work / "parts").mkdir()
+    (work / "parts" / "part-00000.json").write_text(json.dumps({
+        "signatures": [students.students[students.row_student[e]].signature()
+                       for e in finished],
+        "val_accuracy": [accuracy(e) for e in finished],
+        "test_accuracy": [accuracy(e) for e in finished],
+        "seconds": [[1.0, 2.0] for _ in finished]}))
+    out = tmp_path / "shrink.npz"
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / "provisional_table.py"), "--work",
+                                      str(work), "--out", str(out)])
+    runpy.run_path(str(BENCHMARKS / "provisional_table.py"), run_name="__main__")
+    table = BenchTable.load(out)
+    assert table.header.space == "shrink"
+    assert table.header.extra["provisional"].startswith("10 of 100")
+    for episode in range(space.size):
+        got = table.val_accuracy[table.student_of(episode)]
+        first, second = space.actions(episode)
+        if first != 3:
+            assert np.allclose(got, accuracy(episode))
+        else:
+            expected = np.mean([accuracy(space.index((2, second))),
+                                accuracy(space.index((4, second)))], axis=0)
+            assert np.allclose(got, expected), episode
+
+
 def build_student_signature(teacher, space, episode: int) -> str:
     return teacher.remove([bool(a) for a in space.actions(episode)]).signature()
 

@@ -2,11 +2,12 @@
 
 The build is a long job (hours on two CPU cores), so it works in *parts*: the trainable
 students, in the order the space first reaches them, are cut into parts of
-``part_size``; a finished part is one small JSON file in the work directory, written
-atomically. A killed build loses at most the part it was in; rerunning the same command
-skips the parts on disk. The work directory also keeps the teacher's checkpoint, so a
-build continued on another machine (from a git checkout of the work directory, say)
-distils from the very same weights. ``shard=(i, n)`` lets n processes split the parts.
+``part_size``, trained in :func:`spread_order`; a finished part is one small JSON file
+in the work directory, written atomically. A killed build loses at most the part it was
+in; rerunning the same command skips the parts on disk. The work directory also keeps
+the teacher's checkpoint, so a build continued on another machine (from a git checkout of
+the work directory, say) distils from the very same weights. ``shard=(i, n)`` lets n
+processes split the parts.
 
 Every student is trained exactly as the environments' default distillation evaluator
 trains it (:meth:`~n2n_env.distill.DistillationEvaluator.train_student`), scored on
@@ -130,7 +131,7 @@ def build(settings: BuildSettings) -> BuildStatus:
     parts = [trainable[start : start + settings.part_size]
              for start in range(0, len(trainable), settings.part_size)]
     digest = _digest(identity)
-    todo = [number for number in range(len(parts))
+    todo = [number for number in spread_order(len(parts))
             if number % settings.shard[1] == settings.shard[0]
             and _read_part(work, number, digest, students, parts[number]) is None]
     if todo:
@@ -143,6 +144,18 @@ def build(settings: BuildSettings) -> BuildStatus:
         table = _assemble(settings, record, identity, students, parts, done)  # type: ignore[arg-type]
         table_path = table.save(settings.out)
     return BuildStatus(finished, len(parts), len(students.students), len(trainable), table_path)
+
+
+def spread_order(count: int) -> list[int]:
+    """The part numbers ``0 .. count - 1`` in the order a build trains them: van der Corput
+    order (sorted by their bit-reversed binary), so that the parts finished at any moment
+    are spread evenly over the space instead of filling its first corner. Students are in
+    episode order, so index order would train, say, every shrink vector whose first width
+    is 10% before any other; spread out, an unfinished build already previews the whole
+    landscape (``benchmarks/provisional_table.py``). Each shard's share (the numbers of one
+    residue) is spread the same way."""
+    bits = max(count - 1, 0).bit_length()
+    return sorted(range(count), key=lambda number: int(f"{number:0{bits}b}"[::-1] or "0", 2))
 
 
 def _teacher(settings: BuildSettings, data: data_mod.Dataset,

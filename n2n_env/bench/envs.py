@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from n2n_env.arch import MAX_CLASSIFIER_INPUTS, Architecture
+from n2n_env.arch import Architecture
 from n2n_env.bench.lookup import TableEvaluator
 from n2n_env.evaluators import Evaluation
 from n2n_env.removal_env import N2NRemovalEnv
@@ -72,9 +72,8 @@ class _Simulated:
         outcome = super().finish(student, evaluation, replaced)  # type: ignore[misc]
         info = outcome[4]
         # What the real environment pays: nothing for a student it scores without training.
-        untrained = self.terminal_reward.untrained(  # type: ignore[attr-defined]
-            student, self._evaluator.teacher_architecture, MAX_CLASSIFIER_INPUTS)
-        seconds = 0.0 if untrained is not None else float(info["eval_seconds"])
+        seconds = (0.0 if self.terminal_reward.scores_without_training(  # type: ignore[attr-defined]
+            evaluation) else float(info["eval_seconds"]))
         self.simulated_seconds_total += seconds
         info["simulated_seconds"] = seconds
         info["simulated_seconds_total"] = self.simulated_seconds_total
