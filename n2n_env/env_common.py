@@ -19,7 +19,7 @@ import numpy as np
 from n2n_env import validate
 from n2n_env.action_wall import ActionWall
 from n2n_env.arch import FEATURE_KIND, PAPER_KINDS, Architecture
-from n2n_env.evaluators import Evaluation, Evaluator
+from n2n_env.evaluators import Evaluation, Evaluator, unscored
 from n2n_env.reward import (
     COMPRESSION_METRICS,
     LATENCY,
@@ -78,11 +78,7 @@ class TerminalReward:
             return None
         if student.degenerate_reason(max_classifier_inputs) is not None:
             return None
-        params, flops = student.num_params(), student.flops()
-        evaluation = Evaluation(accuracy=0.0, params=params, flops=flops,
-                                compression=1.0 - params / teacher.num_params(),
-                                flops_compression=1.0 - flops / teacher.flops(),
-                                trained=False)
+        evaluation = unscored(teacher, student, trained=False)
         return evaluation if self.scores_without_training(evaluation) else None
 
     def scores_without_training(self, evaluation: Evaluation) -> bool:
