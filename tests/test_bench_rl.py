@@ -195,6 +195,22 @@ def test_cli_runs_one_agent_under_several_settings(table_file, tmp_path, capsys)
     assert "--agents random " + label in (out / "run.json").read_text()
 
 
+def test_cli_reports_a_single_seed_without_intervals(table_file, tmp_path, capsys):
+    """One seed is a quick check, not an error: the report gives each estimate alone and
+    summary.json holds nulls (a bootstrap of one run used to crash the report)."""
+    import json
+
+    out = tmp_path / "run"
+    assert main(["bench", "rl", "removal", "--table", str(table_file), "--agents",
+                 "random,reinforce", "--seeds", "1", "--evaluations", "5", "--out", str(out),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| reinforce | 1 |" in printed and "[no interval: one run]" in printed
+    summary = {row["agent"]: row for row in json.loads((out / "summary.json").read_text())}
+    assert summary["reinforce"]["final_regret"]["low"] is None
+    assert summary["reinforce"]["improvement_over_random"]["high"] is None
+
+
 def test_cli_refuses_unknown_agents_and_damaged_tables(table_file, tmp_path, capsys):
     assert main(["bench", "rl", "removal", "--table", str(table_file), "--agents", "dqn",
                  "--out", str(tmp_path / "r")]) == 2

@@ -34,7 +34,19 @@ def test_intervals_contain_their_point_and_are_reproducible():
 
 def test_constant_runs_give_a_point_interval():
     assert stats.iqm_interval([0.0] * 5) == stats.Interval(0.0, 0.0, 0.0)
-    assert stats.improvement_interval([1.0, 1.0], [1.0]) == stats.Interval(0.5, 0.5, 0.5)
+    assert stats.improvement_interval([1.0, 1.0], [1.0, 1.0]) == stats.Interval(0.5, 0.5, 0.5)
+
+
+def test_one_run_gives_no_interval_and_cannot_be_told_apart():
+    """scipy's bootstrap refuses a sample of one, and a zero-width interval would claim a
+    certainty that one run cannot give: the estimate stands alone."""
+    alone = stats.iqm_interval([0.25])
+    assert alone == stats.Interval(0.25, None, None)
+    assert str(alone) == "0.2500 [no interval: one run]"
+    improvement = stats.improvement_interval([2.0], [1.0, 3.0, 0.0])
+    assert improvement.point == pytest.approx(2 / 3) and improvement.low is None
+    assert alone.overlaps(stats.Interval(0.9, 0.8, 1.0))
+    assert stats.Interval(0.9, 0.8, 1.0).overlaps(alone)
 
 
 def test_interval_width_shrinks_with_more_runs():

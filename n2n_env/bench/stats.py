@@ -26,16 +26,23 @@ RESAMPLES = 2000
 
 @dataclass(frozen=True)
 class Interval:
-    """A point estimate and its confidence interval."""
+    """A point estimate and its confidence interval; ``low`` and ``high`` are None when
+    there is no interval (a sample of one run, which no bootstrap can resample)."""
 
     point: float
-    low: float
-    high: float
+    low: float | None
+    high: float | None
 
     def overlaps(self, other: Interval) -> bool:
-        return self.low <= other.high and other.low <= self.high
+        """Whether the two intervals share a value; without an interval, the estimates
+        cannot be told apart, so they count as overlapping."""
+        if None in (self.low, self.high, other.low, other.high):
+            return True
+        return self.low <= other.high and other.low <= self.high  # type: ignore[operator]
 
     def __str__(self) -> str:
+        if self.low is None or self.high is None:
+            return f"{self.point:.4f} [no interval: one run]"
         return f"{self.point:.4f} [{self.low:.4f}, {self.high:.4f}]"
 
 
@@ -49,6 +56,8 @@ def iqm_interval(values: np.ndarray, confidence: float = CONFIDENCE,
     """The IQM of ``values`` (one per run) with a percentile-bootstrap interval."""
     values = _runs(values)
     point = float(iqm(values))
+    if len(values) < 2:
+        return Interval(point, None, None)
     if np.ptp(values) == 0:
         return Interval(point, point, point)
     result = stats.bootstrap((values,), iqm, confidence_level=confidence,
@@ -84,6 +93,8 @@ def improvement_interval(x: np.ndarray, y: np.ndarray, confidence: float = CONFI
     resampled independently)."""
     x, y = _runs(x), _runs(y)
     point = probability_of_improvement(x, y)
+    if min(len(x), len(y)) < 2:
+        return Interval(point, None, None)
     if np.ptp(np.concatenate([x, y])) == 0:
         return Interval(point, point, point)
 
