@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# What a session lent a GPU runs first: N2N-Bench table builds on CUDA (docs/rl-benchmark.md).
+# What a session lent a GPU runs first: the paper's Table 1 at full width (VGG-13, 9.4M
+# parameters, on mnist-10k; issue 15), which costs about 25 hours on the 2 CPU cores.
 #
-# A CUDA build is its own build (bf16 training, wall seconds): it goes to the *-cuda work
-# directories, never into the CPU builds' parts. Several shards share the GPU, each process
-# one training at a time; the finished parts come back in $OUT/parts.tgz, to be unpacked in
-# the repo root and committed, so that the next GPU session continues them.
+# The table's units (docs/paper.md) run in their own work folder, benchmarks/paper-cuda,
+# never mixed with a CPU run's (CUDA trains in bf16). First the teacher, then the six
+# searches (REINFORCE and random search, seeds 0-2) side by side: each distils batches of
+# 32 images, far from filling the GPU. A search still running at the budget is stopped
+# and lost (its run folder stays on the device machine); the finished units come back.
+#
+# What comes back in $OUT: gpu.txt (the GPU, the units finished), results.tgz (units/,
+# table-1.md and every log; unpack it in the repo root and commit it), and the teacher's
+# checkpoint in 15 MB pieces, UNIT.pt.part-aa, -ab, ... (join them with cat into
+# benchmarks/paper-cuda/teachers/UNIT.pt), so that a later session keeps the same teacher.
 #
 # Prepare here (once per session; .whl and .data are ignored through .git/info/exclude):
 #   echo /.whl/ >> .git/info/exclude; echo /.data/ >> .git/info/exclude
@@ -12,29 +19,55 @@
 #     --implementation cp --platform manylinux_2_17_x86_64 --platform any -d .whl \
 #     gymnasium==1.2.2 farama-notifications==0.0.4
 #   mkdir -p .data && cp -r ../shared/datasets/MNIST .data/
-# Then run it through the device tool, carrying .whl and .data, with a timeout that leaves
-# a minute for the archive:
-#   bash benchmarks/gpu.sh        (env: SECONDS_PER_SPACE=420 SHARDS=12 SPACES=removal)
+#   (and, if benchmarks/paper-cuda/teachers holds no teacher yet but an earlier GPU
+#   session sent one back, its pieces joined there)
+# Then run it through the device tool, carrying .whl and .data, with timeout_s=600:
+#   bash benchmarks/gpu.sh          (env: BUDGET=500 seconds for teacher and searches)
+# Checked on the CPU with a tiny table (tests/test_gpu_script.py):
+#   DEVICE=cpu WORK=/tmp/w OUT=/tmp/o PAPER_ARGS="--dataset digits ..." bash benchmarks/gpu.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 OUT=${OUT:-/tmp/n2n-gpu-out}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-SHARDS=${SHARDS:-12}
-for space in ${SPACES:-removal}; do
-  work=benchmarks/n2n-bench/$space-conv3-mnist-10k-cuda
-  mkdir -p "$work"
-  cp -n benchmarks/n2n-bench/removal-conv3-mnist-10k/teacher.pt "$work/teacher.pt"
-  for shard in $(seq 0 $((SHARDS - 1))); do
-    timeout "${SECONDS_PER_SPACE:-420}" python3 -m n2n_env.cli bench build "$space" \
-      --data-root .data --work "$work" --device cuda --threads 1 \
-      --shard "$shard/$SHARDS" --no-progress >"$OUT/build-$space-$shard.log" 2>&1 &
+DEVICE=${DEVICE:-cuda}
+WORK=${WORK:-benchmarks/paper-cuda}
+DATA_ROOT=${DATA_ROOT:-.data}
+BUDGET=${BUDGET:-500}
+read -r -a extra <<< "${PAPER_ARGS:-}"
+paper=(python3 -m n2n_env.cli paper 1 --work "$WORK" --data-root "$DATA_ROOT"
+       --device "$DEVICE" --no-progress "${extra[@]}")
+mkdir -p "$OUT" "$WORK" "$OUT/logs"
+started=$SECONDS
+if [ "$DEVICE" = cuda ]; then
+  nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/gpu.txt"
+else
+  echo "device: $DEVICE" > "$OUT/gpu.txt"
+fi
+
+timeout "$BUDGET" "${paper[@]}" --only 'teacher-*' > "$OUT/logs/teacher.log" 2>&1
+left=$((BUDGET - (SECONDS - started)))
+if [ "$left" -gt 0 ]; then
+  for agent in reinforce random; do
+    for seed in 0 1 2; do
+      timeout "$left" "${paper[@]}" --only "compress-*-$agent-seed$seed" \
+        > "$OUT/logs/$agent-seed$seed.log" 2>&1 &
+    done
   done
-  nvidia-smi dmon -s u -c 30 >"$OUT/utilisation-$space.txt" 2>&1 &
   wait
-  echo "$space: $(ls "$work/parts" 2>/dev/null | wc -l) parts done" | tee -a "$OUT/gpu.txt"
+fi
+
+"${paper[@]}" --report > "$OUT/logs/table-1.log" 2>&1; status=$?
+echo "units finished: $(ls "$WORK/units" 2>/dev/null | tr '\n' ' ')" >> "$OUT/gpu.txt"
+echo "seconds: $((SECONDS - started))" >> "$OUT/gpu.txt"
+tar czf "$OUT/results.tgz" "$WORK/units" "$WORK"/table-*.md -C "$OUT" logs 2> /dev/null
+rm -rf "$OUT/logs"
+for teacher in "$WORK"/teachers/*.pt; do
+  [ -e "$teacher" ] && split -b 15m "$teacher" "$OUT/$(basename "$teacher").part-"
 done
-tar czf "$OUT/parts.tgz" benchmarks/n2n-bench/*-cuda
+cat "$OUT/gpu.txt"
+exit "$status"
