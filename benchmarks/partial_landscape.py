@@ -1,12 +1,14 @@
-"""An early look at a removal table from its finished parts, before the table is complete.
+"""An early look at an N2N-Bench table from its finished parts, before the table is complete.
 
-Reads the committed part files of an N2N-Bench removal build, scores every finished student
-with the paper's reward (validation accuracy, each stored seed), and prints how many
-students lie near the best one found so far and the seed-to-seed spread. The parts are the
-first masks in index order, not a random sample: read the numbers as a preview, and use
-``n2n bench info removal`` on the finished table for the real landscape.
+Reads the committed part files of a build (removal or shrink, from its ``identity.json``),
+scores every finished student with the paper's reward (validation accuracy, each stored
+seed), and prints how many students lie near the best one found so far and the
+seed-to-seed spread. Read the numbers as a preview (the removal build's parts are the
+first masks in index order; later builds train parts spread over the space), and use
+``n2n bench info SPACE`` on the finished table for the real landscape.
 
-Run: ``python benchmarks/partial_landscape.py`` (about 10 s).
+Run: ``python benchmarks/partial_landscape.py [--work benchmarks/n2n-bench/SPACE-conv3-mnist-10k]``
+(about 10 s).
 """
 
 from __future__ import annotations
@@ -28,9 +30,14 @@ def main() -> None:
                         help="the build's work directory (teacher.pt and parts/)")
     args = parser.parse_args()
     work = Path(args.work)
+    identity = json.loads((work / "identity.json").read_text())
+    if identity.get("start") is not None:
+        parser.error(f"{work} shrinks an architecture other than its teacher; only builds "
+                     "over the teacher itself are previewed")
     record = read_teacher_record(work / "teacher.pt")[0]
     teacher = record.architecture
-    space = catalogue(make_space("removal", teacher))
+    space = catalogue(make_space(identity["space"], teacher,
+                                 include_kernels=bool(identity.get("include_kernels"))))
     params = {student.signature(): student.num_params()
               for student, reason in zip(space.students, space.reasons) if reason is None}
     signatures: list[str] = []
@@ -44,7 +51,8 @@ def main() -> None:
                         for c, seeds in zip(compression, accuracies)])
     mean = rewards.mean(axis=1)
     best = mean.max()
-    print(f"space: {len(space.students):,} masks, {len(params):,} trainable; finished "
+    print(f"{identity['space']} space: {len(space.students):,} students, {len(params):,} "
+          f"trainable; finished "
           f"{len(signatures):,} ({len(signatures) / len(params):.0%}), "
           f"{rewards.shape[1]} seeds each; teacher validation accuracy {record.val_accuracy:.4f}")
     print(f"best mean reward so far: {best:.4f}")

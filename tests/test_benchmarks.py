@@ -11,7 +11,9 @@ import math
 import re
 import runpy
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -213,24 +215,21 @@ def test_provisional_table_keeps_finished_students_and_imputes_the_nearest(
             assert np.allclose(got, real.val_accuracy[twin]), episode
 
 
-def test_provisional_shrink_table_imputes_the_mean_of_the_nearest_width_steps(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A shrink build over the small teacher (2 variables, 100 students) with every student
-    whose first width is 40% missing: each gets the mean of its neighbours at 30% and 50%
-    (L1 distance 1), whose made-up accuracies differ, so a wrong distance shows."""
+def _shrink_build(work: Path) -> tuple[Any, Callable[[int], list[float]]]:
+    """A shrink build's work directory by hand: the small teacher of the bench tests (2
+    shrink variables, 100 students), 2 seeds, made-up accuracies that differ by both
+    widths, every student finished but those whose first width is 40%. Returns the space
+    and the accuracies."""
     import json
 
-    import numpy as np
     from bench_tables import small_teacher
 
     from n2n_env.bench.spaces import catalogue, make_space
-    from n2n_env.bench.table import BenchTable
     from n2n_env.build import build_model
     from n2n_env.checkpoints import TeacherRecord, save_teacher
     from n2n_env.recipes import recipe_for
 
     teacher = small_teacher()
-    work = tmp_path / "work"
     save_teacher(work / "teacher.pt", build_model(teacher), TeacherRecord(
         teacher, "synthetic", "f" * 16, 0.97, 0.96, recipe_for("synthetic")))
     (work / "identity.json").write_text(json.dumps({
@@ -252,6 +251,20 @@ def test_provisional_shrink_table_imputes_the_mean_of_the_nearest_width_steps(
         "val_accuracy": [accuracy(e) for e in finished],
         "test_accuracy": [accuracy(e) for e in finished],
         "seconds": [[1.0, 2.0] for _ in finished]}))
+    return space, accuracy
+
+
+def test_provisional_shrink_table_imputes_the_mean_of_the_nearest_width_steps(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every student whose first width is 40% is missing: each gets the mean of its
+    neighbours at 30% and 50% (L1 distance 1), whose accuracies differ, so a wrong
+    distance shows."""
+    import numpy as np
+
+    from n2n_env.bench.table import BenchTable
+
+    work = tmp_path / "work"
+    space, accuracy = _shrink_build(work)
     out = tmp_path / "shrink.npz"
     monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / "provisional_table.py"), "--work",
                                       str(work), "--out", str(out)])
@@ -268,6 +281,18 @@ def test_provisional_shrink_table_imputes_the_mean_of_the_nearest_width_steps(
             expected = np.mean([accuracy(space.index((2, second))),
                                 accuracy(space.index((4, second)))], axis=0)
             assert np.allclose(got, expected), episode
+
+
+def test_partial_landscape_of_a_shrink_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The preview reads the space from the build's identity and counts its parts."""
+    work = tmp_path / "work"
+    _shrink_build(work)
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / "partial_landscape.py"), "--work",
+                                      str(work)])
+    runpy.run_path(str(BENCHMARKS / "partial_landscape.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "shrink space: 100 students, 100 trainable; finished 90 (90%), 2 seeds" in out
 
 
 def build_student_signature(teacher, space, episode: int) -> str:
