@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -77,9 +79,13 @@ def test_lookups_equal_the_stored_values(table):
             assert reward == -1.0 and info["degenerate_reason"] == table.reason(student)
             assert info["simulated_seconds"] == 0.0
             continue
-        # the drawn seed is one of the stored ones, with its own seconds
+        # the drawn seed is one of the stored ones, with its own seconds; a student larger
+        # than the teacher is scored untrained, as the real environments do
         column = table.header.seeds.index(info["table_seed"])
-        assert np.float32(info["accuracy"]) == table.val_accuracy[student, column]
+        larger = charged(table, student, 1.0) == 0.0
+        assert info["trained"] is not larger
+        assert np.float32(info["accuracy"]) == (
+            0.0 if larger else table.val_accuracy[student, column])
         assert info["simulated_seconds"] == pytest.approx(
             charged(table, student, float(table.seconds[student, column])))
         assert info["params"] == table.params[student]
@@ -91,7 +97,9 @@ def test_lookups_equal_the_stored_values(table):
 def test_mean_reward_seed_averages_the_seeds(table):
     env = gym.make(ENV_IDS[table.header.space], table=table, reward_seed="mean").unwrapped
     space = table.header.space_object()
-    episode = table.num_episodes - 1
+    episode = max(e for e in range(table.num_episodes)  # a student that is trained
+                  if charged(table, table.student_of(e), 1.0) > 0
+                  and table.reason(table.student_of(e)) is None)
     _, info = play(env, space.actions(episode), seed=3)
     student = table.student_of(episode)
     assert info["accuracy"] == pytest.approx(float(np.mean(table.val_accuracy[student])))
@@ -156,16 +164,32 @@ def test_a_missing_shipped_table_says_how_to_build_it(monkeypatch, tmp_path):
         gym.make("N2NRemovalBench-v0")
 
 
-def test_a_student_larger_than_the_teacher_costs_no_simulated_time():
-    """The real environments score it without training (reward 0 whatever its accuracy),
-    so the benchmark charges it nothing; its reward is the table's as ever."""
+def test_a_student_larger_than_the_teacher_is_scored_untrained_as_in_the_real_env():
+    """The real environments score it 0 without training it, whatever its accuracy, so the
+    benchmark charges it nothing and serves no accuracy, even where a stored seed diverged
+    (a trained student's divergence gets -1); the harness's true reward agrees."""
+    from n2n_env.bench.rl import true_rewards
+
     table = fake_table("shrink")
     teacher_params = table.header.teacher_architecture().num_params()
-    env = gym.make("N2NShrinkBench-v0", table=table).unwrapped
     space = table.header.space_object()
     larger = [episode for episode in range(table.num_episodes)
               if table.params[table.student_of(episode)] > teacher_params]
-    assert larger
+    smaller = [episode for episode in range(table.num_episodes)
+               if 0 < table.params[table.student_of(episode)] < teacher_params]
+    assert larger and smaller
+    diverged = table.val_accuracy.copy()
+    for episode in (larger[0], smaller[0]):
+        diverged[table.student_of(episode)] = np.nan  # at every seed
+    table = dataclasses.replace(table, val_accuracy=diverged)
+    env = gym.make("N2NShrinkBench-v0", table=table).unwrapped
     reward, info = play(env, space.actions(larger[0]), seed=0)
     assert reward == 0.0 and info["simulated_seconds"] == 0.0
-    assert info["accuracy"] > 0  # the table's value is still served
+    assert info["accuracy"] == 0.0 and info["trained"] is False
+    assert info["degenerate_reason"] is None and info["table_seed"] is not None
+    reward, info = play(env, space.actions(smaller[0]), seed=0)
+    assert reward == -1.0 and info["degenerate_reason"].startswith("training failed")
+    assert info["trained"] is True and info["simulated_seconds"] > 0
+    rewards = true_rewards(table)
+    assert rewards[table.student_of(larger[0])] == 0.0
+    assert rewards[table.student_of(smaller[0])] == -1.0

@@ -7,7 +7,8 @@ lookup instead of a distillation, while every number in it was measured by real 
 Three keys are added to the terminal ``info``:
 
 * ``simulated_seconds``: what this evaluation cost when the table was built (0 for a
-  student larger than the teacher, which the real environments score without training);
+  student larger than the teacher, which the real environments score 0 without training,
+  with ``trained`` False and accuracy 0, and so does the benchmark);
 * ``simulated_seconds_total``: the running total since the environment was made (across
   resets), so that agents can be compared at equal compute;
 * ``table_seed``: the stored training seed whose accuracy was served (None for the mean,
@@ -19,6 +20,7 @@ environment without a reward cache, as NAS-Bench-101's queries do.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -69,11 +71,14 @@ class _Simulated:
 
     def finish(self, student: Architecture, evaluation: Evaluation, replaced: bool = False
                ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        if self.terminal_reward.scores_without_training(evaluation):  # type: ignore[attr-defined]
+            # As the real environment does: scored 0 untrained, whatever the table holds
+            # (a diverged seed included), and nothing charged. The seed was still drawn.
+            evaluation = dataclasses.replace(evaluation, accuracy=0.0, failure=None,
+                                             wall_seconds=0.0, trained=False)
         outcome = super().finish(student, evaluation, replaced)  # type: ignore[misc]
         info = outcome[4]
-        # What the real environment pays: nothing for a student it scores without training.
-        seconds = (0.0 if self.terminal_reward.scores_without_training(  # type: ignore[attr-defined]
-            evaluation) else float(info["eval_seconds"]))
+        seconds = float(info["eval_seconds"])
         self.simulated_seconds_total += seconds
         info["simulated_seconds"] = seconds
         info["simulated_seconds_total"] = self.simulated_seconds_total

@@ -73,12 +73,16 @@ def log_name(agent: str, seed: int) -> str:
 
 
 def true_rewards(table: BenchTable, metric: str = "params") -> np.ndarray:
-    """(students,) the reward of each student's mean validation accuracy; -1 for degenerate
-    students and for students whose training failed at any seed."""
+    """(students,) the reward of each student's mean validation accuracy; 0 for students
+    larger than the teacher (whatever their accuracy, as the environments score them
+    untrained); -1 for degenerate students and for students whose training failed at any
+    seed."""
     accuracy = table.val_accuracy.astype(np.float64).mean(axis=1)
     compression = table.compression(metric)
     rewards = np.full(table.num_students, -1.0)
-    for student in np.flatnonzero(np.isfinite(accuracy) & (table.status < 0)):
+    rewards[(table.status < 0) & (compression < 0)] = 0.0
+    for student in np.flatnonzero(np.isfinite(accuracy) & (table.status < 0)
+                                  & (compression >= 0)):
         rewards[student] = n2n_reward(compression[student], accuracy[student],
                                       table.header.teacher_accuracy)
     return rewards
