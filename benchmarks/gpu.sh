@@ -5,11 +5,14 @@
 # The table's units (docs/paper.md) run in their own work folder, benchmarks/paper-cuda,
 # never mixed with a CPU run's (CUDA trains in bf16). First the teacher, then the six
 # searches (REINFORCE and random search, seeds 0-2) side by side: each distils batches of
-# 32 images, far from filling the GPU. A search still running at the budget is stopped
-# and lost (its run folder stays on the device machine); the finished units come back.
+# 32 images, far from filling the GPU. The finished units come back. A search still
+# running at the budget is stopped and starts again in the next GPU session: its run
+# folder (the resumable state) stays on the device machine, which is given back bare.
+# How long a search takes on the GPU is not measured yet; the logs say how far each got.
 #
 # What comes back in $OUT: gpu.txt (the GPU, the units finished), results.tgz (units/,
-# table-1.md and every log; unpack it in the repo root and commit it), and the teacher's
+# table-1.md and logs/ of the work folder; unpack it in the repo root, commit units/ and
+# table-1.md), and the teacher's
 # checkpoint in 15 MB pieces, UNIT.pt.part-aa, -ab, ... (join them with cat into
 # benchmarks/paper-cuda/teachers/UNIT.pt), so that a later session keeps the same teacher.
 #
@@ -41,7 +44,8 @@ BUDGET=${BUDGET:-500}
 read -r -a extra <<< "${PAPER_ARGS:-}"
 paper=(python3 -m n2n_env.cli paper 1 --work "$WORK" --data-root "$DATA_ROOT"
        --device "$DEVICE" --no-progress "${extra[@]}")
-mkdir -p "$OUT" "$WORK" "$OUT/logs"
+logs=$WORK/logs
+mkdir -p "$OUT" "$logs"
 started=$SECONDS
 if [ "$DEVICE" = cuda ]; then
   nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/gpu.txt"
@@ -49,23 +53,32 @@ else
   echo "device: $DEVICE" > "$OUT/gpu.txt"
 fi
 
-timeout "$BUDGET" "${paper[@]}" --only 'teacher-*' > "$OUT/logs/teacher.log" 2>&1
+status=0
+timeout -k 10 "$BUDGET" "${paper[@]}" --only 'teacher-*' > "$logs/teacher.log" 2>&1
 left=$((BUDGET - (SECONDS - started)))
-if [ "$left" -gt 0 ]; then
+if ! ls "$WORK"/units/teacher-*.json > /dev/null 2>&1; then
+  echo "no teacher: see logs/teacher.log" >> "$OUT/gpu.txt"
+  status=1  # six searches would each train it at once
+elif [ "$left" -gt 0 ]; then
+  searches=()
   for agent in reinforce random; do
     for seed in 0 1 2; do
-      timeout "$left" "${paper[@]}" --only "compress-*-$agent-seed$seed" \
-        > "$OUT/logs/$agent-seed$seed.log" 2>&1 &
+      timeout -k 10 "$left" "${paper[@]}" --only "compress-*-$agent-seed$seed" \
+        > "$logs/$agent-seed$seed.log" 2>&1 &
+      searches+=($!)
     done
   done
-  wait
+  for search in "${searches[@]}"; do
+    wait "$search"
+    code=$?
+    [ "$code" -eq 0 ] || [ "$code" -eq 124 ] || status=1  # 124: stopped at the budget
+  done
 fi
 
-"${paper[@]}" --report > "$OUT/logs/table-1.log" 2>&1; status=$?
+"${paper[@]}" --report > "$logs/table-1.log" 2>&1 || status=1
 echo "units finished: $(ls "$WORK/units" 2>/dev/null | tr '\n' ' ')" >> "$OUT/gpu.txt"
 echo "seconds: $((SECONDS - started))" >> "$OUT/gpu.txt"
-tar czf "$OUT/results.tgz" "$WORK/units" "$WORK"/table-*.md -C "$OUT" logs 2> /dev/null
-rm -rf "$OUT/logs"
+tar czf "$OUT/results.tgz" "$WORK/units" "$WORK"/table-*.md "$logs" || status=1
 for teacher in "$WORK"/teachers/*.pt; do
   [ -e "$teacher" ] && split -b 15m "$teacher" "$OUT/$(basename "$teacher").part-"
 done
