@@ -3,8 +3,8 @@
 Reads the committed part files of a build (removal or shrink, from its ``identity.json``),
 scores every finished student with the paper's reward (validation accuracy, each stored
 seed), and prints how many students lie near the best one found so far and the
-seed-to-seed spread. Read the numbers as a preview (the removal build's parts are the
-first masks in index order; later builds train parts spread over the space), and use
+seed-to-seed spread. Read the numbers as a preview (the removal build's first parts were
+the first masks in index order; builds now train their parts spread over the space), and use
 ``n2n bench info SPACE`` on the finished table for the real landscape.
 
 Run: ``python benchmarks/partial_landscape.py [--work benchmarks/n2n-bench/SPACE-conv3-mnist-10k]``
@@ -30,6 +30,8 @@ def main() -> None:
                         help="the build's work directory (teacher.pt and parts/)")
     args = parser.parse_args()
     work = Path(args.work)
+    if not (work / "identity.json").exists() or not list((work / "parts").glob("part-*.json")):
+        parser.error(f"{work} holds no finished part of a build yet")
     identity = json.loads((work / "identity.json").read_text())
     if identity.get("start") is not None:
         parser.error(f"{work} shrinks an architecture other than its teacher; only builds "

@@ -293,6 +293,11 @@ def test_partial_landscape_of_a_shrink_build(tmp_path: Path, monkeypatch: pytest
     runpy.run_path(str(BENCHMARKS / "partial_landscape.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "shrink space: 100 students, 100 trainable; finished 90 (90%), 2 seeds" in out
+    for part in (work / "parts").iterdir():
+        part.unlink()
+    with pytest.raises(SystemExit):  # a build not started yet: one line, no traceback
+        runpy.run_path(str(BENCHMARKS / "partial_landscape.py"), run_name="__main__")
+    assert "holds no finished part of a build yet" in capsys.readouterr().err
 
 
 def build_student_signature(teacher, space, episode: int) -> str:

@@ -152,10 +152,10 @@ def spread_order(count: int) -> list[int]:
     are spread evenly over the space instead of filling its first corner. Students are in
     episode order, so index order would train, say, every shrink vector whose first width
     is 10% before any other; spread out, an unfinished build already previews the whole
-    landscape (``benchmarks/provisional_table.py``). Each shard's share (the numbers of one
-    residue) is spread the same way."""
+    landscape (``benchmarks/provisional_table.py``). A shard's share (the numbers of one
+    residue) stays spread: any m of its first parts leave no gap over 2 * count / m."""
     bits = max(count - 1, 0).bit_length()
-    return sorted(range(count), key=lambda number: int(f"{number:0{bits}b}"[::-1] or "0", 2))
+    return sorted(range(count), key=lambda number: int(f"{number:0{bits}b}"[::-1], 2))
 
 
 def _teacher(settings: BuildSettings, data: data_mod.Dataset,
