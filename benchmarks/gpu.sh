@@ -12,15 +12,16 @@
 #
 # What comes back in $OUT: gpu.txt (the GPU, the units finished), results.tgz (units/,
 # table-1.md and logs/ of the work folder; unpack it in the repo root, commit units/ and
-# table-1.md), and the teacher's
-# checkpoint in 15 MB pieces, UNIT.pt.part-aa, -ab, ... (join them with cat into
-# benchmarks/paper-cuda/teachers/UNIT.pt), so that a later session keeps the same teacher.
+# table-1.md), and the teacher's checkpoint in 15 MB pieces, UNIT.pt.part-aa, -ab, ...
+# (join them with cat into benchmarks/paper-cuda/teachers/UNIT.pt and commit it), so
+# that a later session keeps the same teacher. Only gymnasium is missing there (the
+# searches need neither SB3 nor Ray).
 #
 # Prepare here (once per session; .whl and .data are ignored through .git/info/exclude):
 #   echo /.whl/ >> .git/info/exclude; echo /.data/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_17_x86_64 --platform any -d .whl \
-#     gymnasium==1.2.2 farama-notifications==0.0.4
+#     gymnasium==1.4.0 farama-notifications==0.0.4
 #   mkdir -p .data && cp -r ../shared/datasets/MNIST .data/
 #   (and, if benchmarks/paper-cuda/teachers holds no teacher yet but an earlier GPU
 #   session sent one back, its pieces joined there)
