@@ -21,7 +21,7 @@
 #   echo /.whl/ >> .git/info/exclude; echo /.data/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_17_x86_64 --platform any -d .whl \
-#     gymnasium==1.4.0 farama-notifications==0.0.4
+#     gymnasium==1.4.0 farama-notifications==0.0.6
 #   mkdir -p .data && cp -r ../shared/datasets/MNIST .data/
 #   (and, if benchmarks/paper-cuda/teachers holds no teacher yet but an earlier GPU
 #   session sent one back, its pieces joined there)
