@@ -14,13 +14,10 @@ Run: ``python benchmarks/partial_landscape.py [--work benchmarks/n2n-bench/SPACE
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 
-from n2n_env.bench.spaces import catalogue, make_space
-from n2n_env.checkpoints import read_teacher_record
+from n2n_env.bench.build import BuildError, read_finished
 from n2n_env.reward import n2n_reward
 
 
@@ -29,31 +26,21 @@ def main() -> None:
     parser.add_argument("--work", default="benchmarks/n2n-bench/removal-conv3-mnist-10k",
                         help="the build's work directory (teacher.pt and parts/)")
     args = parser.parse_args()
-    work = Path(args.work)
-    if not (work / "identity.json").exists() or not list((work / "parts").glob("part-*.json")):
-        parser.error(f"{work} holds no finished part of a build yet")
-    identity = json.loads((work / "identity.json").read_text())
-    if identity.get("start") is not None:
-        parser.error(f"{work} shrinks an architecture other than its teacher; only builds "
-                     "over the teacher itself are previewed")
-    record = read_teacher_record(work / "teacher.pt")[0]
-    teacher = record.architecture
-    space = catalogue(make_space(identity["space"], teacher,
-                                 include_kernels=bool(identity.get("include_kernels"))))
+    try:
+        build = read_finished(args.work)
+    except BuildError as error:
+        parser.error(str(error))
+    record, teacher, space = build.record, build.record.architecture, build.students
     params = {student.signature(): student.num_params()
               for student, reason in zip(space.students, space.reasons) if reason is None}
-    signatures: list[str] = []
-    accuracies: list[list[float]] = []
-    for path in sorted((work / "parts").glob("part-*.json")):
-        part = json.loads(path.read_text())
-        signatures += part["signatures"]
-        accuracies += part["val_accuracy"]
+    signatures = list(build.measured)
+    accuracies = [values["val_accuracy"] for values in build.measured.values()]
     compression = 1 - np.array([params[s] for s in signatures], float) / teacher.num_params()
     rewards = np.array([[n2n_reward(c, a, record.val_accuracy) for a in seeds]
                         for c, seeds in zip(compression, accuracies)])
     mean = rewards.mean(axis=1)
     best = mean.max()
-    print(f"{identity['space']} space: {len(space.students):,} students, {len(params):,} "
+    print(f"{build.identity['space']} space: {len(space.students):,} students, {len(params):,} "
           f"trainable; finished "
           f"{len(signatures):,} ({len(signatures) / len(params):.0%}), "
           f"{rewards.shape[1]} seeds each; teacher validation accuracy {record.val_accuracy:.4f}")

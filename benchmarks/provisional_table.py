@@ -21,14 +21,11 @@ table, ``--work benchmarks/n2n-bench/shrink-conv3-mnist-10k --out
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from n2n_env.bench.build import table_of
-from n2n_env.bench.spaces import catalogue, make_space
-from n2n_env.checkpoints import read_teacher_record
+from n2n_env.bench.build import MEASURED, BuildError, read_finished, table_of
 
 
 def main() -> None:
@@ -38,26 +35,15 @@ def main() -> None:
     parser.add_argument("--out", default=".provisional/removal.npz", help="table file")
     args = parser.parse_args()
     work = Path(args.work)
-    identity = json.loads((work / "identity.json").read_text())
-    if identity.get("start") is not None:
-        parser.error(f"{work} shrinks an architecture other than its teacher; only builds "
-                     "over the teacher itself are imputed")
-    record = read_teacher_record(work / "teacher.pt")[0]
-    space = make_space(identity["space"], record.architecture,
-                       include_kernels=bool(identity.get("include_kernels")))
-    students = catalogue(space)
-    finished: dict[str, dict[str, list[float]]] = {}
-    for path in sorted((work / "parts").glob("part-*.json")):
-        part = json.loads(path.read_text())
-        for index, signature in enumerate(part["signatures"]):
-            finished[signature] = {key: part[key][index]
-                                   for key in ("val_accuracy", "test_accuracy", "seconds")}
-    if not finished:
-        parser.error(f"{work / 'parts'} holds no finished part yet")
+    try:
+        build = read_finished(work)
+    except BuildError as error:
+        parser.error(str(error))
+    identity, record, space, students = build.identity, build.record, build.space, build.students
+    finished = build.measured
     seeds = len(identity["seeds"])
     count = len(students.students)
-    arrays = {key: np.full((count, seeds), np.nan, np.float64)
-              for key in ("val_accuracy", "test_accuracy", "seconds")}
+    arrays = {key: np.full((count, seeds), np.nan, np.float64) for key in MEASURED}
     arrays["seconds"][:] = 0.0
     episode_of = {student: episode for episode, student in enumerate(students.row_student)}
     actions = np.array([space.actions(episode) for episode in range(space.size)], np.int16)

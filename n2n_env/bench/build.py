@@ -33,9 +33,9 @@ from tqdm import tqdm
 from n2n_env import __version__, zoo
 from n2n_env import data as data_mod
 from n2n_env.arch import Architecture
-from n2n_env.bench.spaces import SPACES, Catalogue, catalogue, make_space
+from n2n_env.bench.spaces import SPACES, Catalogue, Space, catalogue, make_space
 from n2n_env.bench.table import OK, BenchTable, TableHeader, signature_int
-from n2n_env.checkpoints import TeacherRecord, load_teacher, save_teacher
+from n2n_env.checkpoints import TeacherRecord, load_teacher, read_teacher_record, save_teacher
 from n2n_env.device import resolve_device
 from n2n_env.distill import DistillationEvaluator, DistillRecipe
 from n2n_env.evaluators import unscored
@@ -156,6 +156,46 @@ def spread_order(count: int) -> list[int]:
     residue) stays spread: any m of its first parts leave no gap over 2 * count / m."""
     bits = max(count - 1, 0).bit_length()
     return sorted(range(count), key=lambda number: int(f"{number:0{bits}b}"[::-1], 2))
+
+
+MEASURED = ("val_accuracy", "test_accuracy", "seconds")
+"""What a part stores per student, one value per seed."""
+
+
+@dataclass(frozen=True)
+class FinishedParts:
+    """What an unfinished build has measured so far (:func:`read_finished`)."""
+
+    identity: dict[str, Any]
+    record: TeacherRecord
+    space: Space
+    students: Catalogue
+    measured: dict[str, dict[str, list[float]]]
+    """Per finished student's signature, in the parts' order: :data:`MEASURED` per seed."""
+
+
+def read_finished(work: str | os.PathLike[str]) -> FinishedParts:
+    """The finished parts in the build work directory ``work``, for previews of a table
+    before it is complete; BuildError when there is none yet, or when the build shrinks
+    an architecture other than its teacher (its identity keeps only the start's
+    signature)."""
+    work = Path(work)
+    parts = sorted((work / "parts").glob("part-*.json"))
+    if not (work / "identity.json").exists() or not parts:
+        raise BuildError(f"{work} holds no finished part of a build yet")
+    identity = json.loads((work / "identity.json").read_text())
+    if identity.get("start") is not None:
+        raise BuildError(f"{work} shrinks an architecture other than its teacher; only "
+                         "builds over the teacher itself can be read before they finish")
+    record = read_teacher_record(work / "teacher.pt")[0]
+    space = make_space(identity["space"], record.architecture,
+                       include_kernels=bool(identity.get("include_kernels")))
+    measured: dict[str, dict[str, list[float]]] = {}
+    for path in parts:
+        part = json.loads(path.read_text())
+        for index, signature in enumerate(part["signatures"]):
+            measured[signature] = {key: part[key][index] for key in MEASURED}
+    return FinishedParts(identity, record, space, catalogue(space), measured)
 
 
 def _teacher(settings: BuildSettings, data: data_mod.Dataset,
