@@ -27,14 +27,18 @@ TARGET = 50_000
 
 
 def measure(env: gym.Env, seconds: float, seed: int = 0) -> tuple[float, float]:
-    """(steps per second, episodes per second) of random episodes on ``env``."""
-    rng = np.random.default_rng(seed)
+    """(steps per second, episodes per second) of random episodes on ``env``: each action
+    is drawn uniformly among the allowed ones. The uniform numbers are drawn in blocks, so
+    that the policy costs about a microsecond a step and the time measured is the
+    environment's (``rng.integers`` per step would cost several)."""
+    uniforms = np.random.default_rng(seed).random(1 << 16).tolist()
     _, info = env.reset(seed=seed)
     steps = episodes = 0
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
-        allowed = np.flatnonzero(info["action_mask"])
-        _, _, terminated, _, info = env.step(int(allowed[rng.integers(len(allowed))]))
+        allowed = info["action_mask"].nonzero()[0]
+        action = int(allowed[int(uniforms[steps & 0xFFFF] * len(allowed))])
+        _, _, terminated, _, info = env.step(action)
         steps += 1
         if terminated:
             episodes += 1

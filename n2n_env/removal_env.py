@@ -143,6 +143,10 @@ class N2NRemovalEnv(N2NEnvBase):
         self._float_masks = [mask.astype(np.float32) for mask in self._masks]
         self._flat_table = self._table.ravel()
         self._wall_mask: np.ndarray | None = None
+        self._positions = [np.array([step / self.num_layers], np.float32)
+                           for step in range(self.num_layers + 1)]
+        self._students: dict[bytes, Architecture] = {}
+        """Finished students by their keep mask, so that a repeated student is not rebuilt."""
 
     def action_masks(self) -> np.ndarray:
         """Allowed actions now (sb3-contrib's MaskablePPO convention)."""
@@ -165,7 +169,7 @@ class N2NRemovalEnv(N2NEnvBase):
         return {
             "layer": current.copy(), "layers": self._flat_table.copy(),
             "layer_mask": self._layer_mask.copy(), "decisions": self._decisions.copy(),
-            "position": np.array([self._step / self.num_layers], np.float32),
+            "position": self._positions[self._step].copy(),
             "params_kept": np.array([min(max(kept, 0.0), 1.0)], np.float32),
             "action_mask": (self._mask().astype(np.float32) if self.wall is not None
                             else self._float_masks[-1 if self._done else self._step].copy()),
@@ -199,7 +203,12 @@ class N2NRemovalEnv(N2NEnvBase):
         self._wall_mask = None
         if self._step < self.num_layers:
             return None, replaced
-        return self.teacher.remove(self._decisions[: self.num_layers] > 0), replaced
+        keep_mask = self._decisions[: self.num_layers] > 0
+        student = self._students.get(keep_mask.tobytes())
+        if student is None:
+            student = self.teacher.remove(keep_mask)
+            self._students[keep_mask.tobytes()] = student
+        return student, replaced
 
     def _render_rgb(self) -> np.ndarray:
         widths = [shape[0] if shape else 1 for shape in self.teacher.output_shapes()]

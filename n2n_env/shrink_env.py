@@ -119,6 +119,10 @@ class N2NShrinkEnv(N2NEnvBase):
         self._flat_table = self._table.ravel()
         self._variable_mask = padded(np.ones(self.num_variables, np.float32), max_layers)
         self._estimate = _ParamEstimate(self.start, self.variables)
+        self._positions = [np.array([step / self.num_variables], np.float32)
+                           for step in range(self.num_variables + 1)]
+        self._students: dict[tuple[int, ...], Architecture] = {}
+        """Finished students by their levels, so that a repeated student is not rebuilt."""
         self.max_layers = max_layers
         self.action_space = spaces.Discrete(10)
         self.observation_space = spaces.Dict({
@@ -132,7 +136,8 @@ class N2NShrinkEnv(N2NEnvBase):
             "params_kept": spaces.Box(0.0, 1.0, (1,), np.float32),
             "action_mask": spaces.Box(0.0, 1.0, (10,), np.float32),
         })
-        self._factors = np.ones(self.num_variables, np.float64)
+        self._levels = [10] * self.num_variables
+        """The chosen level a (factor a / 10) of every variable; 10 while undecided."""
         self._decisions = np.zeros(max_layers, np.float32)
         self._step, self._done = 0, True
         self._wall_mask: np.ndarray | None = None
@@ -157,7 +162,7 @@ class N2NShrinkEnv(N2NEnvBase):
         if self._done or self.wall is None:
             return _ALL_ACTIONS
         if self._wall_mask is None:
-            decided = [round(float(f), 1) for f in self._factors[: self._step]]
+            decided = [level / 10 for level in self._levels[: self._step]]
             self._wall_mask = self.wall.shrink_mask(self.start, decided, self.num_variables,
                                                     self.include_kernels)
         return self._wall_mask
@@ -169,9 +174,9 @@ class N2NShrinkEnv(N2NEnvBase):
         return {
             "variable": current.copy(), "variables": self._flat_table.copy(),
             "variable_mask": self._variable_mask.copy(), "decisions": self._decisions.copy(),
-            "position": np.array([self._step / self.num_variables], np.float32),
+            "position": self._positions[self._step].copy(),
             "previous_action": np.array([previous], np.float32),
-            "params_kept": np.array([self._estimate.fraction(self._factors)], np.float32),
+            "params_kept": np.array([self._estimate.fraction], np.float32),
             "action_mask": (_ALL_ACTIONS_FLOAT.copy() if self.wall is None
                             else self._mask().astype(np.float32)),
         }
@@ -179,7 +184,8 @@ class N2NShrinkEnv(N2NEnvBase):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        self._factors[:] = 1.0
+        self._levels = [10] * self.num_variables
+        self._estimate.reset()
         self._decisions[:] = 0.0
         self._step, self._done, self._last_info, self._wall_mask = 0, False, {}, None
         return self._observation(), {"action_mask": self.action_masks()}
@@ -194,30 +200,35 @@ class N2NShrinkEnv(N2NEnvBase):
                                  f"(action_wall); allowed: {np.flatnonzero(mask).tolist()}")
             action = nearest_allowed(action, mask)
         level = action + 1
-        self._factors[self._step] = level / 10
+        self._levels[self._step] = level
         self._decisions[self._step] = level / 10
+        self._estimate.decide(self._step, level / 10)
         self._step += 1
         self._wall_mask = None
         if self._step < self.num_variables:
             return None, replaced
-        factors = [round(f, 1) for f in self._factors]
-        return self.start.shrink(factors, self.include_kernels), replaced
+        levels = tuple(self._levels)
+        student = self._students.get(levels)
+        if student is None:
+            student = self.start.shrink([level / 10 for level in levels], self.include_kernels)
+            self._students[levels] = student
+        return student, replaced
 
     def _render_rgb(self) -> np.ndarray:
-        widths = [scaled_value(v.kind, v.value, round(f * 10))
-                  for v, f in zip(self.variables, self._factors)]
+        widths = [scaled_value(v.kind, v.value, level)
+                  for v, level in zip(self.variables, self._levels)]
         state = [1 if d else 0 for d in self._decisions[: self.num_variables]]
         kinds = ["conv" if v.kind == "width" else "maxpool" for v in self.variables]
         return render_bars(widths, kinds, state, self._step)
 
     def _render_text(self) -> str:
         lines = [f"N2NShrink: {self.start.name} step {self._step}/{self.num_variables}, "
-                 f"estimated parameters kept {self._estimate.fraction(self._factors):.1%}"]
-        for index, (variable, factor) in enumerate(zip(self.variables, self._factors)):
+                 f"estimated parameters kept {self._estimate.fraction:.1%}"]
+        for index, (variable, level) in enumerate(zip(self.variables, self._levels)):
             pointer = ">" if index == self._step and not self._done else " "
             decided = index < self._step
-            new = scaled_value(variable.kind, variable.value, round(factor * 10))
-            choice = f"x{factor:.1f} -> {new}" if decided else "?"
+            new = scaled_value(variable.kind, variable.value, level)
+            choice = f"x{level / 10:.1f} -> {new}" if decided else "?"
             lines.append(f"{pointer}{index:>4} {variable.kind:<6} layer {variable.layer!s:<4} "
                          f"{variable.value:>5} {choice}")
         return "\n".join([*lines, *self._student_line()]) + "\n"
@@ -256,36 +267,46 @@ def _resolve_start(start: Architecture | str | os.PathLike[str] | None,
 
 
 class _ParamEstimate:
-    """Fast estimate of the parameters kept under partial shrink factors: each weight
-    scales with the factors of its input and output widths (kernels and rounding ignored)."""
+    """Fast estimate of the parameters kept under the factors decided so far: each weight
+    scales with the factors of its input and output widths (undecided variables count 1.0;
+    kernels and rounding are ignored). Kept up to date one decision at a time, touching
+    only the weights of the decided variable, since it is read at every step."""
 
     def __init__(self, arch: Architecture, variables: tuple[ShrinkVariable, ...]) -> None:
         variable_of = {slot: index for index, variable in enumerate(variables)
                        if variable.kind == "width" for slot in variable.slots}
         none = len(variables)
         slots = arch.input_slots()
-        counts, inputs, outputs = [], [], []
+        weights: list[tuple[float, int, int]] = []  # (count, input variable, output variable)
         for index, (layer, params) in enumerate(zip(arch.layers, arch.layer_params())):
             source = variable_of.get(slots[("layer", index)], none)
             if layer.kind in ("conv", "linear"):
-                counts.append(params)
-                inputs.append(source)
-                outputs.append(variable_of.get(("layer", index), none))
+                weights.append((params, source, variable_of.get(("layer", index), none)))
             elif layer.kind == "bn":
-                counts.append(params)
-                inputs.append(none)
-                outputs.append(source)
+                weights.append((params, none, source))
         for block, params in arch.projection_params().items():
-            counts.append(params)
-            inputs.append(variable_of.get(slots[("projection", block)], none))
-            outputs.append(variable_of.get(("projection", block), none))
-        self.counts = np.array(counts, np.float64)
-        self.inputs, self.outputs = np.array(inputs), np.array(outputs)
-        self.total = float(self.counts.sum())
-        self._scale = np.ones(len(variables) + 1)  # the factors, then 1.0 for "no variable"
+            weights.append((params, variable_of.get(slots[("projection", block)], none),
+                            variable_of.get(("projection", block), none)))
+        self._weights = weights
+        self._touching = [[weight for weight in weights if variable in weight[1:]]
+                          for variable in range(len(variables))]
+        self.total = float(sum(count for count, _, _ in weights))
+        self.reset()
 
-    def fraction(self, factors: np.ndarray) -> float:
+    def reset(self) -> None:
+        """Every variable undecided (factor 1.0)."""
+        self._scale = [1.0] * (len(self._touching) + 1)  # the factors, then "no variable"
+        self._kept = self.total
+
+    def decide(self, variable: int, factor: float) -> None:
+        """Set ``variable``'s factor."""
         scale = self._scale
-        scale[:-1] = factors
-        kept = float(np.dot(self.counts * scale[self.inputs], scale[self.outputs]))
-        return min(max(kept / self.total, 0.0), 1.0)
+        touching = self._touching[variable]
+        self._kept -= sum(count * scale[i] * scale[o] for count, i, o in touching)
+        scale[variable] = factor
+        self._kept += sum(count * scale[i] * scale[o] for count, i, o in touching)
+
+    @property
+    def fraction(self) -> float:
+        """Estimated fraction of the parameters kept, in [0, 1]."""
+        return min(max(self._kept / self.total, 0.0), 1.0) if self.total else 1.0

@@ -136,7 +136,7 @@ def test_shrink_wall_is_exact_for_params(bound: int) -> None:
         expected = [any((i, j) in feasible for j in range(10)) for i in range(10)]
         assert env.action_masks().tolist() == (expected if any(expected) else [True] * 10)
         env.step(first)
-        taken = round(env._factors[0] * 10) - 1  # a masked first action was replaced
+        taken = env._levels[0] - 1  # a masked first action was replaced
         expected = [(taken, j) in feasible for j in range(10)]
         assert env.action_masks().tolist() == (expected if any(expected) else [True] * 10)
 

@@ -322,3 +322,32 @@ def test_paper_unit_costs_times_the_teacher_and_stage_one_candidates(
     assert candidates is not None
     assert int(candidates.group(1).replace(",", "")) <= int(candidates.group(2).replace(",", ""))
     assert float(candidates.group(3)) >= 0
+
+
+def test_env_speed_benchmark_plays_uniform_allowed_actions_on_both_environments(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gymnasium as gym
+
+    from tests.bench_tables import fake_table
+
+    speed = runpy.run_path(str(BENCHMARKS / "bench_env_speed.py"))
+    # invalid_action="raise": one masked action (removing a fixed layer) would raise.
+    env = gym.make("N2NRemovalBench-v0",
+                   table=fake_table("removal"), invalid_action="raise")
+    taken: list[int] = []
+    step = env.step
+    monkeypatch.setattr(env, "step", lambda action: taken.append(action) or step(action))
+    steps_per_second, episodes_per_second = speed["measure"](env, 0.3)
+    assert steps_per_second > episodes_per_second > 0 and len(taken) > 500
+    assert 0.3 < taken.count(0) / len(taken) < 0.7  # both actions drawn, not one
+    paths = []
+    for space in ("removal", "shrink"):
+        paths += [f"--{space}-table", str(fake_table(space).save(tmp_path / f"{space}.npz"))]
+    monkeypatch.setattr(sys, "argv", ["bench_env_speed.py", *paths, "--seconds", "0.05",
+                                      "--warmup", "0.05"])
+    speed["main"]()
+    rows = table_rows(capsys.readouterr().out)
+    assert [(row[0], row[1], row[2]) for row in rows] == [
+        (env_id, state, wrappers) for env_id in ("N2NRemovalBench-v0", "N2NShrinkBench-v0")
+        for state, wrappers in (("cold", "gym.make"), ("warm", "gym.make"), ("warm", "raw"))]

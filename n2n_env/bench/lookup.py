@@ -10,6 +10,7 @@ environment would have spent, which lets agents be compared at equal compute.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -75,8 +76,18 @@ class TableEvaluator:
         """If set, the next evaluation uses this seed column instead of drawing one (a
         replay of a logged episode), then it is cleared."""
         self._index = table.signature_index()
-        self._compression = table.compression("params")
-        self._flops_compression = table.compression("flops")
+        # Python lists, so that a lookup converts no numpy scalar (it runs once a step).
+        self._sizes = [
+            {"params": params, "flops": flops, "compression": compression,
+             "flops_compression": flops_compression}
+            for params, flops, compression, flops_compression in zip(
+                table.params.tolist(), table.flops.tolist(),
+                table.compression("params").tolist(), table.compression("flops").tolist())]
+        self._reasons = [table.reason(student) for student in range(table.num_students)]
+        self._accuracy = table.val_accuracy.tolist()
+        self._seconds = table.seconds.tolist()
+        self._mean_accuracy = table.val_accuracy.mean(axis=1).tolist()  # NaN if a seed failed
+        self._mean_seconds = table.seconds.mean(axis=1).tolist()
 
     def identity(self) -> Mapping[str, str]:
         header = self.table.header
@@ -104,28 +115,20 @@ class TableEvaluator:
     def evaluate_student(self, student: int) -> Evaluation:
         """The Evaluation of the table's student ``student``, at one drawn seed (or the
         mean over seeds)."""
-        table = self.table
-        params, flops = int(table.params[student]), int(table.flops[student])
-        sizes = {
-            "params": params, "flops": flops,
-            "compression": float(self._compression[student]),
-            "flops_compression": float(self._flops_compression[student]),
-        }
-        reason = table.reason(student)
+        sizes = self._sizes[student]
+        reason = self._reasons[student]
         forced, self.next_column, self.last_seed = self.next_column, None, None
         if reason is not None:
             return Evaluation(accuracy=0.0, degenerate_reason=reason, **sizes)
         if self.reward_seed == "draw" or forced is not None:
-            column = int(self.rng.integers(table.num_seeds)) if forced is None else forced
-            self.last_seed = table.header.seeds[column]
-            accuracy = float(table.val_accuracy[student, column])
-            seconds = float(table.seconds[student, column])
+            column = int(self.rng.integers(self.table.num_seeds)) if forced is None else forced
+            self.last_seed = self.table.header.seeds[column]
+            accuracy = self._accuracy[student][column]
+            seconds = self._seconds[student][column]
         else:
-            values = table.val_accuracy[student]
-            accuracy = (float(np.mean(values)) if np.all(np.isfinite(values))
-                        else float("nan"))
-            seconds = float(np.mean(table.seconds[student]))
-        if not np.isfinite(accuracy):
+            accuracy = self._mean_accuracy[student]
+            seconds = self._mean_seconds[student]
+        if not math.isfinite(accuracy):
             return Evaluation(accuracy=0.0, wall_seconds=seconds,
                               failure="training diverged at this seed", **sizes)
         return Evaluation(accuracy=accuracy, wall_seconds=seconds, **sizes)
