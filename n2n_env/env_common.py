@@ -10,7 +10,7 @@ this module and the two MDPs import no torch.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -29,6 +29,7 @@ from n2n_env.reward import (
     constrained_reward,
     parse_constraints,
 )
+from n2n_env.transitions import MAX_DERIVED_LAYERS
 
 INVALID_ACTIONS = ("replace", "raise")
 """What a step does with an action the mask forbids: take the only allowed one instead
@@ -257,6 +258,26 @@ class N2NEnvBase(gym.Env[dict[str, np.ndarray], int]):
         info = self._last_info
         return [f"student: accuracy {info['accuracy']:.4f}, compression "
                 f"{info['compression']:.3f}, degenerate: {info['degenerate_reason']}"]
+
+
+class RememberedStudents:
+    """The finished students of an environment by their actions, so that a repeated episode
+    does not build (and check) its student again. Bounded as an architecture's own memory of
+    its derived students is (:data:`n2n_env.transitions.MAX_DERIVED_LAYERS` layers): past
+    that, it starts over."""
+
+    def __init__(self, layers_per_student: int) -> None:
+        self._limit = max(1, MAX_DERIVED_LAYERS // max(1, layers_per_student))
+        self._students: dict[Hashable, Architecture] = {}
+
+    def get(self, actions: Hashable, build: Callable[[], Architecture]) -> Architecture:
+        """The student of ``actions``, from ``build()`` the first time."""
+        student = self._students.get(actions)
+        if student is None:
+            if len(self._students) >= self._limit:
+                self._students.clear()
+            student = self._students[actions] = build()
+        return student
 
 
 def has_attribute(candidate: Any, name: str) -> bool:

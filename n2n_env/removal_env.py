@@ -9,7 +9,14 @@ from gymnasium import spaces
 
 from n2n_env import validate
 from n2n_env.arch import Architecture
-from n2n_env.env_common import MAX_LAYERS, N2NEnvBase, as_action, padded, render_bars
+from n2n_env.env_common import (
+    MAX_LAYERS,
+    N2NEnvBase,
+    RememberedStudents,
+    as_action,
+    padded,
+    render_bars,
+)
 from n2n_env.evaluators import Evaluator
 from n2n_env.features import NORMALIZED_FEATURE_NAMES
 
@@ -145,8 +152,7 @@ class N2NRemovalEnv(N2NEnvBase):
         self._wall_mask: np.ndarray | None = None
         self._positions = [np.array([step / self.num_layers], np.float32)
                            for step in range(self.num_layers + 1)]
-        self._students: dict[bytes, Architecture] = {}
-        """Finished students by their keep mask, so that a repeated student is not rebuilt."""
+        self._students = RememberedStudents(self.num_layers)
 
     def action_masks(self) -> np.ndarray:
         """Allowed actions now (sb3-contrib's MaskablePPO convention)."""
@@ -204,10 +210,7 @@ class N2NRemovalEnv(N2NEnvBase):
         if self._step < self.num_layers:
             return None, replaced
         keep_mask = self._decisions[: self.num_layers] > 0
-        student = self._students.get(keep_mask.tobytes())
-        if student is None:
-            student = self.teacher.remove(keep_mask)
-            self._students[keep_mask.tobytes()] = student
+        student = self._students.get(keep_mask.tobytes(), lambda: self.teacher.remove(keep_mask))
         return student, replaced
 
     def _render_rgb(self) -> np.ndarray:

@@ -14,6 +14,7 @@ from n2n_env.arch import Architecture
 from n2n_env.env_common import (
     MAX_LAYERS,
     N2NEnvBase,
+    RememberedStudents,
     as_action,
     nearest_allowed,
     padded,
@@ -121,8 +122,7 @@ class N2NShrinkEnv(N2NEnvBase):
         self._estimate = _ParamEstimate(self.start, self.variables)
         self._positions = [np.array([step / self.num_variables], np.float32)
                            for step in range(self.num_variables + 1)]
-        self._students: dict[tuple[int, ...], Architecture] = {}
-        """Finished students by their levels, so that a repeated student is not rebuilt."""
+        self._students = RememberedStudents(len(self.start.layers))
         self.max_layers = max_layers
         self.action_space = spaces.Discrete(10)
         self.observation_space = spaces.Dict({
@@ -207,11 +207,9 @@ class N2NShrinkEnv(N2NEnvBase):
         self._wall_mask = None
         if self._step < self.num_variables:
             return None, replaced
-        levels = tuple(self._levels)
-        student = self._students.get(levels)
-        if student is None:
-            student = self.start.shrink([level / 10 for level in levels], self.include_kernels)
-            self._students[levels] = student
+        factors = [level / 10 for level in self._levels]
+        student = self._students.get(tuple(self._levels), lambda: self.start.shrink(
+            factors, self.include_kernels))
         return student, replaced
 
     def _render_rgb(self) -> np.ndarray:

@@ -12,6 +12,7 @@ from n2n_env import data, zoo
 from n2n_env.arch import LAYER_KINDS, PAPER_KINDS, Architecture
 from n2n_env.env_common import (
     MAX_LAYERS,
+    RememberedStudents,
     TerminalReward,
     as_action,
     padded,
@@ -261,3 +262,48 @@ def test_the_flops_metric_compares_flops(conv4: Architecture) -> None:
     student = larger_than_teacher(conv4)
     by_flops = TerminalReward(compression_metric="flops").untrained(student, conv4, 32_768)
     assert (by_flops is not None) == (student.flops() > conv4.flops())
+
+
+def test_remembered_students_build_once_and_start_over_past_their_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import n2n_env.env_common as env_common
+
+    monkeypatch.setattr(env_common, "MAX_DERIVED_LAYERS", 30)
+    teacher = zoo.get("conv3", (1, 16, 16))
+    built: list[tuple[bool, ...]] = []
+
+    def build(mask: tuple[bool, ...]) -> Architecture:
+        built.append(mask)
+        return teacher.remove(mask)
+
+    memory = RememberedStudents(len(teacher.layers))  # 15 layers: room for two students
+    masks = [tuple(i != j for i in range(len(teacher.layers))) for j in (0, 1, 2)]
+    first = memory.get(masks[0], lambda: build(masks[0]))
+    assert memory.get(masks[0], lambda: build(masks[0])) is first
+    memory.get(masks[1], lambda: build(masks[1]))
+    assert built == masks[:2]
+    memory.get(masks[2], lambda: build(masks[2]))  # full: starts over
+    assert memory.get(masks[0], lambda: build(masks[0])) == first
+    assert built == [*masks, masks[0]]
+
+
+@pytest.mark.parametrize("env_class", [N2NRemovalEnv, N2NShrinkEnv])
+def test_every_finished_student_is_the_one_its_actions_make(env_class) -> None:
+    """Repeated episodes reuse remembered students; each must still be its own actions'."""
+    teacher = zoo.get("conv3", DIGITS_SHAPE, num_classes=DIGITS_CLASSES)
+    env = env_class(MockEvaluator(teacher))
+    rng = np.random.default_rng(0)
+    played: list[list[int]] = []
+    for episode in range(60):
+        replay = played[rng.integers(len(played))] if played and episode % 2 else None
+        _, info = env.reset(seed=episode)
+        actions, done = [], False
+        while not done:
+            allowed = np.flatnonzero(info["action_mask"])
+            actions.append(replay[len(actions)] if replay else
+                           int(allowed[rng.integers(len(allowed))]))
+            _, _, done, _, info = env.step(actions[-1])
+        played.append(actions)
+        expected = (teacher.remove([a == 1 for a in actions]) if env_class is N2NRemovalEnv
+                    else teacher.shrink([(a + 1) / 10 for a in actions]))
+        assert info["architecture"] == expected.to_json()
