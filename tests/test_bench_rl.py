@@ -227,3 +227,26 @@ def test_cli_refuses_unknown_agents_and_damaged_tables(table_file, tmp_path, cap
                  str(tmp_path / "r")]) == 2
     assert "is a removal table" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_run_on_the_shipped_table_records_no_path_and_validates_against_its_digest(
+        table_file, tmp_path, capsys, monkeypatch):
+    """run.json names the shipped table by its digest, not by this installation's path to
+    it, so a committed run directory validates on any machine; another table is refused."""
+    import json
+
+    import n2n_env.bench.lookup as lookup
+
+    monkeypatch.setattr(lookup, "shipped_table_path", lambda space: table_file)
+    out = tmp_path / "run"
+    assert main(["bench", "rl", "removal", "--agents", "random", "--seeds", "2",
+                 "--evaluations", "5", "--out", str(out), "--no-progress"]) == 0
+    run_settings = json.loads((out / "run.json").read_text())
+    assert run_settings["table"] is None and run_settings["space"] == "removal"
+    assert str(table_file) not in (out / "run.json").read_text()
+    capsys.readouterr()
+    assert main(["bench", "validate", str(out)]) == 0
+    other = fake_table("removal", noise=0.02).save(tmp_path / "other.npz")
+    monkeypatch.setattr(lookup, "shipped_table_path", lambda space: other)
+    assert main(["bench", "validate", str(out)]) == 1
+    assert "digest" in capsys.readouterr().err

@@ -168,16 +168,19 @@ def _rl(args: argparse.Namespace) -> int:
         "--evaluations", str(evaluations)]
     if args.table:
         words += ["--table", args.table]
-    settings = {"table": str(path), "table_digest": table.digest(), "agents": list(agents),
-                "seeds": args.seeds, "evaluations": evaluations, "seconds": args.seconds,
-                "reward_seed": args.reward_seed}
+    # The shipped table is recorded as null (not this machine's path to it), so that the
+    # run directory validates and continues on any installation; the digest says which
+    # table it was either way.
+    settings = {"space": args.space, "table": args.table, "table_digest": table.digest(),
+                "agents": list(agents), "seeds": args.seeds, "evaluations": evaluations,
+                "seconds": args.seconds, "reward_seed": args.reward_seed}
     run_file = out / "run.json"
     if run_file.exists():
         found = json.loads(run_file.read_text())
-        if {k: found.get(k) for k in settings if k != "agents"} != {
-                k: v for k, v in settings.items() if k != "agents"}:
-            raise UsageError(f"{out} holds a run with other settings ({run_file}); pass "
-                             "another --out")
+        same = ("table_digest", "seeds", "evaluations", "seconds", "reward_seed")
+        if any(found.get(key) != settings[key] for key in same):
+            raise UsageError(f"{out} holds a run with other settings or another table "
+                             f"({run_file}); pass another --out")
     out.mkdir(parents=True, exist_ok=True)
     run_file.write_text(json.dumps({**settings, "command": shlex.join(words)}, indent=1))
     specs = [RunSpec(agent, seed, str(path), evaluations, args.seconds, args.reward_seed)
@@ -205,11 +208,15 @@ def _validate(args: argparse.Namespace) -> int:
 
     paths: list[Path] = []
     table_path = Path(args.table) if args.table else None
+    digest = None  # the table a run directory says its logs were made against
     for given in map(Path, args.logs):
         if given.is_dir():
             paths += sorted((given / "episodes").glob("*.csv"))
             if table_path is None and (given / "run.json").exists():
-                table_path = Path(json.loads((given / "run.json").read_text())["table"])
+                run = json.loads((given / "run.json").read_text())
+                table_path = (Path(run["table"]) if run.get("table") else
+                              _table_path(run.get("space", "removal"), None))
+                digest = run.get("table_digest")
         else:
             paths.append(given)
     if table_path is None:
@@ -225,6 +232,11 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"n2n: error: {error}", file=sys.stderr)
         return 1
     table = BenchTable.load(table_path)
+    if digest is not None and table.digest() != digest:
+        print(f"n2n: error: the logs were made against the table of digest {digest}, and "
+              f"{table_path} has digest {table.digest()}; pass that table with --table",
+              file=sys.stderr)
+        return 1
     mismatches = validate(records, table)
     if mismatches:
         for mismatch in mismatches[:20]:
