@@ -31,13 +31,16 @@ def measure(env: gym.Env, seconds: float, seed: int = 0) -> tuple[float, float]:
     is drawn uniformly among the allowed ones. The uniform numbers are drawn in blocks, so
     that the policy costs about a microsecond a step and the time measured is the
     environment's (``rng.integers`` per step would cost several)."""
-    uniforms = np.random.default_rng(seed).random(1 << 16).tolist()
+    rng = np.random.default_rng(seed)
+    uniforms: list[float] = []
     _, info = env.reset(seed=seed)
     steps = episodes = 0
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
+        if not uniforms:
+            uniforms = rng.random(1 << 16).tolist()
         allowed = info["action_mask"].nonzero()[0]
-        action = int(allowed[int(uniforms[steps & 0xFFFF] * len(allowed))])
+        action = int(allowed[int(uniforms.pop() * len(allowed))])
         _, _, terminated, _, info = env.step(action)
         steps += 1
         if terminated:

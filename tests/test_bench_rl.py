@@ -250,3 +250,14 @@ def test_a_run_on_the_shipped_table_records_no_path_and_validates_against_its_di
     monkeypatch.setattr(lookup, "shipped_table_path", lambda space: other)
     assert main(["bench", "validate", str(out)]) == 1
     assert "digest" in capsys.readouterr().err
+
+
+def test_validate_checks_the_digest_of_a_table_passed_by_hand(table_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["bench", "rl", "removal", "--table", str(table_file), "--agents", "random",
+                 "--seeds", "1", "--evaluations", "4", "--out", str(out), "--no-progress"]) == 0
+    other = fake_table("removal", noise=0.02).save(tmp_path / "other.npz")
+    capsys.readouterr()
+    assert main(["bench", "validate", str(out), "--table", str(other)]) == 1
+    assert "digest" in capsys.readouterr().err
+    assert main(["bench", "validate", str(out), "--table", str(table_file)]) == 0

@@ -285,14 +285,34 @@ def test_provisional_shrink_table_imputes_the_mean_of_the_nearest_width_steps(
 
 def test_partial_landscape_of_a_shrink_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    """The preview reads the space from the build's identity and counts its parts."""
+    """The preview reads the space from the build's identity, counts its parts, and says
+    what each decision is worth, as computed here by hand from the made-up accuracies."""
+    import numpy as np
+    from bench_tables import small_teacher
+
+    from n2n_env.bench.spaces import catalogue
+    from n2n_env.reward import n2n_reward
+
     work = tmp_path / "work"
-    _shrink_build(work)
+    space, accuracy = _shrink_build(work)
     monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / "partial_landscape.py"), "--work",
                                       str(work)])
     runpy.run_path(str(BENCHMARKS / "partial_landscape.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "shrink space: 100 students, 100 trainable; finished 90 (90%), 2 seeds" in out
+    students, teacher_params = catalogue(space), small_teacher().num_params()
+
+    def mean_reward(episode: int) -> float:
+        student = students.students[students.row_student[episode]]
+        compression = 1 - student.num_params() / teacher_params
+        return float(np.mean([n2n_reward(compression, a, 0.97) for a in accuracy(episode)]))
+
+    finished = [e for e in range(space.size) if space.actions(e)[0] != 3]
+    for variable in (0, 1):
+        largest = [mean_reward(e) for e in finished if space.actions(e)[variable] == 9]
+        smallest = [mean_reward(e) for e in finished if space.actions(e)[variable] == 0]
+        effect = np.mean(largest) - np.mean(smallest)
+        assert f"variable {variable}, 100% - 10%: {effect:+.3f}" in out
     for part in (work / "parts").iterdir():
         part.unlink()
     with pytest.raises(SystemExit):  # a build not started yet: one line, no traceback

@@ -208,17 +208,24 @@ def _validate(args: argparse.Namespace) -> int:
 
     paths: list[Path] = []
     table_path = Path(args.table) if args.table else None
-    digest = None  # the table a run directory says its logs were made against
+    digests: dict[str, Path] = {}  # the tables run directories say their logs were made against
     for given in map(Path, args.logs):
         if given.is_dir():
             paths += sorted((given / "episodes").glob("*.csv"))
-            if table_path is None and (given / "run.json").exists():
+            if (given / "run.json").exists():
                 run = json.loads((given / "run.json").read_text())
-                table_path = (Path(run["table"]) if run.get("table") else
-                              _table_path(run.get("space", "removal"), None))
-                digest = run.get("table_digest")
+                if table_path is None:
+                    table_path = (Path(run["table"]) if run.get("table") else
+                                  _table_path(run.get("space", "removal"), None))
+                if run.get("table_digest"):
+                    digests.setdefault(run["table_digest"], given)
         else:
             paths.append(given)
+    if len(digests) > 1:
+        raise UsageError("these run directories were made against different tables ("
+                         + ", ".join(f"{path}: {digest}" for digest, path in digests.items())
+                         + "); validate them one at a time")
+    digest = next(iter(digests), None)
     if table_path is None:
         raise UsageError("name the table the logs were made against: --table FILE (or pass "
                          "a run directory with its run.json)")
