@@ -288,10 +288,13 @@ def test_remembered_students_build_once_and_start_over_past_their_bound(
 
 
 @pytest.mark.parametrize("env_class", [N2NRemovalEnv, N2NShrinkEnv])
-def test_every_finished_student_is_the_one_its_actions_make(env_class) -> None:
-    """Repeated episodes reuse remembered students; each must still be its own actions'."""
+@pytest.mark.parametrize("action_wall", [False, True])
+def test_every_finished_student_is_the_one_its_actions_make(env_class, action_wall) -> None:
+    """Repeated episodes reuse remembered students; each must still be its own actions'
+    (with the action wall too, whose masks the actions follow)."""
     teacher = zoo.get("conv3", DIGITS_SHAPE, num_classes=DIGITS_CLASSES)
-    env = env_class(MockEvaluator(teacher))
+    constraints = {"params": teacher.num_params() // 4} if action_wall else None
+    env = env_class(MockEvaluator(teacher), action_wall=action_wall, constraints=constraints)
     rng = np.random.default_rng(0)
     played: list[list[int]] = []
     for episode in range(60):
