@@ -207,9 +207,8 @@ class N2NShrinkEnv(N2NEnvBase):
         self._wall_mask = None
         if self._step < self.num_variables:
             return None, replaced
-        factors = [level / 10 for level in self._levels]
         student = self._students.get(tuple(self._levels), lambda: self.start.shrink(
-            factors, self.include_kernels))
+            [level / 10 for level in self._levels], self.include_kernels))
         return student, replaced
 
     def _render_rgb(self) -> np.ndarray:

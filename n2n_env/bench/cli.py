@@ -216,7 +216,7 @@ def _validate(args: argparse.Namespace) -> int:
                 run = json.loads((given / "run.json").read_text())
                 if table_path is None:
                     table_path = (Path(run["table"]) if run.get("table") else
-                                  _table_path(run.get("space", "removal"), None))
+                                  _table_path(run["space"], None))
                 if run.get("table_digest"):
                     digests.setdefault(run["table_digest"], given)
         else:
