@@ -349,7 +349,7 @@ def test_env_speed_benchmark_plays_uniform_allowed_actions_on_both_environments(
 ) -> None:
     import gymnasium as gym
 
-    from tests.bench_tables import fake_table
+    from bench_tables import fake_table
 
     speed = runpy.run_path(str(BENCHMARKS / "bench_env_speed.py"))
     # invalid_action="raise": one masked action (removing a fixed layer) would raise.
