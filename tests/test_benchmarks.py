@@ -348,7 +348,6 @@ def test_env_speed_benchmark_plays_uniform_allowed_actions_on_both_environments(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import gymnasium as gym
-
     from bench_tables import fake_table
 
     speed = runpy.run_path(str(BENCHMARKS / "bench_env_speed.py"))
@@ -371,3 +370,47 @@ def test_env_speed_benchmark_plays_uniform_allowed_actions_on_both_environments(
     assert [(row[0], row[1], row[2]) for row in rows] == [
         (env_id, state, wrappers) for env_id in ("N2NRemovalBench-v0", "N2NShrinkBench-v0")
         for state, wrappers in (("cold", "gym.make"), ("warm", "gym.make"), ("warm", "raw"))]
+
+
+def test_policy_landscape_shows_marginals_near_optimum_and_agents_side_by_side(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Per variable: the mean true reward of each action (checked by hand for two), the
+    near-optimal students' actions, and each agent's share of each action in the last
+    episodes of its runs (here made-up logs whose shares are known)."""
+    import numpy as np
+    from bench_tables import fake_table
+
+    from n2n_env.bench.rl import true_rewards
+
+    table = fake_table("shrink")
+    table_file = table.save(tmp_path / "shrink.npz")
+    space = table.header.space_object()
+    assert space.episode_length == 2
+    episodes = tmp_path / "run" / "episodes"
+    episodes.mkdir(parents=True)
+    header = "agent,seed,episode,actions\n"
+    (episodes / "ppo-seed000.csv").write_text(header + "ppo,0,1,00\nppo,0,2,37\nppo,0,3,39\n")
+    (episodes / "ppo-seed001.csv").write_text(header + "ppo,1,1,99\nppo,1,2,31\n")
+    monkeypatch.setattr(sys, "argv", ["policy_landscape.py", "shrink", str(tmp_path / "run"),
+                                      "--table", str(table_file), "--last", "2", "--gap", "0"])
+    runpy.run_path(str(BENCHMARKS / "policy_landscape.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    rewards = true_rewards(table)[table.row_student]
+    best = space.actions(int(np.argmax(rewards)))
+    assert "1 episodes within 0" in out
+    blocks = out.split("\nvariable ")[1:]
+    assert len(blocks) == 2
+    for variable, block in enumerate(blocks):
+        lines = block.splitlines()
+        marginal = [float(v) for v in lines[2].split()[-10:]]
+        for action in (0, 9):
+            by_hand = np.mean([rewards[e] for e in range(space.size)
+                               if space.actions(e)[variable] == action])
+            assert marginal[action] == pytest.approx(by_hand, abs=5e-4)
+        near = [float(v) for v in lines[3].split()[-10:]]
+        assert near == [100.0 if a == best[variable] else 0.0 for a in range(10)]
+        shares = [float(v) for v in lines[4].split()[-10:]]
+        # last 2 episodes of each run: 37, 39, 99, 31
+        expected = {0: {3: 75.0, 9: 25.0}, 1: {7: 25.0, 9: 50.0, 1: 25.0}}[variable]
+        assert shares == [expected.get(a, 0.0) for a in range(10)]
