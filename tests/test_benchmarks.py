@@ -414,3 +414,42 @@ def test_policy_landscape_shows_marginals_near_optimum_and_agents_side_by_side(
         # last 2 episodes of each run: 37, 39, 99, 31
         expected = {0: {3: 75.0, 9: 25.0}, 1: {7: 25.0, 9: 50.0, 1: 25.0}}[variable]
         assert shares == [expected.get(a, 0.0) for a in range(10)]
+
+
+def test_cem_reference_concentrates_on_the_optimum_and_prints_its_regret_beside_uniform(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The elite pulls the sampling distribution to the high rewards of a made-up table
+    (uniform sampling stays put), and the regret is that of the best student seen. The
+    script prints both rows and refuses an empty elite."""
+    import numpy as np
+    from bench_tables import fake_table
+
+    from n2n_env.bench.rl import true_rewards
+
+    cem = runpy.run_path(str(BENCHMARKS / "cem_reference.py"))
+    table = fake_table("shrink", noise=0.0)  # every seed alike: drawn reward = true reward
+    optimum = true_rewards(table).max()
+    for seed in range(5):
+        learned_regret, learned = cem["run"](table, seed, 100, 10, 2, 0.5, 0.02)
+        uniform_regret, uniform = cem["run"](table, seed, 100, 10, 0, 0.5, 0.02)
+        assert learned_regret == pytest.approx(optimum - max(learned))
+        assert uniform_regret == pytest.approx(optimum - max(uniform))
+        assert len(learned) == len(uniform) == 100
+        # half the made-up students are larger than the teacher (reward 0): the elite
+        # leads away from them, uniform sampling keeps drawing them
+        assert np.mean(learned[-20:]) > 0.6 > np.mean(uniform) + 0.2
+
+    table_file = table.save(tmp_path / "shrink.npz")
+    monkeypatch.setattr(sys, "argv", ["cem_reference.py", "shrink", "--table", str(table_file),
+                                      "--seeds", "3", "--evaluations", "20", "--batch", "5",
+                                      "--elite", "2"])
+    runpy.run_path(str(BENCHMARKS / "cem_reference.py"), run_name="__main__")
+    rows = table_rows(capsys.readouterr().out)
+    assert [row[0] for row in rows] == ["cross-entropy method", "uniform (random search)"]
+    assert rows[1][2] == "-"
+    monkeypatch.setattr(sys, "argv", ["cem_reference.py", "shrink", "--table", str(table_file),
+                                      "--elite", "0"])
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(BENCHMARKS / "cem_reference.py"), run_name="__main__")
+    assert "--elite must be in 1..--batch (20), got 0" in capsys.readouterr().err
