@@ -416,7 +416,7 @@ def test_policy_landscape_shows_marginals_near_optimum_and_agents_side_by_side(
         assert shares == [expected.get(a, 0.0) for a in range(10)]
 
 
-def test_cem_reference_concentrates_on_the_optimum_and_prints_its_regret_beside_uniform(
+def test_cem_reference_follows_its_elite_and_prints_its_regret_beside_uniform(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The elite pulls the sampling distribution to the high rewards of a made-up table
