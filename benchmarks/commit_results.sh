@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Commit the finished pieces of this project's long experiments (results, never caches):
 # N2N-Bench build parts and tables, the real-environment agent logs, and n2n paper's units,
-# teachers, policies and tables. Commits only these paths, and only when one changed.
+# teachers, policies, tables and unfinished teachers' resume states under 20 MB. Commits only
+# these paths, and only when one changed.
 #   bash benchmarks/commit_results.sh "MESSAGE"
 # Sourced, it defines `with_commits MESSAGE CMD...`: run CMD, committing every 10 minutes
 # while it runs (COMMIT_EVERY seconds) and once when it ends; returns CMD's status. And
@@ -18,6 +19,12 @@ commit_results() {
   for path in "${candidates[@]}" benchmarks/n2n-bench/*-mnist-10k benchmarks/paper/table-*.md; do
     [ -e "$path" ] && paths+=("$path")
   done
+  # An unfinished teacher's per-epoch state (n2n paper's resume/), when small enough to
+  # commit every 10 minutes, and the removal of those a finished teacher deleted.
+  for path in benchmarks/paper/resume/*.pt; do
+    [ -f "$path" ] && [ "$(stat -c %s "$path")" -le "${RESUME_LIMIT:-20000000}" ] && paths+=("$path")
+  done
+  mapfile -t -O ${#paths[@]} paths < <(git ls-files --deleted -- benchmarks/paper/resume)
   [ ${#paths[@]} -eq 0 ] && return 0
   git add -- "${paths[@]}" || return 1
   local changed=()

@@ -209,6 +209,7 @@ def get_teacher(
     data_root: str | os.PathLike[str] | None = None, device: str | torch.device | None = None,
     epochs: int | None = None, train_if_missing: bool = True, progress: Progress = True,
     data: data_mod.Dataset | None = None, weights: str | os.PathLike[str] | None = None,
+    resume_path: str | os.PathLike[str] | None = None,
 ) -> tuple[torch.nn.Module, TeacherRecord]:
     """The cached teacher for ``model_name`` on ``dataset_name``, training it on first use.
 
@@ -220,7 +221,10 @@ def get_teacher(
     The cached checkpoint must match the zoo architecture and the fingerprint of the
     dataset as loaded now; otherwise :class:`CheckpointError` explains how to fix it.
     ``epochs`` shortens the recipe and only matters when the teacher has to be trained.
-    An interrupted first training resumes where it stopped on the next call. ``data`` is
+    An interrupted first training resumes where it stopped on the next call, from its
+    per-epoch state in ``resume_path`` (default: beside the cache entry; a driver that
+    commits its work, as ``n2n paper`` does, keeps it there so that another machine
+    continues the training). ``data`` is
     ``dataset_name`` already loaded (by a driver that also needs it), so it is not loaded
     twice.
     """
@@ -249,7 +253,7 @@ def get_teacher(
         return _measured_teacher(spec, dataset, weights, path, recipe, seed, device)
     if epochs is not None:
         recipe = recipe.with_epochs(epochs)
-    resume = partial_path(path)
+    resume = partial_path(path) if resume_path is None else Path(resume_path)
     trained = train_teacher(arch, dataset, recipe, device=device, seed=seed, progress=progress,
                             resume_path=resume)
     record = TeacherRecord(

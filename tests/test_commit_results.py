@@ -68,6 +68,29 @@ def test_commits_results_and_leaves_scripts_and_caches(repo: Path) -> None:
     assert " M benchmarks/n2n-bench/build_all.sh" in status
 
 
+def test_commits_small_teacher_resume_states_and_their_removal_never_large_ones(
+        repo: Path) -> None:
+    """A teacher longer than a sitting survives a new machine through its committed resume
+    state; one over the limit is left to commit by hand; a finished teacher's removal of
+    its resume file is committed too, so no stale state lingers."""
+    small = repo / "benchmarks/paper/resume/teacher-small.pt"
+    write(small, "s" * 100)
+    write(repo / "benchmarks/paper/resume/teacher-large.pt", "l" * 300)
+    environment = {**os.environ, "RESUME_LIMIT": "200"}
+    subprocess.run(["bash", "benchmarks/commit_results.sh", "resume"], cwd=repo, check=True,
+                   env=environment)
+    assert committed_files(repo) == {"benchmarks/paper/resume/teacher-small.pt"}
+    assert "?? benchmarks/paper/resume/teacher-large.pt" in git(repo, "status", "--porcelain")
+
+    small.unlink()
+    write(repo / "benchmarks/paper/teachers/teacher-small.pt")
+    subprocess.run(["bash", "benchmarks/commit_results.sh", "done"], cwd=repo, check=True,
+                   env=environment)
+    changes = git(repo, "show", "--format=", "--name-status", "HEAD").splitlines()
+    assert sorted(changes) == ["A\tbenchmarks/paper/teachers/teacher-small.pt",
+                               "D\tbenchmarks/paper/resume/teacher-small.pt"]
+
+
 def test_makes_no_commit_when_nothing_changed(repo: Path) -> None:
     before = git(repo, "rev-parse", "HEAD")
     subprocess.run(["bash", "benchmarks/commit_results.sh", "nothing"], cwd=repo, check=True)

@@ -274,6 +274,41 @@ def test_only_runs_the_selected_units_and_what_they_need(
     assert "Units: 2 of 5 finished" in text
 
 
+def test_an_interrupted_teacher_continues_on_a_fresh_machine_from_the_work_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A teacher longer than a sitting keeps its per-epoch state in ``resume/``, which is
+    committed with the work folder: a machine with an empty N2N_HOME trains only the
+    epochs left, and the finished teacher removes the state."""
+    from n2n_env import teacher
+
+    work, unit = tmp_path / "work", "teacher-conv4-w0.25-digits"
+    argv = paper_cmd("1", work, *SEARCH, "--only", "teacher-*")
+    argv[argv.index("--teacher-epochs") + 1] = "3"
+    monkeypatch.setenv("N2N_HOME", str(tmp_path / "first-machine"))
+    real_epoch, epochs = teacher._train_epoch, []
+
+    def interrupted_in_epoch_three(*args, **kwargs):
+        epochs.append(1)
+        if len(epochs) == 3:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(teacher, "_train_epoch", interrupted_in_epoch_three)
+    code, _, err = run(argv, capsys)
+    assert code == 130, err
+    state = work / "resume" / f"{unit}.pt"
+    assert torch.load(state, weights_only=True)["epoch"] == 2
+
+    monkeypatch.setenv("N2N_HOME", str(tmp_path / "fresh-machine"))
+    epochs.clear()
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    assert len(epochs) == 1, "the fresh machine should train only the third epoch"
+    assert results(work)[unit]["result"]["epochs"] == 3
+    assert (work / "teachers" / f"{unit}.pt").is_file() and not state.exists()
+
+
 # ------------------------------------------------------------------ Tables 2-5
 
 

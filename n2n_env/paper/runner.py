@@ -10,6 +10,11 @@ The work folder ``DIR`` of ``n2n paper TABLE --work DIR``:
   that a fresh machine continues with the very same teachers; without them it trains a
   teacher again, and the table marks the units made with another teacher.
 * ``policies/<unit>.pt``: Table 5's pre-trained policies (about 0.4 MB each).
+* ``resume/<unit>.pt``: an unfinished teacher's state after its last epoch (weights and
+  optimiser: about twice the teacher's checkpoint), removed when the teacher is done.
+  Commit it when a teacher takes longer than a sitting: a fresh machine then continues
+  the teacher's training from that epoch. (``benchmarks/commit_results.sh`` commits the
+  ones under 20 MB; a larger one is best committed once, at the end of a sitting.)
 * ``runs/<unit>/``: run directories, reward caches, partial trainings. Never commit
   them (``.gitignore`` has ``benchmarks/paper/runs/``). An unfinished unit is resumed
   from here; ``runs/<unit>/unit.json`` holds its spec and the seconds already spent.

@@ -6,7 +6,9 @@ unit's result as plain JSON values. Big files go under ``runs/<unit>/`` (never c
 a unit interrupted there is resumed, not restarted:
 
 * ``teacher``: :func:`n2n_env.teacher.get_teacher` (cached in ``$N2N_HOME``, resumed per
-  epoch), then a copy in ``teachers/<unit>.pt``, the checkpoint every other unit reads.
+  epoch from ``resume/<unit>.pt`` in the work folder, so a committed state carries to
+  another machine), then a copy in ``teachers/<unit>.pt``, the checkpoint every other
+  unit reads.
 * ``compress``: :func:`n2n_env.pipeline.compress` into ``runs/<unit>``, or
   :func:`n2n_env.pipeline.resume` when that run directory holds an unfinished run.
 * ``prune``: :func:`n2n_env.baselines.prune_best_of` with per-seed files in ``runs/<unit>``.
@@ -98,6 +100,12 @@ def teacher_file(work: Path, unit_id: str) -> Path:
     return work / "teachers" / f"{unit_id}.pt"
 
 
+def resume_file(work: Path, unit_id: str) -> Path:
+    """Where an unfinished teacher unit keeps its per-epoch training state, so that a
+    fresh machine continues it from the committed work folder."""
+    return work / "resume" / f"{unit_id}.pt"
+
+
 def policy_file(work: Path, unit_id: str) -> Path:
     """Where a pre-training unit keeps its policy."""
     return work / "policies" / f"{unit_id}.pt"
@@ -122,9 +130,11 @@ def run_teacher(unit: Unit, ctx: Context) -> dict[str, Any]:
 
     spec = unit.spec
     data = ctx.dataset(spec["dataset"])
+    resume = resume_file(ctx.work, unit.id)
+    resume.parent.mkdir(parents=True, exist_ok=True)
     model, record = get_teacher(spec["model"], spec["dataset"], width=spec["width"],
                                 seed=spec["seed"], device=ctx.device, epochs=spec["epochs"],
-                                progress=ctx.progress, data=data)
+                                progress=ctx.progress, data=data, resume_path=resume)
     if record.recipe.epochs != spec["epochs"]:
         cached = teacher_path(spec["model"], spec["dataset"], spec["width"], spec["seed"])
         raise CheckpointError(
