@@ -21,6 +21,7 @@ a unit interrupted there is resumed, not restarted:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -135,6 +136,8 @@ def run_teacher(unit: Unit, ctx: Context) -> dict[str, Any]:
     model, record = get_teacher(spec["model"], spec["dataset"], width=spec["width"],
                                 seed=spec["seed"], device=ctx.device, epochs=spec["epochs"],
                                 progress=ctx.progress, data=data, resume_path=resume)
+    with contextlib.suppress(OSError):  # the finished teacher's state is gone: no empty folder
+        resume.parent.rmdir()
     if record.recipe.epochs != spec["epochs"]:
         cached = teacher_path(spec["model"], spec["dataset"], spec["width"], spec["seed"])
         raise CheckpointError(
