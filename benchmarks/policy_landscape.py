@@ -10,7 +10,8 @@ of the removal space, a variable of the shrink space):
 - the near-optimal students: how often each action appears among the episodes within
   ``--gap`` of the optimum's true reward;
 - for every agent of each run directory given, how often its runs took each action in
-  their last ``--last`` episodes (in percent, over all of that agent's runs).
+  their last ``--last`` episodes (in percent, over all of that agent's runs), and how
+  many distinct students a run played in them (a policy that stopped exploring plays few).
 
 When the near-optimal actions are not those with the best marginal, a policy that climbs
 the marginals settles away from the optimum: the landscape rewards interactions between
@@ -56,15 +57,19 @@ def action_shares(actions: np.ndarray, step: int, num_actions: int) -> np.ndarra
     return 100.0 * counts / max(1, counts.sum())
 
 
-def agent_actions(run_dir: Path, last: int) -> dict[str, np.ndarray]:
-    """Per agent of a run directory, the actions of its runs' last ``last`` episodes."""
+def agent_actions(run_dir: Path, last: int) -> dict[str, tuple[np.ndarray, list[int]]]:
+    """Per agent of a run directory, the actions of its runs' last ``last`` episodes, and
+    how many distinct action sequences each run played in them."""
     taken: dict[str, list[list[int]]] = defaultdict(list)
+    distinct: dict[str, list[int]] = defaultdict(list)
     for log in sorted((run_dir / "episodes").glob("*.csv")):
         with log.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        for row in rows[-last:]:
+            rows = list(csv.DictReader(handle))[-last:]
+        for row in rows:
             taken[row["agent"]].append([int(a) for a in row["actions"]])
-    return {agent: np.array(rows) for agent, rows in taken.items()}
+        if rows:
+            distinct[rows[0]["agent"]].append(len({row["actions"] for row in rows}))
+    return {agent: (np.array(rows), distinct[agent]) for agent, rows in taken.items()}
 
 
 def main() -> None:
@@ -83,11 +88,16 @@ def main() -> None:
     num_actions = int(actions.max()) + 1
     near = actions[rewards >= rewards.max() - args.gap]
     agents: dict[str, np.ndarray] = {}
+    distinct: dict[str, list[int]] = {}
     for run in args.runs:
-        for agent, taken in agent_actions(run, args.last).items():
-            agents[f"{agent} ({run.name})" if len(args.runs) > 1 else agent] = taken
+        for agent, (taken, counts) in agent_actions(run, args.last).items():
+            name = f"{agent} ({run.name})" if len(args.runs) > 1 else agent
+            agents[name], distinct[name] = taken, counts
     print(f"{args.space} table {table.source}: optimum {rewards.max():.5f}; "
           f"{len(near)} episodes within {args.gap}")
+    for name, counts in distinct.items():
+        print(f"{name}: {np.median(counts):g} distinct students in a run's last {args.last} "
+              f"episodes (median of {len(counts)} runs; range {min(counts)}-{max(counts)})")
     header = "action".ljust(34) + "".join(f"{a:>7d}" for a in range(num_actions))
     for name, step in decision_positions(table):
         print(f"\n{name}\n{header}")

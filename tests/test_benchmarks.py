@@ -391,7 +391,7 @@ def test_policy_landscape_shows_marginals_near_optimum_and_agents_side_by_side(
     episodes.mkdir(parents=True)
     header = "agent,seed,episode,actions\n"
     (episodes / "ppo-seed000.csv").write_text(header + "ppo,0,1,00\nppo,0,2,37\nppo,0,3,39\n")
-    (episodes / "ppo-seed001.csv").write_text(header + "ppo,1,1,99\nppo,1,2,31\n")
+    (episodes / "ppo-seed001.csv").write_text(header + "ppo,1,1,99\nppo,1,2,31\nppo,1,3,31\n")
     monkeypatch.setattr(sys, "argv", ["policy_landscape.py", "shrink", str(tmp_path / "run"),
                                       "--table", str(table_file), "--last", "2", "--gap", "0"])
     runpy.run_path(str(BENCHMARKS / "policy_landscape.py"), run_name="__main__")
@@ -399,6 +399,8 @@ def test_policy_landscape_shows_marginals_near_optimum_and_agents_side_by_side(
     rewards = true_rewards(table)[table.row_student]
     best = space.actions(int(np.argmax(rewards)))
     assert "1 episodes within 0" in out
+    assert ("ppo: 1.5 distinct students in a run's last 2 episodes (median of 2 runs; "
+            "range 1-2)") in out
     blocks = out.split("\nvariable ")[1:]
     assert len(blocks) == 2
     for variable, block in enumerate(blocks):
@@ -411,8 +413,8 @@ def test_policy_landscape_shows_marginals_near_optimum_and_agents_side_by_side(
         near = [float(v) for v in lines[3].split()[-10:]]
         assert near == [100.0 if a == best[variable] else 0.0 for a in range(10)]
         shares = [float(v) for v in lines[4].split()[-10:]]
-        # last 2 episodes of each run: 37, 39, 99, 31
-        expected = {0: {3: 75.0, 9: 25.0}, 1: {7: 25.0, 9: 50.0, 1: 25.0}}[variable]
+        # last 2 episodes of each run: 37, 39, 31, 31
+        expected = {0: {3: 100.0}, 1: {7: 25.0, 9: 25.0, 1: 50.0}}[variable]
         assert shares == [expected.get(a, 0.0) for a in range(10)]
 
 
