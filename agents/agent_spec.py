@@ -141,8 +141,12 @@ def _typed(kind: Any, key: str, value: str) -> Any:
             if option is int and not float(number).is_integer():
                 continue
             return option(number)
-        if option is str:
-            return value
+        if option is str:  # bare (shrink_policy=independent) or quoted, as specs print it
+            try:
+                text = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                return value
+            return text if isinstance(text, str) else value
     names = " or ".join("None" if option is type(None) else getattr(option, "__name__",
                                                                       str(option))
                         for option in options)

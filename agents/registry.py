@@ -211,6 +211,10 @@ def check_spec(text: str) -> AgentSpec:
     `check_available` checks a name; a ValueError says what is wrong."""
     spec = AgentSpec.parse(text)
     check_available(spec.name)
+    if spec.name in POLICY_GRADIENT:  # values out of range (shrink_policy=x), before any work
+        config_class = POLICY_GRADIENT[spec.name][1]
+        for kind in ("removal", "shrink"):
+            config_class(**spec.settings).resolved(kind)
     return spec
 
 

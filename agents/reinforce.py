@@ -43,6 +43,11 @@ from agents.search import EPISODES_PER_UPDATE, BestStudent
 
 KINDS = ("removal", "shrink")
 """The two policy kinds: one per environment."""
+SHRINK_POLICIES = ("lstm", "independent")
+"""The stage-2 policies `ReinforceConfig.shrink_policy` accepts."""
+MAX_VARIABLES = 128
+"""Shrink variables an independent policy has room for: the environments' padding of
+the variable table (``MAX_LAYERS``), so that a saved policy loads on any teacher."""
 FORMAT = "n2n-reinforce-v1"
 """Tag stored in every checkpoint written by `Reinforce.save`."""
 
@@ -62,6 +67,19 @@ class ReinforceConfig:
     """Weight of an optional entropy bonus (0: plain REINFORCE, as in the paper)."""
     max_grad_norm: float = 1.0
     """Gradients are clipped to this global L2 norm before each Adam step."""
+    shrink_policy: str = "lstm"
+    """The stage-2 policy: "lstm", the paper's autoregressive LSTM (Figure 2b), or
+    "independent", one learned categorical distribution per shrink variable, none
+    conditioned on the others. Where the widths that are best together are bad on average
+    (docs/rl-benchmark.md, the shrink space), the LSTM's shared head moves every width the
+    same way; independent distributions let each width follow its own rewards."""
+    risk_seeking: float | None = None
+    """Epsilon of risk-seeking policy gradient (Petersen et al., ICLR 2021), or None for
+    the moving-average baseline. The baseline is then the (1 - epsilon) quantile of the
+    last `risk_seeking_window` rewards, and only episodes above it are reinforced: the
+    policy climbs towards the best students it has seen, not towards the best average."""
+    risk_seeking_window: int = 50
+    """How many recent rewards (this batch's included) give the risk-seeking quantile."""
     hidden_size: int | None = None
     """LSTM units per layer. None: 30 for removal, 50 for shrink (appendix 10.1)."""
     num_layers: int = 2
@@ -79,6 +97,15 @@ def paper_defaults(values: dict[str, Any], kind: str) -> dict[str, Any]:
     Adam 0.003 and 30 units for removal, 0.01 and 50 units for shrink."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if values.get("shrink_policy", "lstm") not in SHRINK_POLICIES:
+        raise ValueError(f"shrink_policy must be one of {', '.join(SHRINK_POLICIES)}, got "
+                         f"{values['shrink_policy']!r}")
+    epsilon = values.get("risk_seeking")
+    if epsilon is not None and not 0 < epsilon <= 1:
+        raise ValueError(f"risk_seeking must be None or in (0, 1], got {epsilon!r}")
+    if values.get("risk_seeking_window", 1) < 1:
+        raise ValueError(f"risk_seeking_window must be at least 1, got "
+                         f"{values['risk_seeking_window']!r}")
     if values["learning_rate"] is None:
         values["learning_rate"] = 0.003 if kind == "removal" else 0.01
     if values["hidden_size"] is None:
@@ -145,6 +172,24 @@ class ShrinkPolicy(nn.Module):
         return self.head(out.squeeze(0))
 
 
+class IndependentShrinkPolicy(nn.Module):
+    """One categorical distribution per shrink variable, by position: its logits are
+    parameters, read neither from the features nor from earlier actions."""
+
+    num_actions = 10
+
+    def __init__(self, positions: int = MAX_VARIABLES) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(positions, self.num_actions))
+
+    def forward(self, table: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (T, 10) for a (T, V) variable table; `actions` is ignored."""
+        if len(table) > len(self.logits):
+            raise ValueError(f"the teacher has {len(table)} shrink variables; this policy "
+                             f"has room for {len(self.logits)}")
+        return self.logits[:len(table)]
+
+
 @dataclass
 class Episode:
     """One rollout: what the loss needs to replay it, and what the env reported."""
@@ -180,6 +225,15 @@ def advantages(rewards: list[float], baseline: float | None) -> np.ndarray:
     return r - (r.sum() - r) / (len(r) - 1)
 
 
+def risk_seeking_advantages(rewards: list[float], recent: list[float],
+                            epsilon: float) -> np.ndarray:
+    """max(R_k - q, 0) for a batch, q the (1 - epsilon) quantile of the ``recent`` rewards:
+    episodes below the quantile get no gradient, those above are pushed up by how far they
+    exceed it (risk-seeking policy gradient, Petersen et al., ICLR 2021)."""
+    threshold = float(np.quantile(np.asarray(recent, np.float64), 1.0 - epsilon))
+    return np.maximum(np.asarray(rewards, np.float64) - threshold, 0.0)
+
+
 def update_baseline(baseline: float | None, rewards: list[float], decay: float) -> float:
     """The EMA baseline after a batch: the batch mean at first, then
     decay * b + (1 - decay) * mean(rewards)."""
@@ -201,13 +255,19 @@ class Reinforce:
         self.config = (config or ReinforceConfig()).resolved(kind)
         self.feature_size = feature_size
         torch.manual_seed(self.config.seed)
-        policy_class = RemovalPolicy if kind == "removal" else ShrinkPolicy
-        self.policy: RemovalPolicy | ShrinkPolicy = policy_class(
-            feature_size, self.config.hidden_size or 0, self.config.num_layers)
+        self.policy: RemovalPolicy | ShrinkPolicy | IndependentShrinkPolicy
+        if kind == "shrink" and self.config.shrink_policy == "independent":
+            self.policy = IndependentShrinkPolicy()
+        else:
+            policy_class = RemovalPolicy if kind == "removal" else ShrinkPolicy
+            self.policy = policy_class(feature_size, self.config.hidden_size or 0,
+                                       self.config.num_layers)
         self.optimizer = torch.optim.Adam(self.policy.parameters(),
                                           lr=self.config.learning_rate or 0.0)
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.baseline: float | None = None
+        self.recent_rewards: list[float] = []
+        """The last `risk_seeking_window` rewards, for the risk-seeking baseline."""
         self.iterations = 0
         self.best = BestStudent()
         """The best feasible student found so far."""
@@ -323,9 +383,12 @@ class Reinforce:
         return episodes
 
     def _episode_logits(self, table: torch.Tensor) -> torch.Tensor | None:
-        """The removal policy's logits for every step at once (they do not depend on the
-        actions); None for the shrink policy, which must go step by step."""
-        return self.policy(table) if isinstance(self.policy, RemovalPolicy) else None
+        """The logits of every step at once, for the policies whose logits do not depend
+        on the actions (removal, independent shrink); None for the shrink LSTM, which must
+        go step by step."""
+        if isinstance(self.policy, RemovalPolicy | IndependentShrinkPolicy):
+            return self.policy(table)
+        return None
 
     def _step_logits(self, table: torch.Tensor, t: int, episode_logits: torch.Tensor | None,
                      previous: torch.Tensor | None, state: Any) -> tuple[torch.Tensor, Any]:
@@ -357,7 +420,13 @@ class Reinforce:
     def update(self, episodes: list[Episode]) -> dict[str, float]:
         """One REINFORCE step on a batch of episodes (paper eq. 2); returns its statistics."""
         rewards = [episode.reward for episode in episodes]
-        advantage = advantages(rewards, self.baseline)
+        if self.config.risk_seeking is None:
+            advantage = advantages(rewards, self.baseline)
+        else:
+            window = self.config.risk_seeking_window
+            self.recent_rewards = (self.recent_rewards + rewards)[-window:]
+            advantage = risk_seeking_advantages(rewards, self.recent_rewards,
+                                                self.config.risk_seeking)
         log_probs, entropies = [], []
         for episode in episodes:
             dist = torch.distributions.Categorical(logits=self.sequence_logits(episode))
@@ -413,6 +482,7 @@ class Reinforce:
             "feature_size": self.feature_size,
             "config": asdict(self.config), "state_dict": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(), "baseline": self.baseline,
+            "recent_rewards": self.recent_rewards,
             "iterations": self.iterations, "best_reward": self.best_reward,
             "best_architecture": self.best_architecture,
         }, path)
@@ -429,6 +499,7 @@ class Reinforce:
             agent.policy.load_state_dict(data["state_dict"])
             agent.optimizer.load_state_dict(data["optimizer"])
             agent.baseline = data["baseline"]
+            agent.recent_rewards = list(data.get("recent_rewards", []))
             agent.iterations = data["iterations"]
             agent.best = BestStudent(data["best_reward"], data["best_architecture"])
             return agent

@@ -27,6 +27,10 @@ def test_settings_are_converted_to_the_config_fields_types():
     assert spec.label == "reinforce:hidden_size=None,learning_rate=0.03,rollouts_per_update=10"
     assert AgentSpec.parse(spec.label) == spec
     assert hash(AgentSpec.parse(spec.label)) == hash(spec)
+    words = AgentSpec.parse("reinforce:shrink_policy=independent")
+    assert words.settings == {"shrink_policy": "independent"}
+    assert words.label == "reinforce:shrink_policy='independent'"
+    assert AgentSpec.parse(words.label) == words  # a printed label parses back unquoted
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -39,6 +43,9 @@ def test_settings_are_converted_to_the_config_fields_types():
     ("reinforce:rollouts_per_update=2.5", "expected int"),
     ("reinforce:rollouts_per_update=true", "expected int"),
     ("reinforce:hidden_size=none,hidden_size=3", "given twice"),
+    ("reinforce:shrink_policy=gru", "shrink_policy must be one of lstm, independent, got 'gru'"),
+    ("reinforce:risk_seeking=1.5", "risk_seeking must be None or in (0, 1], got 1.5"),
+    ("reinforce:risk_seeking_window=0", "risk_seeking_window must be at least 1"),
     ("ppo:n_stepz=3", "has no setting 'n_stepz'"),
     ("ppo:seed=3", "has no setting 'seed'"),
 ])

@@ -15,10 +15,12 @@ from agents.policy_files import PolicyFileError
 from agents.reinforce import (
     FORMAT,
     Episode,
+    IndependentShrinkPolicy,
     Reinforce,
     ReinforceConfig,
     ShrinkPolicy,
     advantages,
+    risk_seeking_advantages,
     update_baseline,
 )
 
@@ -276,3 +278,54 @@ def test_best_student_is_never_an_over_budget_one() -> None:
     history = agent.train(env, 3)
     assert max(stats["best_reward"] for stats in history) > 0
     assert agent.best_architecture is None and agent.best_reward == float("-inf")
+
+
+def test_risk_seeking_reinforces_only_the_episodes_above_the_recent_quantile() -> None:
+    recent = [0.1, 0.2, 0.3, 0.4, 0.5]
+    advantage = risk_seeking_advantages([0.2, 0.45, 0.5], recent, epsilon=0.25)
+    np.testing.assert_allclose(advantage, [0.0, 0.05, 0.1])  # q = 0.4, the 75th percentile
+    agent = Reinforce.for_env(shrink_env(), ReinforceConfig(seed=0, risk_seeking=0.2,
+                                                            risk_seeking_window=7))
+    env = shrink_env()
+    for _ in range(2):
+        batch = [agent.rollout(env) for _ in range(5)]
+        agent.update(batch)
+    assert len(agent.recent_rewards) == 7  # the window holds the last 7 of 10 rewards
+    assert agent.recent_rewards[-5:] == [e.reward for e in batch]
+
+
+def test_independent_shrink_policy_gives_each_variable_its_own_distribution(
+        tmp_path: Path) -> None:
+    """Its logits at step t are its own parameters, whatever the features and the earlier
+    actions; training moves them, and they survive a save and load."""
+    env = shrink_env()
+    agent = Reinforce.for_env(env, ReinforceConfig(seed=1, shrink_policy="independent",
+                                                   risk_seeking=0.2, learning_rate=0.1))
+    assert isinstance(agent.policy, IndependentShrinkPolicy)
+    with torch.no_grad():
+        agent.policy.logits[1, 7] = 5.0
+    episode = agent.rollout(env)
+    probabilities = agent.probabilities(episode)
+    expected = torch.softmax(agent.policy.logits[:len(episode.actions)], dim=-1)
+    torch.testing.assert_close(probabilities, expected)
+    other = Episode(torch.rand_like(episode.table), torch.zeros_like(episode.actions),
+                    episode.masks, 0.0)
+    torch.testing.assert_close(agent.probabilities(other), expected)
+    before = agent.policy.logits.detach().clone()
+    agent.train(env, 4)
+    assert not torch.equal(agent.policy.logits, before)
+    path = tmp_path / "independent.pt"
+    agent.save(path)
+    loaded = Reinforce.load(path)
+    assert loaded.config.shrink_policy == "independent"
+    assert loaded.recent_rewards == agent.recent_rewards
+    assert torch.equal(loaded.policy.logits, agent.policy.logits)
+
+
+def test_independent_shrink_policy_learns_the_best_widths_of_the_mock_reward() -> None:
+    env = shrink_env()
+    agent = Reinforce.for_env(env, ReinforceConfig(seed=0, shrink_policy="independent",
+                                                   risk_seeking=0.2, learning_rate=0.1))
+    history = agent.train(env, 40)
+    rewards = [stats["mean_reward"] for stats in history]
+    assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.05
