@@ -137,6 +137,7 @@ class ActorCritic(Reinforce):
                                           lr=self.config.learning_rate or 0.0)
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.baseline = None  # unused; kept so inherited code and stats read the same
+        self.recent_rewards: list[float] = []  # likewise (no risk-seeking baseline here)
         self.iterations = 0
         self.best = BestStudent()
         """The best feasible student found so far."""

@@ -4,8 +4,9 @@ The cross-entropy method (Rubinstein, 1999) keeps one categorical distribution p
 decision, independent of the others. Each batch it samples ``--batch`` episodes, keeps the
 ``--elite`` with the best rewards, and moves every decision's distribution towards the
 elite's actions by ``--smoothing``; a ``--floor`` of the uniform distribution keeps every
-action possible. Unlike the built-in agents it follows the *best* episodes it sees, not
-the average one, and no network couples one decision's distribution to another's.
+action possible. Like REINFORCE with ``shrink_policy="independent"`` and
+``risk_seeking`` it follows the *best* episodes it sees, not the average one, and nothing
+couples one decision's distribution to another's.
 
 It plays the benchmark environment through Gymnasium like every agent (the environment
 draws the stored seed of each evaluation), and reports, over ``--seeds`` runs of
@@ -17,7 +18,7 @@ This is a reference for what the landscape allows, not a built-in agent: `n2n be
 leaderboard stays the built-in agents'.
 
 Run: ``python benchmarks/cem_reference.py shrink [--table FILE] [--seeds 20]`` (about
-10 s a space).
+15 s a space).
 """
 
 from __future__ import annotations
@@ -93,6 +94,12 @@ def main() -> None:
     args = parser.parse_args()
     if not 0 < args.elite <= args.batch:
         parser.error(f"--elite must be in 1..--batch ({args.batch}), got {args.elite}")
+    for name in ("seeds", "evaluations"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    for name in ("smoothing", "floor"):
+        if not 0 <= getattr(args, name) <= 1:
+            parser.error(f"--{name} must be in [0, 1], got {getattr(args, name)}")
     table = load_table(args.table, args.space)
     regrets = {}
     for name, elite in (("cross-entropy method", args.elite), ("uniform (random search)", 0)):

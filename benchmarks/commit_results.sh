@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Commit the finished pieces of this project's long experiments (results, never caches):
 # N2N-Bench build parts and tables, the real-environment agent logs, and n2n paper's units,
-# teachers, policies, tables and unfinished teachers' resume states under 20 MB. Commits only
-# these paths, and only when one changed.
+# teachers, policies, tables and unfinished teachers' resume states up to RESUME_LIMIT bytes
+# (default 20,000,000). Commits only these paths, and only when one changed.
 #   bash benchmarks/commit_results.sh "MESSAGE"
 # Sourced, it defines `with_commits MESSAGE CMD...`: run CMD, committing every 10 minutes
 # while it runs (COMMIT_EVERY seconds) and once when it ends; returns CMD's status. And
@@ -29,6 +29,9 @@ commit_results() {
   git add -- "${paths[@]}" || return 1
   local changed=()
   mapfile -t changed < <(git diff --cached --name-only -- "${paths[@]}")
+  # a resume state's removal staged earlier (by hand, or by a commit that failed)
+  mapfile -t -O ${#changed[@]} changed < <(
+    git diff --cached --name-only --diff-filter=D -- benchmarks/paper/resume)
   # Only what changed: a folder with nothing to add would make `git commit -- PATH` fail.
   [ ${#changed[@]} -eq 0 ] || git commit -q -m "$1" -- "${changed[@]}"
 }

@@ -82,6 +82,8 @@ def main() -> None:
     parser.add_argument("--last", type=int, default=50,
                         help="episodes at the end of each run whose actions are counted")
     args = parser.parse_args()
+    if args.last < 1:
+        parser.error(f"--last must be at least 1, got {args.last}")
     table = load_table(args.table, args.space)
     rewards = true_rewards(table)[table.row_student]
     actions = episode_actions(table)
@@ -98,15 +100,16 @@ def main() -> None:
     for name, counts in distinct.items():
         print(f"{name}: {np.median(counts):g} distinct students in a run's last {args.last} "
               f"episodes (median of {len(counts)} runs; range {min(counts)}-{max(counts)})")
-    header = "action".ljust(34) + "".join(f"{a:>7d}" for a in range(num_actions))
+    width = max([34, *(len(f"% {agent}, last {args.last}") + 1 for agent in agents)])
+    header = "action".ljust(width) + "".join(f"{a:>7d}" for a in range(num_actions))
     for name, step in decision_positions(table):
         print(f"\n{name}\n{header}")
         marginal = [rewards[actions[:, step] == a].mean() for a in range(num_actions)]
-        print("mean true reward".ljust(34) + "".join(f"{m:7.3f}" for m in marginal))
-        print(f"% of the {len(near)} near-optimal".ljust(34)
+        print("mean true reward".ljust(width) + "".join(f"{m:7.3f}" for m in marginal))
+        print(f"% of the {len(near)} near-optimal".ljust(width)
               + "".join(f"{s:7.0f}" for s in action_shares(near, step, num_actions)))
         for agent, taken in agents.items():
-            print(f"% {agent}, last {args.last}"[:34].ljust(34)
+            print(f"% {agent}, last {args.last}".ljust(width)
                   + "".join(f"{s:7.0f}" for s in action_shares(taken, step, num_actions)))
 
 

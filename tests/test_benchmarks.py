@@ -416,6 +416,11 @@ def test_policy_landscape_shows_marginals_near_optimum_and_agents_side_by_side(
         # last 2 episodes of each run: 37, 39, 31, 31
         expected = {0: {3: 100.0}, 1: {7: 25.0, 9: 25.0, 1: 50.0}}[variable]
         assert shares == [expected.get(a, 0.0) for a in range(10)]
+    monkeypatch.setattr(sys, "argv", ["policy_landscape.py", "shrink", "--table",
+                                      str(table_file), "--last", "0"])
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(BENCHMARKS / "policy_landscape.py"), run_name="__main__")
+    assert "--last must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_cem_reference_follows_its_elite_and_prints_its_regret_beside_uniform(
@@ -455,3 +460,8 @@ def test_cem_reference_follows_its_elite_and_prints_its_regret_beside_uniform(
     with pytest.raises(SystemExit):
         runpy.run_path(str(BENCHMARKS / "cem_reference.py"), run_name="__main__")
     assert "--elite must be in 1..--batch (20), got 0" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["cem_reference.py", "shrink", "--table", str(table_file),
+                                      "--evaluations", "0"])
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(BENCHMARKS / "cem_reference.py"), run_name="__main__")
+    assert "--evaluations must be at least 1, got 0" in capsys.readouterr().err

@@ -90,6 +90,15 @@ def test_commits_small_teacher_resume_states_and_their_removal_never_large_ones(
     assert sorted(changes) == ["A\tbenchmarks/paper/teachers/teacher-small.pt",
                                "D\tbenchmarks/paper/resume/teacher-small.pt"]
 
+    write(repo / "benchmarks/paper/resume/teacher-other.pt")
+    subprocess.run(["bash", "benchmarks/commit_results.sh", "other"], cwd=repo, check=True,
+                   env=environment)
+    git(repo, "rm", "-q", "benchmarks/paper/resume/teacher-other.pt")  # staged by hand
+    subprocess.run(["bash", "benchmarks/commit_results.sh", "gone"], cwd=repo, check=True,
+                   env=environment)
+    assert git(repo, "show", "--format=", "--name-status", "HEAD").splitlines() == [
+        "D\tbenchmarks/paper/resume/teacher-other.pt"]
+
 
 def test_makes_no_commit_when_nothing_changed(repo: Path) -> None:
     before = git(repo, "rev-parse", "HEAD")

@@ -11,7 +11,7 @@ The work folder ``DIR`` of ``n2n paper TABLE --work DIR``:
   teacher again, and the table marks the units made with another teacher.
 * ``policies/<unit>.pt``: Table 5's pre-trained policies (about 0.4 MB each).
 * ``resume/<unit>.pt``: an unfinished teacher's state after its last epoch (weights and
-  optimiser: about twice the teacher's checkpoint), removed when the teacher is done.
+  optimiser: two to three times the teacher's checkpoint), removed when the teacher is done.
   Commit it when a teacher takes longer than a sitting: a fresh machine then continues
   the teacher's training from that epoch. (``benchmarks/commit_results.sh`` commits the
   ones under 20 MB; a larger one is best committed once, at the end of a sitting.)

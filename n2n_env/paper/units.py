@@ -132,11 +132,11 @@ def run_teacher(unit: Unit, ctx: Context) -> dict[str, Any]:
     spec = unit.spec
     data = ctx.dataset(spec["dataset"])
     resume = resume_file(ctx.work, unit.id)
-    resume.parent.mkdir(parents=True, exist_ok=True)
     model, record = get_teacher(spec["model"], spec["dataset"], width=spec["width"],
                                 seed=spec["seed"], device=ctx.device, epochs=spec["epochs"],
                                 progress=ctx.progress, data=data, resume_path=resume)
-    with contextlib.suppress(OSError):  # the finished teacher's state is gone: no empty folder
+    resume.unlink(missing_ok=True)  # stale when the teacher came from the N2N_HOME cache
+    with contextlib.suppress(OSError):  # no empty folder left behind
         resume.parent.rmdir()
     if record.recipe.epochs != spec["epochs"]:
         cached = teacher_path(spec["model"], spec["dataset"], spec["width"], spec["seed"])
