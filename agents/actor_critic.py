@@ -29,14 +29,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from agents.reinforce import (
-    Episode,
-    Reinforce,
-    RemovalPolicy,
-    ShrinkPolicy,
-    masked_logits,
-    paper_defaults,
-)
+from agents.policies import RemovalPolicy, ShrinkPolicy
+from agents.reinforce import Episode, Reinforce, masked_logits, paper_defaults
 from agents.search import EPISODES_PER_UPDATE, BestStudent
 
 FORMAT = "n2n-actor-critic-v1"

@@ -65,3 +65,9 @@ def fake_table(space: str, seeds: tuple[int, ...] = (0, 1, 2), noise: float = 0.
         test_accuracy=np.clip(test, 0, 1).astype(np.float32),
         seconds=seconds.astype(np.float32),
     )
+
+
+def table_rows(out: str) -> list[list[str]]:
+    """The data rows of the markdown table a script prints last."""
+    lines = [line for line in out.splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]

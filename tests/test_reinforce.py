@@ -11,14 +11,13 @@ import torch
 
 import n2n_env  # noqa: F401  (registers the environments)
 from agents.actor_critic import ActorCritic, ActorCriticConfig
+from agents.policies import IndependentShrinkPolicy, ShrinkPolicy
 from agents.policy_files import PolicyFileError
 from agents.reinforce import (
     FORMAT,
     Episode,
-    IndependentShrinkPolicy,
     Reinforce,
     ReinforceConfig,
-    ShrinkPolicy,
     advantages,
     risk_seeking_advantages,
     update_baseline,
