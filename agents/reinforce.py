@@ -1,15 +1,24 @@
-"""REINFORCE with recurrent policies for N2N (Ashok et al., ICLR 2018, sections 3.2-3.4).
+"""REINFORCE for N2N (Ashok et al., ICLR 2018, sections 3.2-3.4).
 
-One file, CleanRL style: a config, two policy networks, and a straight training loop.
+CleanRL style: a config and a straight training loop; the policy networks are in
+`agents.policies`, the baselines in `agents.advantages`.
 
 - Stage 1, `N2NRemoval-v0`: `RemovalPolicy`, a bidirectional LSTM reads the teacher's whole
   layer table and gives a keep/remove distribution for every layer (paper Figure 2a).
-- Stage 2, `N2NShrink-v0`: `ShrinkPolicy`, an autoregressive LSTM steps through the shrink
-  variables and at each step also sees its previous action (paper Figure 2b).
+- Stage 2, `N2NShrink-v0`: by default `IndependentShrinkPolicy`, one learned distribution
+  per shrink variable; `shrink_policy="lstm"` gives the paper's `ShrinkPolicy`, an
+  autoregressive LSTM that steps through the shrink variables and at each step also sees
+  its previous action (paper Figure 2b).
 
-Both are trained by REINFORCE (paper eq. 2) with a moving-average baseline:
+Both are trained by REINFORCE (paper eq. 2). Stage 1 uses the paper's moving-average
+baseline b; stage 2 by default a risk-seeking one, b the 90th percentile of the last 50
+rewards, with only the episodes above it reinforced (`risk_seeking`):
 
     loss = -(1/m) * sum_k (R_k - b) * sum_t log pi(a_t | ...)  -  entropy_coef * entropy
+
+The stage-2 defaults are not the paper's: on N2N-Bench's shrink table the paper's LSTM
+with a moving-average baseline ends with a higher regret than random search, and these
+settings with a lower one (docs/rl-benchmark.md, the leaderboard).
 
 The policies' parameters do not depend on the number of layers, so a policy trained on one
 teacher runs on another (the paper's transfer experiment)::
@@ -24,7 +33,7 @@ teacher runs on another (the paper's transfer experiment)::
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import gymnasium as gym
@@ -33,6 +42,7 @@ import torch
 from torch import nn
 
 from agents import policy_files
+from agents.advantages import advantages, risk_seeking_advantages, update_baseline
 from agents.observations import (
     env_kind,
     observation_spaces,
@@ -55,8 +65,9 @@ class ReinforceConfig:
     """Hyperparameters; `None` means the paper's value for the policy kind."""
 
     learning_rate: float | None = None
-    """Adam step size. None: 0.003 for removal, 0.01 for shrink (paper section 4.2).
-    Appendix 10.1 says 0.1 for shrink, contradicting section 4.2; we follow section 4.2."""
+    """Adam step size. None: 0.003 for removal (paper section 4.2); for shrink 0.1 with the
+    independent policy (appendix 10.1's value) and 0.01 with the LSTM (section 4.2's,
+    which contradicts appendix 10.1)."""
     rollouts_per_update: int = EPISODES_PER_UPDATE
     """m, the number of episodes per gradient update (the paper's batch size of 5)."""
     baseline_decay: float = 0.9
@@ -65,17 +76,19 @@ class ReinforceConfig:
     """Weight of an optional entropy bonus (0: plain REINFORCE, as in the paper)."""
     max_grad_norm: float = 1.0
     """Gradients are clipped to this global L2 norm before each Adam step."""
-    shrink_policy: str = "lstm"
-    """The stage-2 policy: "lstm", the paper's autoregressive LSTM (Figure 2b), or
+    shrink_policy: str = "independent"
+    """The stage-2 policy (stage 1 always uses the paper's bidirectional LSTM):
     "independent", one learned categorical distribution per shrink variable, none
-    conditioned on the others. Where the widths that are best together are bad on average
-    (docs/rl-benchmark.md, the shrink space), the LSTM's shared head moves every width the
-    same way; independent distributions let each width follow its own rewards."""
+    conditioned on the others, or "lstm", the paper's autoregressive LSTM (Figure 2b).
+    Where the widths that are best together are bad on average (docs/rl-benchmark.md, the
+    shrink space), the LSTM's shared head moves every width the same way; independent
+    distributions let each width follow its own rewards."""
     risk_seeking: float | None = None
-    """Epsilon of risk-seeking policy gradient (Petersen et al., ICLR 2021), or None for
-    the moving-average baseline. The baseline is then the (1 - epsilon) quantile of the
-    last `risk_seeking_window` rewards, and only episodes above it are reinforced: the
-    policy climbs towards the best students it has seen, not towards the best average."""
+    """Epsilon of risk-seeking policy gradient (Petersen et al., ICLR 2021), or 0 for the
+    paper's moving-average baseline. The baseline is then the (1 - epsilon) quantile of
+    the last `risk_seeking_window` rewards, and only episodes above it are reinforced: the
+    policy climbs towards the best students it has seen, not towards the best average.
+    None: 0 for removal, 0.1 for shrink."""
     risk_seeking_window: int = 50
     """How many recent rewards (this batch's included) give the risk-seeking quantile."""
     hidden_size: int | None = None
@@ -90,24 +103,34 @@ class ReinforceConfig:
         return ReinforceConfig(**paper_defaults(asdict(self), kind))
 
 
+SHRINK_RISK_SEEKING = 0.1
+"""The stage-2 default of `ReinforceConfig.risk_seeking`."""
+
+
 def paper_defaults(values: dict[str, Any], kind: str) -> dict[str, Any]:
-    """``values`` with a None learning rate and hidden size replaced by the paper's:
-    Adam 0.003 and 30 units for removal, 0.01 and 50 units for shrink."""
+    """``values`` with their None fields replaced by the defaults for ``kind``: the
+    paper's Adam 0.003 and 30 LSTM units for removal, and 50 units for shrink; for shrink
+    Adam 0.1 with the independent policy (0.01 with the paper's LSTM) and, where the
+    config has the field, risk seeking at 0.1 (0, off, for removal)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if values.get("shrink_policy", "lstm") not in SHRINK_POLICIES:
+    shrink_policy = values.get("shrink_policy", "lstm")
+    if shrink_policy not in SHRINK_POLICIES:
         raise ValueError(f"shrink_policy must be one of {', '.join(SHRINK_POLICIES)}, got "
-                         f"{values['shrink_policy']!r}")
+                         f"{shrink_policy!r}")
     epsilon = values.get("risk_seeking")
-    if epsilon is not None and not 0 < epsilon <= 1:
-        raise ValueError(f"risk_seeking must be None or in (0, 1], got {epsilon!r}")
+    if epsilon is not None and not 0 <= epsilon <= 1:
+        raise ValueError(f"risk_seeking must be None or in [0, 1] (0: off), got {epsilon!r}")
     if values.get("risk_seeking_window", 1) < 1:
         raise ValueError(f"risk_seeking_window must be at least 1, got "
                          f"{values['risk_seeking_window']!r}")
     if values["learning_rate"] is None:
-        values["learning_rate"] = 0.003 if kind == "removal" else 0.01
+        values["learning_rate"] = (0.003 if kind == "removal" else
+                                   0.1 if shrink_policy == "independent" else 0.01)
     if values["hidden_size"] is None:
         values["hidden_size"] = 30 if kind == "removal" else 50
+    if "risk_seeking" in values and epsilon is None:
+        values["risk_seeking"] = 0.0 if kind == "removal" else SHRINK_RISK_SEEKING
     return values
 
 
@@ -130,36 +153,6 @@ class Episode:
 def masked_logits(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Logits with the disallowed actions set to -inf (probability exactly 0)."""
     return logits.masked_fill(~masks, float("-inf"))
-
-
-def advantages(rewards: list[float], baseline: float | None) -> np.ndarray:
-    """R_k - b for a batch, b the baseline from *earlier* batches.
-
-    The first batch has no earlier batches; each of its rollouts is scored against the
-    mean of the *other* rollouts (leave-one-out), which is also independent of its reward.
-    """
-    r = np.asarray(rewards, np.float64)
-    if baseline is not None:
-        return r - baseline
-    if len(r) == 1:
-        return r.copy()
-    return r - (r.sum() - r) / (len(r) - 1)
-
-
-def risk_seeking_advantages(rewards: list[float], recent: list[float],
-                            epsilon: float) -> np.ndarray:
-    """max(R_k - q, 0) for a batch, q the (1 - epsilon) quantile of the ``recent`` rewards:
-    episodes below the quantile get no gradient, those above are pushed up by how far they
-    exceed it (risk-seeking policy gradient, Petersen et al., ICLR 2021)."""
-    threshold = float(np.quantile(np.asarray(recent, np.float64), 1.0 - epsilon))
-    return np.maximum(np.asarray(rewards, np.float64) - threshold, 0.0)
-
-
-def update_baseline(baseline: float | None, rewards: list[float], decay: float) -> float:
-    """The EMA baseline after a batch: the batch mean at first, then
-    decay * b + (1 - decay) * mean(rewards)."""
-    mean = float(np.mean(rewards))
-    return mean if baseline is None else decay * baseline + (1.0 - decay) * mean
 
 
 class Reinforce:
@@ -341,7 +334,7 @@ class Reinforce:
     def update(self, episodes: list[Episode]) -> dict[str, float]:
         """One REINFORCE step on a batch of episodes (paper eq. 2); returns its statistics."""
         rewards = [episode.reward for episode in episodes]
-        if self.config.risk_seeking is None:
+        if not self.config.risk_seeking:
             advantage = advantages(rewards, self.baseline)
         else:
             window = self.config.risk_seeking_window
@@ -416,7 +409,9 @@ class Reinforce:
         data = policy_files.read(path, cls.checkpoint_format, what)
 
         def build() -> Any:
-            agent = cls(data["kind"], data["feature_size"], cls.config_class(**data["config"]))
+            agent = cls(data["kind"], data["feature_size"],
+                        cls.config_class(**_with_settings_of_old_files(data["config"],
+                                                                      cls.config_class)))
             agent.policy.load_state_dict(data["state_dict"])
             agent.optimizer.load_state_dict(data["optimizer"])
             agent.baseline = data["baseline"]
@@ -426,3 +421,16 @@ class Reinforce:
             return agent
 
         return policy_files.restore(path, what, build)
+
+
+def _with_settings_of_old_files(config: dict[str, Any], config_class: type) -> dict[str, Any]:
+    """A saved config, where a file written before `shrink_policy` and `risk_seeking`
+    existed or had their stage-2 defaults (new files store both resolved) gets the values
+    it was trained with: the paper's LSTM and moving-average baseline."""
+    if "shrink_policy" not in {field.name for field in fields(config_class)}:
+        return config
+    config = dict(config)
+    config.setdefault("shrink_policy", "lstm")
+    if config.get("risk_seeking") is None:
+        config["risk_seeking"] = 0.0
+    return config

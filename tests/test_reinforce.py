@@ -11,6 +11,7 @@ import torch
 
 import n2n_env  # noqa: F401  (registers the environments)
 from agents.actor_critic import ActorCritic, ActorCriticConfig
+from agents.advantages import advantages, risk_seeking_advantages, update_baseline
 from agents.policies import IndependentShrinkPolicy, ShrinkPolicy
 from agents.policy_files import PolicyFileError
 from agents.reinforce import (
@@ -18,9 +19,6 @@ from agents.reinforce import (
     Episode,
     Reinforce,
     ReinforceConfig,
-    advantages,
-    risk_seeking_advantages,
-    update_baseline,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,15 +36,53 @@ class Payload:
     """An arbitrary object: unpickling it would run code a checkpoint must not contain."""
 
 
-def test_config_follows_the_paper() -> None:
+def test_config_follows_the_paper_on_removal_and_n2n_bench_on_shrink() -> None:
     removal, shrink = ReinforceConfig().resolved("removal"), ReinforceConfig().resolved("shrink")
-    assert (removal.learning_rate, removal.hidden_size) == (0.003, 30)
-    assert (shrink.learning_rate, shrink.hidden_size) == (0.01, 50)
+    assert (removal.learning_rate, removal.hidden_size, removal.risk_seeking) == (0.003, 30, 0)
     assert removal.rollouts_per_update == 5 and removal.num_layers == 2
-    assert ReinforceConfig(learning_rate=0.1).resolved("shrink").learning_rate == 0.1
-    agent = Reinforce.for_env(shrink_env())
+    assert (shrink.shrink_policy, shrink.learning_rate, shrink.risk_seeking) == (
+        "independent", 0.1, 0.1)
+    paper = ReinforceConfig(shrink_policy="lstm", risk_seeking=0).resolved("shrink")
+    assert (paper.learning_rate, paper.hidden_size, paper.risk_seeking) == (0.01, 50, 0)
+    assert ReinforceConfig(learning_rate=0.3).resolved("shrink").learning_rate == 0.3
+    assert isinstance(Reinforce.for_env(shrink_env()).policy, IndependentShrinkPolicy)
+    agent = Reinforce.for_env(shrink_env(), ReinforceConfig(shrink_policy="lstm"))
     assert agent.kind == "shrink" and isinstance(agent.policy, ShrinkPolicy)
     assert agent.policy.lstm.num_layers == 2 and agent.policy.lstm.hidden_size == 50
+
+
+def test_risk_seeking_zero_is_the_moving_average_baseline() -> None:
+    env = shrink_env()
+    agent = Reinforce.for_env(env, ReinforceConfig(seed=0, shrink_policy="lstm",
+                                                   risk_seeking=0))
+    first = [agent.rollout(env) for _ in range(5)]
+    agent.update(first)
+    assert agent.recent_rewards == []  # the risk-seeking window is never filled
+    assert agent.baseline == pytest.approx(np.mean([e.reward for e in first]))
+    default = Reinforce.for_env(env, ReinforceConfig(seed=0))
+    default.update([default.rollout(env) for _ in range(5)])
+    assert len(default.recent_rewards) == 5
+
+
+def test_files_saved_before_the_shrink_settings_load_with_the_papers_policy(
+        tmp_path: Path) -> None:
+    """A shrink policy saved without `shrink_policy` and `risk_seeking` (or with
+    risk_seeking None, then "off") is the paper's LSTM with its moving-average baseline."""
+    env = shrink_env()
+    agent = Reinforce.for_env(env, ReinforceConfig(seed=0, shrink_policy="lstm",
+                                                   risk_seeking=0))
+    agent.train(env, 2)
+    path = tmp_path / "old.pt"
+    agent.save(path)
+    data = torch.load(path, weights_only=True)
+    del data["config"]["shrink_policy"], data["config"]["risk_seeking"]
+    torch.save(data, path)
+    loaded = Reinforce.load(path)
+    assert isinstance(loaded.policy, ShrinkPolicy)
+    assert (loaded.config.shrink_policy, loaded.config.risk_seeking) == ("lstm", 0.0)
+    data["config"]["shrink_policy"], data["config"]["risk_seeking"] = "lstm", None
+    torch.save(data, path)
+    assert Reinforce.load(path).config.risk_seeking == 0.0
 
 
 def test_removal_reward_rises() -> None:
@@ -173,7 +209,7 @@ def test_shrink_lstm_is_trained() -> None:
 def test_shrink_replay_matches_acting() -> None:
     """The teacher-forced replay used by the loss gives the distributions acting used."""
     env = shrink_env()
-    agent = Reinforce.for_env(env, ReinforceConfig(seed=2))
+    agent = Reinforce.for_env(env, ReinforceConfig(seed=2, shrink_policy="lstm"))
     episode: Episode = agent.rollout(env)
     policy = agent.policy
     assert isinstance(policy, ShrinkPolicy)
