@@ -1,8 +1,9 @@
-"""Learning agents against random search on the real removal environment (issue 12, item 5).
+"""Learning agents against random search on a real environment (issue 12, item 5).
 
 N2N-Bench answers "does a learning agent beat random search?" on tables; this script checks
-the answer where the reward is the real thing: ``N2NRemoval-v0`` with real distillation.
-Each (agent spec, seed) run plays ``--evaluations`` episodes on a vector env of 5 removal
+the answer where the reward is the real thing: ``N2NRemoval-v0`` (``--env removal``) or
+``N2NShrink-v0`` (``--env shrink``, shrinking the teacher itself) with real distillation.
+Each (agent spec, seed) run plays ``--evaluations`` episodes on a vector env of 5
 environments (the paper's 5 students per update, trained as one batch on ``--workers``
 processes), and logs every episode's reward to ``OUT/episodes/SPEC-seedNNN.csv``. All runs
 share one reward cache (``OUT/rewards.sqlite``): the evaluator is deterministic (one seed,
@@ -50,7 +51,8 @@ def log_path(out: Path, spec: str, seed: int) -> Path:
 
 def play(args: argparse.Namespace, spec: str, seed: int) -> list[dict[str, float]]:
     """One run: ``args.evaluations`` episodes of agent ``spec`` at ``seed``."""
-    envs = gym.make_vec("N2NRemoval-v0", num_envs=5, vectorization_mode="vector_entry_point",
+    env_id = "N2NRemoval-v0" if args.env == "removal" else "N2NShrink-v0"
+    envs = gym.make_vec(env_id, num_envs=5, vectorization_mode="vector_entry_point",
                         teacher=args.teacher, teacher_width=args.teacher_width,
                         dataset=args.dataset, data_root=args.data_root,
                         evaluator=args.evaluator, cache=str(args.out / "rewards.sqlite"),
@@ -92,6 +94,8 @@ def best_rewards(out: Path, spec: str, seeds: int, evaluations: int) -> np.ndarr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", choices=("removal", "shrink"), default="removal",
+                        help="N2NRemoval-v0 (default) or N2NShrink-v0, which shrinks the teacher")
     parser.add_argument("--agents", nargs="+", default=["reinforce", "random"],
                         help="agent specs (NAME or NAME:key=value,...); random is the baseline")
     parser.add_argument("--seeds", type=int, default=5)
@@ -124,7 +128,7 @@ def main() -> None:
                   f"{records[-1]['seconds']:.0f} s", flush=True)
     teacher = (args.teacher if args.teacher.endswith(".pt")
                else f"{args.teacher} (width {args.teacher_width:g})")
-    print(f"\n{teacher} on {args.dataset}, "
+    print(f"\n{args.env}: {teacher} on {args.dataset}, "
           f"{args.evaluations} evaluations per run, {args.seeds} seeds; best reward per run")
     print("| agent | best reward, IQM [95% CI] | P(beats random) [95% CI] |")
     print("|---|---|---|")

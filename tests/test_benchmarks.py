@@ -155,6 +155,31 @@ def test_real_env_agents_compares_agents_with_random_and_resumes(
     assert table_rows(capsys.readouterr().out) == rows
 
 
+def test_real_env_agents_plays_the_shrink_environment_when_asked(
+        private_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import gymnasium as gym
+
+    made: list[str] = []
+    make_vec = gym.make_vec
+
+    def spy(env_id: str, *args: object, **kwargs: object) -> object:
+        made.append(env_id)
+        return make_vec(env_id, *args, **kwargs)
+
+    monkeypatch.setattr(gym, "make_vec", spy)
+    script = BENCHMARKS / "real_env_agents.py"
+    monkeypatch.setattr(sys, "argv", [
+        str(script), "--env", "shrink", "--dataset", "digits", "--teacher-width", "0.25",
+        "--evaluator", "mock", "--workers", "1", "--evaluations", "10", "--seeds", "1",
+        "--agents", "reinforce", "random", "--out", str(tmp_path / "out"), "--no-progress"])
+    runpy.run_path(str(script), run_name="__main__")
+    assert made == ["N2NShrink-v0", "N2NShrink-v0"]
+    out = capsys.readouterr().out
+    assert "shrink: conv4 (width 0.25) on digits" in out
+    assert [row[0] for row in table_rows(out)] == ["reinforce", "random"]
+
+
 def test_provisional_table_keeps_finished_students_and_imputes_the_nearest(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
