@@ -1,6 +1,7 @@
 """The landscape scripts of benchmarks/ that explain N2N-Bench's leaderboards:
-policy_landscape.py (where policies settle against the table's marginals) and
-cem_reference.py (what a simple learner reaches on a table). Both run on made-up tables.
+policy_landscape.py (where policies settle against the table's marginals),
+cem_reference.py (what a simple learner reaches on a table) and reward_plateau.py (how flat
+the top of a table is). All run on made-up tables.
 """
 
 from __future__ import annotations
@@ -108,3 +109,40 @@ def test_cem_reference_follows_its_elite_and_prints_its_regret_beside_uniform(
     with pytest.raises(SystemExit):
         runpy.run_path(str(BENCHMARKS / "cem_reference.py"), run_name="__main__")
     assert "--evaluations must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_reward_plateau_splits_the_near_optimal_rewards_into_their_two_factors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The optimum's compression, the slope of C(2-C) there, and for each gap the count and
+    the ranges of the near-optimal students, checked by hand on a made-up table."""
+    import numpy as np
+    from bench_tables import fake_table
+
+    from n2n_env.bench.rl import true_rewards
+
+    table = fake_table("shrink")
+    table_file = table.save(tmp_path / "shrink.npz")
+    monkeypatch.setattr(sys, "argv", ["reward_plateau.py", "shrink", "--table",
+                                      str(table_file)])
+    runpy.run_path(str(BENCHMARKS / "reward_plateau.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    rewards = true_rewards(table)
+    compression = table.compression("params")
+    best = int(np.argmax(rewards))
+    assert f"optimum {rewards[best]:.5f} at {1 / (1 - compression[best]):.1f}x" in out
+    assert f"slope of C(2-C) there {2 * (1 - compression[best]):.3f}" in out
+    halved = 1 - (1 - compression[best]) / 2
+    gain = halved * (2 - halved) - compression[best] * (2 - compression[best])
+    assert f"would add {gain:.4f}" in out
+    rows = table_rows(out)
+    assert [row[0] for row in rows] == ["0.005", "0.01", "0.02"]
+    for row in rows:
+        near = (rewards > 0) & (rewards >= rewards[best] - float(row[0]))
+        assert int(row[1].replace(",", "")) == near.sum()
+        size_factor = compression[near] * (2 - compression[near])
+        assert row[3] == f"{size_factor.min():.4f}-{size_factor.max():.4f}"
+        # the two factors multiply to the reward
+        accuracy = table.val_accuracy[near].astype(np.float64).mean(axis=1)
+        np.testing.assert_allclose(size_factor * accuracy / table.header.teacher_accuracy,
+                                   rewards[near])
