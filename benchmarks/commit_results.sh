@@ -14,6 +14,7 @@ commit_results() {
   local candidates=(n2n_env/bench/tables
                     benchmarks/results/real-env-conv4-mnist-10k/episodes
                     benchmarks/results/real-env-conv4-mnist-10k/teacher.pt
+                    benchmarks/results/real-env-shrink-conv4-mnist-10k/episodes
                     benchmarks/paper/units benchmarks/paper/teachers benchmarks/paper/policies)
   local paths=() path
   for path in "${candidates[@]}" benchmarks/n2n-bench/*-mnist-10k benchmarks/paper/table-*.md; do

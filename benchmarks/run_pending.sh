@@ -5,8 +5,9 @@
 # runs this same command and goes on where the last one stopped:
 #   nohup bash benchmarks/run_pending.sh [DATA_ROOT] > /tmp/run_pending.log 2>&1 &
 # 1. both N2N-Bench tables (issue 12; benchmarks/n2n-bench/build_all.sh);
-# 2. the real-environment confirmation, actor-critic against random search on conv4
-#    (issue 12, item 5; benchmarks/real_env_agents.py);
+# 2. the real-environment confirmations on conv4 (issue 12, item 5;
+#    benchmarks/real_env_agents.py): actor-critic against random search on the removal MDP,
+#    REINFORCE against random search on the shrink MDP;
 # 3. the paper's tables 1, 2, 4, 5 and 3 (issue 15; `n2n paper`, docs/paper.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,11 @@ with_commits "Real-environment agents (conv4, mnist-10k)" \
     --agents actor-critic random --seeds 5 --workers 2 \
     --teacher benchmarks/results/real-env-conv4-mnist-10k/teacher.pt \
     --out benchmarks/results/real-env-conv4-mnist-10k || exit 1
+with_commits "Real-environment agents, shrink (conv4, mnist-10k)" \
+  nice -n 5 python benchmarks/real_env_agents.py --env shrink --data-root "$data_root" \
+    --agents reinforce random --seeds 10 --workers 2 \
+    --teacher benchmarks/results/real-env-conv4-mnist-10k/teacher.pt \
+    --out benchmarks/results/real-env-shrink-conv4-mnist-10k || exit 1
 
 for table in 1 2 4 5 3; do
   with_commits "n2n paper $table" \

@@ -56,6 +56,8 @@ def test_commits_results_and_leaves_scripts_and_caches(repo: Path) -> None:
     write(repo / "benchmarks/paper/runs/unit/checkpoint.pt")
     write(repo / "benchmarks/results/real-env-conv4-mnist-10k/episodes/random-seed000.csv")
     write(repo / "benchmarks/results/real-env-conv4-mnist-10k/rewards.sqlite")
+    write(repo / "benchmarks/results/real-env-shrink-conv4-mnist-10k/episodes/random-seed000.csv")
+    write(repo / "benchmarks/results/real-env-shrink-conv4-mnist-10k/rewards.sqlite")
     write(repo / "benchmarks/n2n-bench/build_all.sh", "echo v2\n")
     subprocess.run(["bash", "benchmarks/commit_results.sh", "parts"], cwd=repo, check=True)
 
@@ -63,7 +65,8 @@ def test_commits_results_and_leaves_scripts_and_caches(repo: Path) -> None:
     assert committed_files(repo) == {
         "benchmarks/n2n-bench/removal-conv3-mnist-10k/parts/part-00001.json",
         "benchmarks/paper/units/teacher.json", "benchmarks/paper/table-1.md",
-        "benchmarks/results/real-env-conv4-mnist-10k/episodes/random-seed000.csv"}
+        "benchmarks/results/real-env-conv4-mnist-10k/episodes/random-seed000.csv",
+        "benchmarks/results/real-env-shrink-conv4-mnist-10k/episodes/random-seed000.csv"}
     status = git(repo, "status", "--porcelain")
     assert " M benchmarks/n2n-bench/build_all.sh" in status
 
