@@ -84,12 +84,19 @@ def play(args: argparse.Namespace, spec: str, seed: int) -> list[dict[str, float
 
 def best_rewards(out: Path, spec: str, seeds: int, evaluations: int) -> np.ndarray:
     """Each run's best reward within its first ``evaluations`` episodes."""
+    return np.array([best["reward"] for best in best_episodes(out, spec, seeds, evaluations)])
+
+
+def best_episodes(out: Path, spec: str, seeds: int, evaluations: int) -> list[dict[str, float]]:
+    """Each run's episode with the best reward within its first ``evaluations`` (the
+    student the run would report): its reward, accuracy and compression."""
     best = []
     for seed in range(seeds):
         with log_path(out, spec, seed).open(newline="") as handle:
-            rewards = [float(row["reward"]) for row in csv.DictReader(handle)]
-        best.append(max(rewards[:evaluations]))
-    return np.array(best)
+            rows = list(csv.DictReader(handle))[:evaluations]
+        top = max(rows, key=lambda row: float(row["reward"]))
+        best.append({key: float(top[key]) for key in ("reward", "accuracy", "compression")})
+    return best
 
 
 def main() -> None:
@@ -130,15 +137,22 @@ def main() -> None:
                else f"{args.teacher} (width {args.teacher_width:g})")
     print(f"\n{args.env}: {teacher} on {args.dataset}, "
           f"{args.evaluations} evaluations per run, {args.seeds} seeds; best reward per run")
-    print("| agent | best reward, IQM [95% CI] | P(beats random) [95% CI] |")
-    print("|---|---|---|")
+    print("| agent | best reward, IQM [95% CI] | P(beats random) [95% CI] | best reward per seed "
+          "| its student: compression, median (range) | validation accuracy, median (range) |")
+    print("|---|---|---|---|---|---|")
     baseline = (best_rewards(args.out, "random", args.seeds, args.evaluations)
                 if "random" in specs else None)
     for spec in specs:
         best = best_rewards(args.out, spec, args.seeds, args.evaluations)
         improvement = ("-" if baseline is None or spec == "random"
                        else str(stats.improvement_interval(best, baseline)))
-        print(f"| {spec} | {stats.iqm_interval(best)} | {improvement} |")
+        students = best_episodes(args.out, spec, args.seeds, args.evaluations)
+        ratios = [1 / (1 - student["compression"]) for student in students]
+        accuracies = [100 * student["accuracy"] for student in students]
+        print(f"| {spec} | {stats.iqm_interval(best)} | {improvement} | "
+              f"{', '.join(f'{value:.4f}' for value in best)} | "
+              f"{np.median(ratios):.1f}x ({min(ratios):.1f}-{max(ratios):.1f}x) | "
+              f"{np.median(accuracies):.1f}% ({min(accuracies):.1f}-{max(accuracies):.1f}%) |")
 
 
 if __name__ == "__main__":
