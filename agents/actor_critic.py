@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from agents.policies import RemovalPolicy, ShrinkPolicy
-from agents.reinforce import Episode, Reinforce, masked_logits, paper_defaults
+from agents.reinforce import Episode, Reinforce, kind_defaults, masked_logits
 from agents.search import EPISODES_PER_UPDATE, BestStudent
 
 FORMAT = "n2n-actor-critic-v1"
@@ -64,7 +64,7 @@ class ActorCriticConfig:
 
     def resolved(self, kind: str) -> ActorCriticConfig:
         """A copy with the `None` fields replaced by the paper's values for `kind`."""
-        return ActorCriticConfig(**paper_defaults(asdict(self), kind))
+        return ActorCriticConfig(**kind_defaults(asdict(self), kind))
 
 
 class RemovalActorCritic(RemovalPolicy):

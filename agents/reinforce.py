@@ -62,7 +62,8 @@ FORMAT = "n2n-reinforce-v1"
 
 @dataclass
 class ReinforceConfig:
-    """Hyperparameters; `None` means the paper's value for the policy kind."""
+    """Hyperparameters; `None` means the default for the policy kind: the paper's value,
+    but for stage 2's learning rate and risk seeking (see their fields)."""
 
     learning_rate: float | None = None
     """Adam step size. None: 0.003 for removal (paper section 4.2); for shrink 0.1 with the
@@ -99,15 +100,15 @@ class ReinforceConfig:
     """Seeds the policy initialisation, the action sampling and the first env reset."""
 
     def resolved(self, kind: str) -> ReinforceConfig:
-        """A copy with the `None` fields replaced by the paper's values for `kind`."""
-        return ReinforceConfig(**paper_defaults(asdict(self), kind))
+        """A copy with the `None` fields replaced by the defaults for `kind`."""
+        return ReinforceConfig(**kind_defaults(asdict(self), kind))
 
 
 SHRINK_RISK_SEEKING = 0.1
 """The stage-2 default of `ReinforceConfig.risk_seeking`."""
 
 
-def paper_defaults(values: dict[str, Any], kind: str) -> dict[str, Any]:
+def kind_defaults(values: dict[str, Any], kind: str) -> dict[str, Any]:
     """``values`` with their None fields replaced by the defaults for ``kind``: the
     paper's Adam 0.003 and 30 LSTM units for removal, and 50 units for shrink; for shrink
     Adam 0.1 with the independent policy (0.01 with the paper's LSTM) and, where the
