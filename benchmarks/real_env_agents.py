@@ -143,10 +143,10 @@ def main() -> None:
     baseline = (best_rewards(args.out, "random", args.seeds, args.evaluations)
                 if "random" in specs else None)
     for spec in specs:
-        best = best_rewards(args.out, spec, args.seeds, args.evaluations)
+        students = best_episodes(args.out, spec, args.seeds, args.evaluations)
+        best = np.array([student["reward"] for student in students])
         improvement = ("-" if baseline is None or spec == "random"
                        else str(stats.improvement_interval(best, baseline)))
-        students = best_episodes(args.out, spec, args.seeds, args.evaluations)
         ratios = [1 / (1 - student["compression"]) for student in students]
         accuracies = [100 * student["accuracy"] for student in students]
         print(f"| {spec} | {stats.iqm_interval(best)} | {improvement} | "
