@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Commit the finished pieces of this project's long experiments (results, never caches):
 # N2N-Bench build parts and tables, the real-environment agent logs, and n2n paper's units,
-# teachers, policies, tables and unfinished teachers' resume states up to RESUME_LIMIT bytes
-# (default 20,000,000). Commits only these paths, and only when one changed.
+# teachers, policies, tables, unfinished teachers' resume states up to RESUME_LIMIT bytes
+# (default 20,000,000) and copies of unfinished units' run folders (carry/, refreshed at most
+# every CARRY_EVERY seconds, default 1800: python -m n2n_env.paper.carry). Commits only these
+# paths, and only when one changed.
 #   bash benchmarks/commit_results.sh "MESSAGE"
 # Sourced, it defines `with_commits MESSAGE CMD...`: run CMD, committing every 10 minutes
 # while it runs (COMMIT_EVERY seconds) and once when it ends; returns CMD's status. And
@@ -17,6 +19,12 @@ commit_results() {
                     benchmarks/results/real-env-shrink-conv4-mnist-10k/episodes
                     benchmarks/paper/units benchmarks/paper/teachers benchmarks/paper/policies)
   local paths=() path
+  # Copies of unfinished units' run folders, so that a fresh machine continues them.
+  if [ -d benchmarks/paper/runs ]; then
+    python -m n2n_env.paper.carry benchmarks/paper --every "${CARRY_EVERY:-1800}" \
+      --limit "${RESUME_LIMIT:-20000000}" || echo "commit_results: carry failed" >&2
+  fi
+  [ -d benchmarks/paper/carry ] && paths+=(benchmarks/paper/carry)
   for path in "${candidates[@]}" benchmarks/n2n-bench/*-mnist-10k benchmarks/paper/table-*.md; do
     [ -e "$path" ] && paths+=("$path")
   done
@@ -25,14 +33,16 @@ commit_results() {
   for path in benchmarks/paper/resume/*.pt; do
     [ -f "$path" ] && [ "$(stat -c %s "$path")" -le "${RESUME_LIMIT:-20000000}" ] && paths+=("$path")
   done
-  mapfile -t -O ${#paths[@]} paths < <(git ls-files --deleted -- benchmarks/paper/resume)
+  mapfile -t -O ${#paths[@]} paths < <(
+    git ls-files --deleted -- benchmarks/paper/resume benchmarks/paper/carry)
   [ ${#paths[@]} -eq 0 ] && return 0
   git add -- "${paths[@]}" || return 1
   local changed=()
   mapfile -t changed < <(git diff --cached --name-only -- "${paths[@]}")
   # a resume state's removal staged earlier (by hand, or by a commit that failed)
   mapfile -t -O ${#changed[@]} changed < <(
-    git diff --cached --name-only --diff-filter=D -- benchmarks/paper/resume)
+    git diff --cached --name-only --diff-filter=D -- benchmarks/paper/resume \
+      benchmarks/paper/carry)
   # Only what changed: a folder with nothing to add would make `git commit -- PATH` fail.
   [ ${#changed[@]} -eq 0 ] || git commit -q -m "$1" -- "${changed[@]}"
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -66,7 +67,9 @@ def test_commits_results_and_leaves_scripts_and_caches(repo: Path) -> None:
         "benchmarks/n2n-bench/removal-conv3-mnist-10k/parts/part-00001.json",
         "benchmarks/paper/units/teacher.json", "benchmarks/paper/table-1.md",
         "benchmarks/results/real-env-conv4-mnist-10k/episodes/random-seed000.csv",
-        "benchmarks/results/real-env-shrink-conv4-mnist-10k/episodes/random-seed000.csv"}
+        "benchmarks/results/real-env-shrink-conv4-mnist-10k/episodes/random-seed000.csv",
+        # the unfinished unit's run folder travels as a copy, never itself
+        "benchmarks/paper/carry/unit/checkpoint.pt", "benchmarks/paper/carry/unit/carry.json"}
     status = git(repo, "status", "--porcelain")
     assert " M benchmarks/n2n-bench/build_all.sh" in status
 
@@ -101,6 +104,56 @@ def test_commits_small_teacher_resume_states_and_their_removal_never_large_ones(
                    env=environment)
     assert git(repo, "show", "--format=", "--name-status", "HEAD").splitlines() == [
         "D\tbenchmarks/paper/resume/teacher-other.pt"]
+
+
+def test_commits_a_copy_of_an_unfinished_run_and_its_removal_once_finished(
+        repo: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A search longer than a sitting travels as ``carry/<unit>``: its reward cache copied
+    with the rewards still in SQLite's write-ahead log, its other files as they are; a
+    refresh waits CARRY_EVERY seconds; the finished unit's copy is removed in a commit."""
+    run = repo / "benchmarks/paper/runs/compress-a"
+    write(run / "state.json", '{"iteration": 3}')
+    write(run / "tensorboard/events", "e")
+    connection = sqlite3.connect(run / "rewards.sqlite")
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA wal_autocheckpoint=0")
+    connection.execute("CREATE TABLE rewards (key TEXT, reward REAL)")
+    connection.execute("INSERT INTO rewards VALUES ('a', 0.5)")
+    connection.commit()  # held open: the row is in the log, not yet in the file
+    try:
+        subprocess.run(["bash", "benchmarks/commit_results.sh", "pieces"], cwd=repo,
+                       check=True)
+        assert committed_files(repo) == {
+            "benchmarks/paper/carry/compress-a/state.json",
+            "benchmarks/paper/carry/compress-a/rewards.sqlite",
+            "benchmarks/paper/carry/compress-a/carry.json"}
+        # the file as a fresh clone has it
+        committed = tmp_path_factory.mktemp("clone") / "rewards.sqlite"
+        committed.write_bytes(subprocess.run(
+            ["git", "-C", str(repo), "show", "HEAD:benchmarks/paper/carry/compress-a/"
+             "rewards.sqlite"], check=True, capture_output=True).stdout)
+        carried = sqlite3.connect(committed)
+        assert carried.execute("SELECT * FROM rewards").fetchall() == [("a", 0.5)]
+        carried.close()
+
+        write(run / "state.json", '{"iteration": 4}')
+        before = git(repo, "rev-parse", "HEAD")
+        subprocess.run(["bash", "benchmarks/commit_results.sh", "soon"], cwd=repo, check=True)
+        assert git(repo, "rev-parse", "HEAD") == before  # the copy is under 30 minutes old
+        subprocess.run(["bash", "benchmarks/commit_results.sh", "later"], cwd=repo,
+                       check=True, env={**os.environ, "CARRY_EVERY": "0"})
+        assert committed_files(repo) == {"benchmarks/paper/carry/compress-a/state.json",
+                                         "benchmarks/paper/carry/compress-a/carry.json"}
+    finally:
+        connection.close()
+
+    write(repo / "benchmarks/paper/units/compress-a.json")
+    subprocess.run(["bash", "benchmarks/commit_results.sh", "done"], cwd=repo, check=True)
+    changes = git(repo, "show", "--format=", "--name-status", "HEAD").splitlines()
+    assert sorted(changes) == ["A\tbenchmarks/paper/units/compress-a.json",
+                               "D\tbenchmarks/paper/carry/compress-a/carry.json",
+                               "D\tbenchmarks/paper/carry/compress-a/rewards.sqlite",
+                               "D\tbenchmarks/paper/carry/compress-a/state.json"]
 
 
 def test_makes_no_commit_when_nothing_changed(repo: Path) -> None:

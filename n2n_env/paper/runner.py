@@ -18,6 +18,10 @@ The work folder ``DIR`` of ``n2n paper TABLE --work DIR``:
 * ``runs/<unit>/``: run directories, reward caches, partial trainings. Never commit
   them (``.gitignore`` has ``benchmarks/paper/runs/``). An unfinished unit is resumed
   from here; ``runs/<unit>/unit.json`` holds its spec and the seconds already spent.
+* ``carry/<unit>/``: a consistent copy of an unfinished unit's run folder
+  (:mod:`n2n_env.paper.carry`), small enough to commit. A machine without
+  ``runs/<unit>`` (or with an older one) continues the unit from it; it is removed when
+  the unit finishes.
 * ``table-N.md``: the table, written after every invocation.
 
 A unit's result is reused only for the same spec; a different one is an error that names
@@ -41,9 +45,10 @@ from typing import Any
 import torch
 
 from n2n_env.device import resolve_device
+from n2n_env.paper import carry
 from n2n_env.paper.plan import Unit, plan
 from n2n_env.paper.settings import PaperSettings
-from n2n_env.paper.units import EXECUTORS, Context, artefact
+from n2n_env.paper.units import EXECUTORS, Context, artefact, result_file
 from n2n_env.progress import Progress
 from n2n_env.progress import check as check_progress
 
@@ -79,11 +84,6 @@ class TableRun:
     """Every unit of the table, after the run."""
     ran: tuple[str, ...]
     """The units run (or resumed) by this invocation."""
-
-
-def result_file(work: Path, unit_id: str) -> Path:
-    """``units/<unit>.json``."""
-    return work / "units" / f"{unit_id}.json"
 
 
 def read_record(work: Path, unit: Unit) -> dict[str, Any] | None:
@@ -165,6 +165,9 @@ def run_table(settings: PaperSettings, work: str | os.PathLike[str], *,
         if unit_id not in records or (path is not None and not path.is_file()):
             missing = path if unit_id in records else result_file(folder, unit_id)
             say(f"      again    {unit_id} (needed, and {missing} is missing)")
+            carried = carry.restore(folder, unit_id, folder / "runs" / unit_id)
+            if carried:
+                say(carried)
             records[unit_id] = execute(unit, "again")
         return records[unit_id]["result"]
 
@@ -189,8 +192,11 @@ def run_table(settings: PaperSettings, work: str | os.PathLike[str], *,
             continue
         for need in unit.needs:
             ensure(need)
+        carried = carry.restore(folder, unit.id, folder / "runs" / unit.id)
         how = "resume" if (folder / "runs" / unit.id).exists() else "start"
         say(f"{tag} {how:8} {unit.id}")
+        if carried:
+            say(carried)
         records[unit.id] = execute(unit, how)
         say(f"{tag} finished {unit.id} in {duration(records[unit.id]['seconds'])}")
     return TableRun(settings, states(settings, folder), tuple(ran))
@@ -246,6 +252,7 @@ def _execute(unit: Unit, how: str, teachers: Mapping[str, str], context: Context
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
     tmp.replace(path)
+    carry.discard(folder, unit.id)
     return record
 
 

@@ -2,7 +2,8 @@
 
 Every executor takes the :class:`~n2n_env.paper.plan.Unit` and a :class:`Context` (the work
 folder, the loaded data and teachers, the device and the progress style) and returns the
-unit's result as plain JSON values. Big files go under ``runs/<unit>/`` (never committed);
+unit's result as plain JSON values. Big files go under ``runs/<unit>/`` (never committed,
+but copied to ``carry/<unit>/`` by :mod:`n2n_env.paper.carry` to move to another machine);
 a unit interrupted there is resumed, not restarted:
 
 * ``teacher``: :func:`n2n_env.teacher.get_teacher` (cached in ``$N2N_HOME``, resumed per
@@ -94,6 +95,11 @@ class Context:
     def forget_teacher(self, unit_id: str) -> None:
         """Drop a loaded teacher (its checkpoint was just written again)."""
         self._teachers.pop(unit_id, None)
+
+
+def result_file(work: Path, unit_id: str) -> Path:
+    """``units/<unit>.json``: a finished unit's result."""
+    return work / "units" / f"{unit_id}.json"
 
 
 def teacher_file(work: Path, unit_id: str) -> Path:
