@@ -6,16 +6,27 @@
 # never mixed with a CPU run's (CUDA trains in bf16). First the teacher, then the six
 # searches (REINFORCE and random search, seeds 0-2) side by side: each distils batches of
 # 32 images, far from filling the GPU. The finished units come back. A search still
-# running at the budget is stopped and starts again in the next GPU session: its run
-# folder (the resumable state) stays on the device machine, which is given back bare.
-# How long a search takes on the GPU is not measured yet; the logs say how far each got.
+# running at the budget is stopped, and a copy of its run folder comes back in carry/
+# (n2n_env.paper.carry): committed, it travels to the next GPU session, which continues
+# the search from there. How long a search takes on the GPU is not measured yet; the
+# logs say how far each got.
 #
-# What comes back in $OUT: gpu.txt (the GPU, the units finished), results.tgz (units/,
-# table-1.md and logs/ of the work folder; unpack it in the repo root, commit units/ and
-# table-1.md), and the teacher's checkpoint in 15 MB pieces, UNIT.pt.part-aa, -ab, ...
-# (join them with cat into benchmarks/paper-cuda/teachers/UNIT.pt and commit it), so
-# that a later session keeps the same teacher. Only gymnasium is missing there (the
-# searches need neither SB3 nor Ray).
+# What comes back in $OUT: gpu.txt (the GPU, the units finished and carried),
+# results.tgz (units/, carry/, table-1.md and logs/ of the work folder; unpack it in the
+# repo root and commit units/, carry/ and table-1.md; over 15 MB it comes in pieces,
+# results.tgz.part-aa, -ab, ..., to join with cat), and the teacher's checkpoint in 15 MB
+# pieces, UNIT.pt.part-aa, -ab, ... (join them with cat into
+# benchmarks/paper-cuda/teachers/UNIT.pt and commit it), so that a later session keeps
+# the same teacher. Only gymnasium is missing there (the searches need neither SB3 nor
+# Ray).
+#
+# The device tool sends the working tree, which must stay under 64 MiB: in December 2026
+# the tracked files alone were 78 MB (the CPU run's full-width teacher in
+# benchmarks/paper/teachers is 38 MB). Check with
+#   git ls-files -z | xargs -0 du -cb | tail -1
+# and leave the CPU runs' folders out of the working tree for the call (not tried with a
+# GPU yet):  git sparse-checkout set --no-cone '/*' '!/benchmarks/paper/' '!/benchmarks/results/'
+# then, after the call, git sparse-checkout disable.
 #
 # Prepare here (once per session; .whl and .data are ignored through .git/info/exclude):
 #   echo /.whl/ >> .git/info/exclude; echo /.data/ >> .git/info/exclude
@@ -78,8 +89,15 @@ fi
 
 "${paper[@]}" --report > "$logs/table-1.log" 2>&1 || status=1
 echo "units finished: $(ls "$WORK/units" 2>/dev/null | tr '\n' ' ')" >> "$OUT/gpu.txt"
+# the searches stopped at the budget, to go on in the next GPU session
+python3 -m n2n_env.paper.carry "$WORK" --limit 15000000 >> "$OUT/gpu.txt" 2>&1 || status=1
 echo "seconds: $((SECONDS - started))" >> "$OUT/gpu.txt"
-tar czf "$OUT/results.tgz" "$WORK/units" "$WORK"/table-*.md "$logs" || status=1
+archive=("$WORK/units" "$WORK"/table-*.md "$logs")
+[ -d "$WORK/carry" ] && archive+=("$WORK/carry")
+tar czf "$OUT/results.tgz" "${archive[@]}" || status=1
+if [ "$(stat -c %s "$OUT/results.tgz")" -gt 15000000 ]; then
+  split -b 15m "$OUT/results.tgz" "$OUT/results.tgz.part-" && rm "$OUT/results.tgz"
+fi
 for teacher in "$WORK"/teachers/*.pt; do
   [ -e "$teacher" ] && split -b 15m "$teacher" "$OUT/$(basename "$teacher").part-"
 done

@@ -59,6 +59,29 @@ def test_gpu_script_runs_table_one_and_sends_back_its_units_and_teacher(tmp_path
     assert len(list(out.iterdir())) <= 8  # what the device tool sends back at most
 
 
+def test_searches_stopped_at_the_budget_come_back_as_copies_to_continue(
+        tmp_path: Path) -> None:
+    """A GPU session ends before a full-width search does: what it did must come back
+    (carry/), or every GPU session would start the searches over. The teacher is
+    already there, as in a later GPU session; the searches cannot finish in the budget."""
+    tiny = ("--dataset digits --teacher conv4 --teacher-width 0.25 --teacher-epochs 1 "
+            "--finetune-epochs 1 --evaluator mock --iterations 2000")
+    subprocess.run([sys.executable, "-m", "n2n_env.cli", "paper", "1", "--work",
+                    str(tmp_path / "work"), "--device", "cpu", "--no-progress",
+                    "--only", "teacher-*", *tiny.split()], check=True, capture_output=True,
+                   env={**os.environ, "N2N_HOME": str(tmp_path / "home"),
+                        "OMP_NUM_THREADS": "1"}, timeout=300)
+    done = run_script(tmp_path, tiny, budget=40)
+    assert done.returncode == 0, done.stdout + done.stderr  # stopped at the budget is fine
+    with tarfile.open(tmp_path / "out" / "results.tgz") as archive:
+        names = archive.getnames()
+    carried = {Path(name).parent.name for name in names if name.endswith("/carry.json")}
+    assert carried and carried <= {f"compress-conv4-w0.25-digits-{agent}-seed{seed}"
+                                   for agent in ("random", "reinforce") for seed in range(3)}
+    assert all(f"/carry/{unit}/unit.json" in " ".join(names) for unit in carried)
+    assert "carry compress-conv4" in (tmp_path / "out" / "gpu.txt").read_text()
+
+
 def test_gpu_script_fails_when_the_teacher_cannot_be_made(tmp_path: Path) -> None:
     """A failed teacher must not look like a finished run, nor start six searches that
     would each train it at once."""
