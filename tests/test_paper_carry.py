@@ -216,6 +216,8 @@ def test_an_interrupted_search_continues_on_a_fresh_machine_as_if_unbroken(
     assert code == 130, err
     assert [d.unit for d in carry.snapshot_unfinished(work) if d.copied] == [unit]
     shutil.rmtree(work / "runs")  # the fresh machine has the committed files only
+    code, out, _ = run([*argv(work), "--report"], capsys)
+    assert code == 0 and f"| {unit} | partial |" in (work / "table-1.md").read_text()
     played.clear()
     sittings.append(2)
     code, out, err = run(argv(work), capsys)

@@ -69,8 +69,8 @@ class UnitState:
 
     unit: Unit
     status: str
-    """``done`` (its result file holds this spec), ``partial`` (``runs/<unit>`` holds an
-    unfinished attempt, to be resumed) or ``pending``."""
+    """``done`` (its result file holds this spec), ``partial`` (``runs/<unit>`` or
+    ``carry/<unit>`` holds an unfinished attempt, to be resumed) or ``pending``."""
     record: Mapping[str, Any] | None = None
     """The result file's content when done."""
 
@@ -118,7 +118,7 @@ def states(settings: PaperSettings, work: str | os.PathLike[str]) -> tuple[UnitS
         record = read_record(folder, unit)
         if record is not None:
             result.append(UnitState(unit, "done", record))
-        elif (folder / "runs" / unit.id).exists():
+        elif (folder / "runs" / unit.id).exists() or carry.carry_dir(folder, unit.id).exists():
             result.append(UnitState(unit, "partial"))
         else:
             result.append(UnitState(unit, "pending"))
