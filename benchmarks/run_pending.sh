@@ -8,7 +8,9 @@
 # 2. the real-environment confirmations on conv4 (issue 12, item 5;
 #    benchmarks/real_env_agents.py): actor-critic against random search on the removal MDP,
 #    REINFORCE against random search on the shrink MDP;
-# 3. the paper's tables 1, 2, 4, 5 and 3 (issue 15; `n2n paper`, docs/paper.md).
+# 3. the paper's tables 5, 1, 2, 4 and 3 (issue 15; `n2n paper`, docs/paper.md): Table 5,
+#    a few hours, first, so that one whole table is done while Table 1's six full-width
+#    searches (about 5 hours each) go on over many sittings.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/commit_results.sh
@@ -29,7 +31,7 @@ with_commits "Real-environment agents, shrink (conv4, mnist-10k)" \
     --teacher benchmarks/results/real-env-conv4-mnist-10k/teacher.pt \
     --out benchmarks/results/real-env-shrink-conv4-mnist-10k || exit 1
 
-for table in 1 2 4 5 3; do
+for table in 5 1 2 4 3; do
   with_commits "n2n paper $table" \
     nice -n 5 n2n paper "$table" --work benchmarks/paper --data-root "$data_root" \
       --no-progress || exit 1
