@@ -10,7 +10,8 @@
 #    REINFORCE against random search on the shrink MDP;
 # 3. the paper's tables 5, 1, 2, 4 and 3 (issue 15; `n2n paper`, docs/paper.md): Table 5,
 #    a few hours, first, so that one whole table is done while Table 1's six full-width
-#    searches (about 5 hours each) go on over many sittings.
+#    searches (about 5 hours each) go on over many sittings. Two units at a time, one
+#    thread each (docs/paper.md, "Several units at once").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/commit_results.sh
@@ -34,5 +35,5 @@ with_commits "Real-environment agents, shrink (conv4, mnist-10k)" \
 for table in 5 1 2 4 3; do
   with_commits "n2n paper $table" \
     nice -n 5 n2n paper "$table" --work benchmarks/paper --data-root "$data_root" \
-      --no-progress || exit 1
+      --no-progress --jobs 2 || exit 1
 done

@@ -30,6 +30,7 @@ the file, so that a table never mixes settings silently.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fnmatch
 import json
@@ -37,7 +38,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,8 @@ from n2n_env.paper.units import EXECUTORS, Context, artefact, result_file
 from n2n_env.progress import Progress
 from n2n_env.progress import check as check_progress
 
-__all__ = ["FORMAT", "TableRun", "UnitFileError", "UnitState", "duration", "machine",
+__all__ = ["FORMAT", "TableRun", "UnitBusyError", "UnitFileError", "UnitState", "duration",
+           "holding", "machine",
            "run_table", "select", "states"]
 
 FORMAT = "n2n-paper-unit-v1"
@@ -61,6 +63,10 @@ FORMAT = "n2n-paper-unit-v1"
 
 class UnitFileError(ValueError):
     """A unit's result file is damaged, foreign or made with other settings."""
+
+
+class UnitBusyError(RuntimeError):
+    """Another process is running this unit in the same work folder."""
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,8 @@ def run_table(settings: PaperSettings, work: str | os.PathLike[str], *,
         ran.append(unit.id)
         teachers = {need: ensure(need)["fingerprint"] for need in unit.needs
                     if units[need].kind == "teacher"}
-        return _execute(unit, how, teachers, context, command, say)
+        with holding(folder, unit.id):
+            return _execute(unit, how, teachers, context, command, say)
 
     total = len(before)
     for index, state in enumerate(before, start=1):
@@ -200,6 +207,27 @@ def run_table(settings: PaperSettings, work: str | os.PathLike[str], *,
         records[unit.id] = execute(unit, how)
         say(f"{tag} finished {unit.id} in {duration(records[unit.id]['seconds'])}")
     return TableRun(settings, states(settings, folder), tuple(ran))
+
+
+@contextlib.contextmanager
+def holding(work: Path, unit_id: str) -> Iterator[None]:
+    """Hold ``runs/<unit>.lock`` while the unit runs, so that a second invocation on the
+    same work folder (``--jobs``, or another shell) stops instead of running it at once;
+    UnitBusyError if another process holds it. No lock where ``fcntl`` is missing."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    path = work / "runs" / f"{unit_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UnitBusyError(f"{unit_id} is being run by another process in {work}; "
+                                "wait for it to end, or stop it") from None
+        yield
 
 
 def select(units: Sequence[Unit], only: Sequence[str]) -> set[str]:

@@ -1,0 +1,170 @@
+"""Run a table's units side by side in worker processes (``n2n paper TABLE --jobs N``).
+
+On a CPU, torch's threads speed one training up less than the cores they take: on this
+project's 2-core machine one thread of a CPU-sized ResNet-34 step takes 98 ms and two take
+62 ms, while two one-thread processes each keep 98 ms (docs/paper.md). Units are
+independent once their needs have finished, so :func:`run_jobs` runs up to ``jobs`` of
+them at once, each as ``n2n paper TABLE ... --only UNIT`` in its own process with its
+share of the cores (``N2N_THREADS`` and ``OMP_NUM_THREADS`` set to ``threads // jobs``).
+
+A unit starts when every unit it needs has its result file, in the plan's order. A worker
+is the same command a user could run, so it writes the same files, resumes the same way,
+and a second invocation never runs a unit a worker holds (:func:`n2n_env.paper.runner`
+locks each unit while it runs). The workers' lines are passed on, each with its unit's
+id, except the ``done`` and ``skipped`` lines of units it does not run and its table
+(the invocation writes the table once all have ended). A worker that fails is reported
+with its status; the units needing it are left, the others go on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from n2n_env.paper.plan import Unit, plan
+from n2n_env.paper.runner import select
+from n2n_env.paper.settings import PaperSettings
+from n2n_env.paper.units import result_file
+
+__all__ = ["JobsResult", "run_jobs", "worker_command"]
+
+_QUIET = re.compile(r"^\[\d+/\d+\] (done|skipped) ")
+_FINISHED = re.compile(r"^\[\d+/\d+\] finished (\S+)")
+
+
+@dataclass(frozen=True)
+class JobsResult:
+    """What :func:`run_jobs` did."""
+
+    finished: tuple[str, ...]
+    """Units that a worker finished."""
+    failed: tuple[tuple[str, int], ...]
+    """Units whose worker failed, with its exit status."""
+    blocked: tuple[str, ...]
+    """Units not run because a unit they need failed."""
+
+
+def worker_command(settings: PaperSettings, work: str, unit_id: str, device: str
+                   ) -> list[str]:
+    """The command a worker runs: this table's settings, one unit, lines not bars."""
+    words = shlex.split(settings.command(work))[1:]  # without the leading "n2n"
+    return [sys.executable, "-m", "n2n_env.cli", *words, "--device", device,
+            "--no-progress", "--only", unit_id]
+
+
+def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, device: str,
+             only: Sequence[str] = (), log: Callable[[str], None] | None = None
+             ) -> JobsResult:
+    """Run the unfinished units of ``settings.table`` in ``work``, ``jobs`` at a time, each
+    with ``max(1, threads // jobs)`` threads. ``only`` as for
+    :func:`~n2n_env.paper.runner.run_table`. Ctrl-C stops the workers (each keeps its
+    resumable state, as a single invocation does) and is raised again here."""
+    say = log or (lambda line: print(line, flush=True))
+    folder = Path(work)
+    units = plan(settings)
+    wanted = select(units, only)
+    per_job = max(1, threads // jobs)
+    env = {**os.environ, "N2N_THREADS": str(per_job), "OMP_NUM_THREADS": str(per_job),
+           "PYTHONUNBUFFERED": "1"}
+    running: dict[str, subprocess.Popen[str]] = {}
+    readers: list[threading.Thread] = []
+    lock = threading.Lock()
+    finished: list[str] = []
+    failed: dict[str, int] = {}
+
+    def done(unit: Unit) -> bool:
+        return result_file(folder, unit.id).is_file()
+
+    def blocked(unit: Unit) -> bool:
+        by_id = {u.id: u for u in units}
+        stack = list(unit.needs)
+        while stack:
+            need = stack.pop()
+            if need in failed:
+                return True
+            stack.extend(by_id[need].needs)
+        return False
+
+    def forward(unit_id: str, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        quiet = False
+        for raw in process.stdout:
+            line = raw.rstrip("\n")
+            if quiet or _QUIET.match(line):
+                continue
+            with lock:
+                say(line if line.startswith("[") else f"  {unit_id}: {line}")
+            match = _FINISHED.match(line)
+            quiet = bool(match and match.group(1) == unit_id)  # its table follows
+
+    say(f"{jobs} jobs of {per_job} thread{'s' if per_job > 1 else ''} each")
+    try:
+        while True:
+            for unit_id, process in list(running.items()):
+                status = process.poll()
+                if status is None:
+                    continue
+                del running[unit_id]
+                if status == 0 and result_file(folder, unit_id).is_file():
+                    finished.append(unit_id)
+                else:
+                    failed[unit_id] = status
+                    with lock:
+                        say(f"      failed   {unit_id} (exit status {status})")
+            ready = [unit for unit in units
+                     if unit.id in wanted and unit.id not in running and unit.id not in failed
+                     and not done(unit) and not blocked(unit)
+                     and all(result_file(folder, need).is_file() for need in unit.needs)]
+            if not ready and not running:
+                break
+            for unit in ready[: jobs - len(running)]:
+                process = subprocess.Popen(worker_command(settings, work, unit.id, device),
+                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                           text=True, env=env)
+                running[unit.id] = process
+                reader = threading.Thread(target=forward, args=(unit.id, process), daemon=True)
+                reader.start()
+                readers.append(reader)
+            _wait_any(running)
+    except KeyboardInterrupt:
+        _stop(running.values())
+        raise
+    finally:
+        for reader in readers:
+            reader.join(timeout=5)
+    left = tuple(unit.id for unit in units
+                 if unit.id in wanted and not done(unit) and unit.id not in failed)
+    return JobsResult(tuple(finished), tuple(failed.items()), left)
+
+
+def _stop(processes: Iterable[subprocess.Popen[str]], grace: float = 60.0) -> None:
+    """Stop the workers as Ctrl-C stops one invocation (SIGINT: each saves what it holds
+    and records its time), killing any still running after ``grace`` seconds."""
+    processes = list(processes)
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    for process in processes:
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_any(running: dict[str, subprocess.Popen[str]], seconds: float = 1.0) -> None:
+    """Sleep until a worker ends or ``seconds`` pass."""
+    for process in running.values():
+        try:
+            process.wait(timeout=seconds / max(1, len(running)))
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -1,0 +1,101 @@
+"""``n2n paper TABLE --jobs N``: units side by side in worker processes.
+
+The workers must reach the very results of one invocation, never run a unit whose needs
+have not finished, never run one unit twice at once (the lock), and report a failed
+worker without stopping the others.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cli_runs import run
+
+from n2n_env.paper import parallel, runner
+from n2n_env.paper.settings import PaperSettings
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+TINY = ["--dataset", "digits", "--teacher", "conv4", "--teacher-width", "0.25",
+        "--teacher-epochs", "1", "--seeds", "0", "--iterations", "1",
+        "--finetune-epochs", "1", "--evaluator", "mock", "--no-progress"]
+UNITS = ["teacher-conv4-w0.25-digits"] + [
+    f"compress-conv4-w0.25-digits-{agent}-seed0" for agent in ("reinforce", "random")]
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("N2N_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return tmp_path / "home"
+
+
+def results(work: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted((work / "units").glob("*.json"))}
+
+
+def test_two_jobs_reach_the_results_of_one_invocation(
+        tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["paper", "1", "--work", str(tmp_path / "one"), *TINY], capsys)
+    assert code == 0, err
+    code, out, err = run(["paper", "1", "--work", str(tmp_path / "two"), *TINY,
+                          "--jobs", "2"], capsys)
+    assert code == 0, err
+    one, two = results(tmp_path / "one"), results(tmp_path / "two")
+    assert sorted(two) == sorted(UNITS)
+    for unit in UNITS:
+        assert two[unit]["result"] == one[unit]["result"], unit
+        assert "1 thread," in two[unit]["machine"]
+    assert "2 jobs of 1 thread each" in out
+    assert all(f"finished {unit}" in out for unit in UNITS)
+    assert not re.search(r"^\[\d+/\d+\] (done|skipped)", out, flags=re.MULTILINE)
+    assert out.count("| Model |") == 1  # one table, the invocation's
+    assert "Units: 3 of 3 finished" in (tmp_path / "two" / "table-1.md").read_text()
+
+
+def test_a_unit_held_elsewhere_fails_its_worker_and_the_others_go_on(
+        tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work = tmp_path / "work"
+    busy = "compress-conv4-w0.25-digits-random-seed0"
+    with runner.holding(work, busy):  # as another shell running that unit would
+        with pytest.raises(runner.UnitBusyError, match="another process"), \
+                runner.holding(work, busy):
+            pass
+        code, out, err = run(["paper", "1", "--work", str(work), *TINY, "--jobs", "2"],
+                             capsys)
+    assert code == 1
+    assert f"failed   {busy} (exit status 1)" in out
+    assert f"{busy} is being run by another process" in out
+    assert f"n2n: error: {busy} failed" in err
+    assert sorted(results(work)) == sorted(set(UNITS) - {busy})
+    code, out, err = run(["paper", "1", "--work", str(work), *TINY, "--jobs", "2"], capsys)
+    assert code == 0, err  # released: the next invocation runs it
+    assert sorted(results(work)) == sorted(UNITS)
+
+
+def test_a_worker_runs_the_tables_own_command_for_one_unit() -> None:
+    settings = PaperSettings(1, dataset="digits", seeds=(0, 1))
+    command = parallel.worker_command(settings, "w", "teacher-x", "cpu")
+    assert command[:3] == [sys.executable, "-m", "n2n_env.cli"]
+    assert command[3:] == ["paper", "1", "--work", "w", "--dataset", "digits", "--seeds",
+                           "0,1", "--device", "cpu", "--no-progress", "--only", "teacher-x"]
+
+
+def test_stopping_sends_ctrl_c_first() -> None:
+    """A worker stopped by Ctrl-C saves its state and records its time; SIGTERM or a kill
+    would not, so the workers get SIGINT and are killed only after the grace period."""
+    worker = subprocess.Popen(
+        [sys.executable, "-c", "import time\ntry:\n    time.sleep(60)\n"
+         "except KeyboardInterrupt:\n    print('saved', flush=True)\n    raise SystemExit(130)"],
+        stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # the interpreter is up
+    started = time.monotonic()
+    parallel._stop([worker], grace=30)
+    assert worker.returncode == 130 and time.monotonic() - started < 10
+    assert worker.stdout is not None and worker.stdout.read() == "saved\n"
