@@ -96,6 +96,6 @@ def test_stopping_sends_ctrl_c_first() -> None:
         stdout=subprocess.PIPE, text=True)
     time.sleep(1.0)  # the interpreter is up
     started = time.monotonic()
-    parallel._stop([worker], grace=30)
+    parallel._stop([worker], settle=0.5, grace=30)
     assert worker.returncode == 130 and time.monotonic() - started < 10
     assert worker.stdout is not None and worker.stdout.read() == "saved\n"

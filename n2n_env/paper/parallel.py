@@ -18,6 +18,7 @@ with its status; the units needing it are left, the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -25,6 +26,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +77,7 @@ def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, dev
     env = {**os.environ, "N2N_THREADS": str(per_job), "OMP_NUM_THREADS": str(per_job),
            "PYTHONUNBUFFERED": "1"}
     running: dict[str, subprocess.Popen[str]] = {}
-    readers: list[threading.Thread] = []
+    readers: dict[str, threading.Thread] = {}
     lock = threading.Lock()
     finished: list[str] = []
     failed: dict[str, int] = {}
@@ -113,6 +115,7 @@ def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, dev
                 if status is None:
                     continue
                 del running[unit_id]
+                readers[unit_id].join(timeout=5)  # its last lines come before the verdict
                 if status == 0 and result_file(folder, unit_id).is_file():
                     finished.append(unit_id)
                 else:
@@ -132,23 +135,30 @@ def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, dev
                 running[unit.id] = process
                 reader = threading.Thread(target=forward, args=(unit.id, process), daemon=True)
                 reader.start()
-                readers.append(reader)
+                readers[unit.id] = reader
             _wait_any(running)
     except KeyboardInterrupt:
         _stop(running.values())
         raise
     finally:
-        for reader in readers:
+        for reader in readers.values():
             reader.join(timeout=5)
     left = tuple(unit.id for unit in units
                  if unit.id in wanted and not done(unit) and unit.id not in failed)
     return JobsResult(tuple(finished), tuple(failed.items()), left)
 
 
-def _stop(processes: Iterable[subprocess.Popen[str]], grace: float = 60.0) -> None:
+def _stop(processes: Iterable[subprocess.Popen[str]], settle: float = 5.0,
+          grace: float = 60.0) -> None:
     """Stop the workers as Ctrl-C stops one invocation (SIGINT: each saves what it holds
-    and records its time), killing any still running after ``grace`` seconds."""
+    and records its time), killing any still running after ``grace`` seconds. A Ctrl-C
+    typed in a terminal reaches the workers too: they get ``settle`` seconds to end on
+    their own before the signal is sent, so that none is interrupted while it saves."""
     processes = list(processes)
+    deadline = time.monotonic() + settle
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
