@@ -14,6 +14,7 @@ import json
 import math
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ import torch
 from cli_runs import run
 
 from n2n_env import cli, zoo
-from n2n_env.paper import cells
+from n2n_env.paper import cells, report
 from n2n_env.paper.settings import STUDENT_NAMES
 from n2n_env.training import model_fingerprint
 
@@ -292,6 +293,7 @@ def test_an_interrupted_teacher_continues_on_a_fresh_machine_from_the_work_folde
         epochs.append(1)
         if len(epochs) == 3:
             raise KeyboardInterrupt
+        time.sleep(3)  # the first machine's epochs outlast the whole second sitting
         return real_epoch(*args, **kwargs)
 
     monkeypatch.setattr(teacher, "_train_epoch", interrupted_in_epoch_three)
@@ -305,7 +307,11 @@ def test_an_interrupted_teacher_continues_on_a_fresh_machine_from_the_work_folde
     code, _, err = run(argv, capsys)
     assert code == 0, err
     assert len(epochs) == 1, "the fresh machine should train only the third epoch"
-    assert results(work)[unit]["result"]["epochs"] == 3
+    record = results(work)[unit]
+    assert record["result"]["epochs"] == 3
+    # the table's wall time covers the first machine's epochs too
+    assert record["result"]["train_seconds"] >= 6 > record["seconds"]
+    assert report.wall_seconds(record) == record["result"]["train_seconds"]
     assert (work / "teachers" / f"{unit}.pt").is_file() and not state.exists()
 
 

@@ -8,14 +8,15 @@ whatever has finished so far.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from n2n_env.paper import reference as paper
 from n2n_env.paper.runner import UnitState, duration
 from n2n_env.paper.settings import PaperSettings
 from n2n_env.paper.tables import BODIES, STUDENT_NAMES, ZOO_NAMES, md_row
 
-__all__ = ["render"]
+__all__ = ["render", "wall_seconds"]
 
 PAPER_DATA = {1: "MNIST (60,000 training / 10,000 test images), VGG-13 at full width",
               2: "MNIST (60,000 / 10,000), VGG-13 at full width (its CIFAR-10 VGG-19 rows "
@@ -29,6 +30,16 @@ PAPER_DATA = {1: "MNIST (60,000 training / 10,000 test images), VGG-13 at full w
 """What the paper's numbers were measured on."""
 
 
+def wall_seconds(record: Mapping[str, Any]) -> float:
+    """A finished unit's wall time over all its sittings. A teacher continued from its
+    ``resume/`` state on another machine counts only its last sitting in ``seconds``; its
+    training record's ``train_seconds`` covers every epoch."""
+    seconds = float(record["seconds"])
+    if record.get("kind") == "teacher":
+        seconds = max(seconds, float(record["result"].get("train_seconds") or 0.0))
+    return seconds
+
+
 def render(settings: PaperSettings, states: Sequence[UnitState], work: str) -> str:
     """The markdown of ``settings.table`` from the units' ``states`` in the folder ``work``."""
     finished = [s for s in states if s.record is not None]
@@ -37,7 +48,7 @@ def render(settings: PaperSettings, states: Sequence[UnitState], work: str) -> s
              f"- Paper: {PAPER_DATA[settings.table]}.",
              f"- Ours: {_our_data(settings, states)}.",
              f"- Units: {len(finished)} of {len(states)} finished"
-             + (f", {duration(sum(s.record['seconds'] for s in finished))} of wall time"
+             + (f", {duration(sum(wall_seconds(s.record) for s in finished))} of wall time"
                 if finished else "") + "."]
     if settings.evaluator == "mock":
         lines += ["", "**MOCK evaluator: the search's rewards are NOT REAL** (a made-up "
@@ -156,7 +167,7 @@ def _units(states: Sequence[UnitState], command: str) -> list[str]:
             lines.append(md_row([state.unit.id, state.status, "", "", "", ""]))
             continue
         sittings = f" ({record['sittings']} sittings)" if record.get("sittings", 1) > 1 else ""
-        lines.append(md_row([state.unit.id, "done", duration(record["seconds"]) + sittings,
+        lines.append(md_row([state.unit.id, "done", duration(wall_seconds(record)) + sittings,
                              record["finished"], record["machine"],
                              "the table's" if record["command"] == command
                              else f"`{record['command']}`"]))
