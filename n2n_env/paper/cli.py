@@ -26,13 +26,14 @@ __all__ = ["ESTIMATES", "register"]
 AddCommand = Callable[..., argparse.ArgumentParser]
 ESTIMATES = """\
 tables (TABLE is the number or the name) and the wall time of their default runs on 2 CPU
-cores, estimated from component costs measured by benchmarks/paper_unit_costs.py (none
-has been run in full yet):
+cores, estimated from component costs measured by benchmarks/paper_unit_costs.py (table
+5's measured in its run):
   1 compression   VGG-13 at full width (9.4M parameters) on mnist-10k: the teacher (~1.5
                   h), then REINFORCE and random search x 3 seeds, each 40 + 40
-                  iterations and two final trainings (~4 h each, stage 1 alone up to
-                  200 candidates at ~1 min each): about 25 h; with --teacher-width 0.5
-                  (teacher 24 min, candidates ~13 s) about 7 h
+                  iterations and two final trainings (~5 h each: its first stage-1
+                  iterations of 5 candidates took 68-343 s): about 30 h (25 h with
+                  --jobs 2); with --teacher-width 0.5 (teacher 24 min, candidates ~13 s)
+                  about 7 h
   2 pruning       the teacher and the 3 REINFORCE searches of table 1 (shared with it in
                   the same --work), then 5 pruning runs of ~1 h (each up to ~100
                   pruning steps of 1% of the channels, with 100 fine-tuning steps that
@@ -45,12 +46,13 @@ has been run in full yet):
   4 constraints   table 1's teacher, 3 REINFORCE searches under params <= 20,000 (~4 h
                   each): about 12 h after table 1
   5 transfer      vgg11 -> vgg19 and resnet18 -> resnet34 at width 0.125 on cifar10-14k:
-                  4 teachers (~1 h), then per seed a 100-iteration pre-training on each
-                  source and 2 x 10 iterations on each target (~40 min): about 3 h
-                  (not measured at these widths: the oldest of these estimates)
+                  4 teachers (0.5-2 h each), then per seed a 100-iteration pre-training
+                  on each source (16 and 36 min) and 2 x 10 iterations on each target
+                  (1.5-5 min each): about 6 h with --jobs 2 (measured)
 
 Each finished unit writes DIR/units/UNIT.json; commit DIR/units, DIR/teachers,
-DIR/policies and DIR/table-N.md (never DIR/runs), and the same command on another
+DIR/policies, DIR/carry and DIR/table-N.md (never DIR/runs; python -m n2n_env.paper.carry
+DIR first copies unfinished units' runs to DIR/carry), and the same command on another
 machine continues where this one stopped. docs/paper.md has the details."""
 SETTINGS = ("dataset", "data_root", "teacher", "teacher_width", "teacher_epochs", "seeds",
             "agents", "iterations", "finetune_epochs", "evaluator", "max_params",
