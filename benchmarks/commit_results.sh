@@ -3,7 +3,8 @@
 # N2N-Bench build parts and tables, the real-environment agent logs, and n2n paper's units,
 # teachers, policies, tables, unfinished teachers' resume states up to RESUME_LIMIT bytes
 # (default 20,000,000) and copies of unfinished units' run folders (carry/, refreshed at most
-# every CARRY_EVERY seconds, default 1800: python -m n2n_env.paper.carry). Commits only these
+# every CARRY_EVERY seconds, default 1800, and at the end of with_commits; $PYTHON, default
+# python3, -m n2n_env.paper.carry). Commits only these
 # paths, and only when one changed.
 #   bash benchmarks/commit_results.sh "MESSAGE"
 # Sourced, it defines `with_commits MESSAGE CMD...`: run CMD, committing every 10 minutes
@@ -21,7 +22,7 @@ commit_results() {
   local paths=() path
   # Copies of unfinished units' run folders, so that a fresh machine continues them.
   if [ -d benchmarks/paper/runs ]; then
-    python -m n2n_env.paper.carry benchmarks/paper --every "${CARRY_EVERY:-1800}" \
+    "${PYTHON:-python3}" -m n2n_env.paper.carry benchmarks/paper --every "${CARRY_EVERY:-1800}" \
       --limit "${RESUME_LIMIT:-20000000}" || echo "commit_results: carry failed" >&2
   fi
   [ -d benchmarks/paper/carry ] && paths+=(benchmarks/paper/carry)
@@ -74,7 +75,7 @@ with_commits() {
   status=$?
   kill "$loop" 2> /dev/null
   wait "$loop" 2> /dev/null  # a commit under way finishes before the last one starts
-  commit_results "$message: finished pieces"
+  CARRY_EVERY=0 commit_results "$message: finished pieces"  # the state it stopped in
   return "$status"
 }
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +26,12 @@ pytestmark = pytest.mark.skipif(shutil.which("git") is None or shutil.which("bas
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
                           text=True).stdout
+
+
+@pytest.fixture(autouse=True)
+def this_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The script copies run folders with $PYTHON: this interpreter, which has n2n."""
+    monkeypatch.setenv("PYTHON", sys.executable)
 
 
 @pytest.fixture()

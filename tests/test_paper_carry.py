@@ -134,6 +134,25 @@ def test_the_copy_counts_the_sittings_time_up_to_its_last_write(tmp_path: Path) 
     assert json.loads((run_folder / "unit.json").read_text())["seconds"] == 100.0
 
 
+def test_an_idle_folder_is_copied_with_its_own_times(tmp_path: Path) -> None:
+    """A run stopped a day ago, its reward cache closed: reading the cache recreates an
+    empty write-ahead log, which must count neither as the run's work nor as news."""
+    run_folder = a_run(tmp_path)
+    connection = sqlite3.connect(run_folder / "rewards.sqlite")
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("CREATE TABLE rewards (key TEXT, reward REAL)")
+    connection.execute("INSERT INTO rewards VALUES ('a', 0.5)")
+    connection.commit()
+    connection.close()  # the log is folded into the file and removed
+    began = (run_folder / "unit.json").stat().st_mtime - 86_400
+    for path in run_folder.rglob("*"):
+        os.utime(path, (began, began))
+    target = carry.carry_dir(tmp_path, "compress-a")
+    assert carry.snapshot(run_folder, target).copied
+    assert json.loads((target / "unit.json").read_text())["seconds"] == pytest.approx(100.0)
+    assert carry.snapshot_unfinished(tmp_path) == []  # the copy itself is no change
+
+
 def test_restore_fills_a_missing_or_older_folder_and_never_a_newer_one(tmp_path: Path) -> None:
     run_folder = a_run(tmp_path)
     carry.snapshot(run_folder, carry.carry_dir(tmp_path, "compress-a"))

@@ -78,6 +78,16 @@ def test_a_unit_held_elsewhere_fails_its_worker_and_the_others_go_on(
     assert code == 0, err  # released: the next invocation runs it
     assert sorted(results(work)) == sorted(UNITS)
 
+    # a lost teacher checkpoint, needed by both searches, is made again by one worker
+    (work / "teachers" / f"{UNITS[0]}.pt").unlink()
+    for unit in UNITS[1:]:
+        (work / "units" / f"{unit}.json").unlink()
+    code, out, err = run(["paper", "1", "--work", str(work), *TINY, "--jobs", "2"], capsys)
+    assert code == 0, out + err
+    assert out.count(f"again    {UNITS[0]}") == 1
+    assert (work / "teachers" / f"{UNITS[0]}.pt").is_file()
+    assert sorted(results(work)) == sorted(UNITS)
+
 
 def test_a_worker_runs_the_tables_own_command_for_one_unit() -> None:
     settings = PaperSettings(1, dataset="digits", seeds=(0, 1))

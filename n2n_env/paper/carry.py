@@ -95,15 +95,24 @@ def _files(run: Path) -> list[Path]:
     return found
 
 
-def _stamps(run: Path) -> dict[str, tuple[int, int]]:
-    """Modification time and size of every file (a database's log included)."""
+def _stamps(run: Path) -> dict[str, tuple[int, int, int]]:
+    """Modification time, size and inode of every file (a database's log included; the
+    inode tells a file replaced through a rename within one clock tick)."""
     stamps = {}
     for path in run.rglob("*"):
         if path.is_file() and not path.name.endswith("-shm"):  # -shm changes on reads
             with _vanishing():
                 info = path.stat()
-                stamps[path.relative_to(run).as_posix()] = (info.st_mtime_ns, info.st_size)
+                stamps[path.relative_to(run).as_posix()] = (info.st_mtime_ns, info.st_size,
+                                                            info.st_ino)
     return stamps
+
+
+def _newest(stamps: dict[str, tuple[int, int, int]]) -> int:
+    """When the run last wrote: its newest file, counting a database's log only when it
+    holds something (reading the database, as a copy does, creates an empty one)."""
+    return max((stamp[0] for name, stamp in stamps.items()
+                if not (name.endswith("-wal") and stamp[1] == 0)), default=0)
 
 
 class _vanishing:
@@ -139,13 +148,13 @@ def _copy(run: Path, files: Sequence[Path], target: Path) -> None:
             shutil.copyfile(path, destination)
 
 
-def _seconds(run: Path, stamps: dict[str, tuple[int, int]]) -> float | None:
+def _seconds(run: Path, stamps: dict[str, tuple[int, int, int]]) -> float | None:
     """The unit's wall time up to its last write: the seconds ``unit.json`` recorded when
     the sitting began, plus the time from then to the newest file."""
     try:
         saved = json.loads((run / "unit.json").read_text())
         began = stamps["unit.json"][0]
-        return float(saved["seconds"]) + max(0, max(s[0] for s in stamps.values()) - began) / 1e9
+        return float(saved["seconds"]) + max(0, _newest(stamps) - began) / 1e9
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -189,7 +198,7 @@ def snapshot(run: Path, target: Path, *, limit: int = DEFAULT_LIMIT) -> Carried:
             marker = json.loads((pending / "unit.json").read_text())
             marker["seconds"] = seconds
             (pending / "unit.json").write_text(json.dumps(marker))
-        newest = max((stamp[0] for stamp in before.values()), default=0)
+        newest = _newest(before)
         (pending / MANIFEST).write_text(json.dumps({
             "format": FORMAT, "unit": unit, "saved": _now(), "saved_at": time.time(),
             "source_newest_ns": newest, "files": len(files), "bytes": size,
@@ -234,8 +243,7 @@ def snapshot_unfinished(work: Path, *, every: float = 0.0,
         target = carry_dir(work, run.name)
         manifest = _manifest(target)
         if manifest is not None:
-            newest = max((stamp[0] for stamp in _stamps(run).values()), default=0)
-            if newest <= manifest["source_newest_ns"]:
+            if _newest(_stamps(run)) <= manifest["source_newest_ns"]:
                 continue  # nothing changed since the copy (or the copy is from elsewhere)
             if time.time() - manifest["saved_at"] < every:
                 continue
@@ -250,10 +258,8 @@ def restore(work: Path, unit_id: str, run: Path) -> str | None:
     manifest = _manifest(source)
     if manifest is None:
         return None
-    if run.exists():
-        newest = max((stamp[0] for stamp in _stamps(run).values()), default=0)
-        if newest >= manifest["source_newest_ns"]:
-            return None
+    if run.exists() and _newest(_stamps(run)) >= manifest["source_newest_ns"]:
+        return None
     pending = run.with_name(f".{run.name}.{os.getpid()}.tmp")
     shutil.rmtree(pending, ignore_errors=True)
     shutil.copytree(source, pending, ignore=shutil.ignore_patterns(MANIFEST))

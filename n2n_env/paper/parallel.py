@@ -27,19 +27,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from n2n_env.paper.plan import Unit, plan
 from n2n_env.paper.runner import select
 from n2n_env.paper.settings import PaperSettings
-from n2n_env.paper.units import result_file
+from n2n_env.paper.units import artefact, result_file
 
 __all__ = ["JobsResult", "run_jobs", "worker_command"]
 
 _QUIET = re.compile(r"^\[\d+/\d+\] (done|skipped) ")
 _FINISHED = re.compile(r"^\[\d+/\d+\] finished (\S+)")
+_ERROR = re.compile(r"^(n2n: |Traceback|\s|\w+(Error|Exception)\b)")
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,9 @@ def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, dev
     def done(unit: Unit) -> bool:
         return result_file(folder, unit.id).is_file()
 
+    by_id = {u.id: u for u in units}
+
     def blocked(unit: Unit) -> bool:
-        by_id = {u.id: u for u in units}
         stack = list(unit.needs)
         while stack:
             need = stack.pop()
@@ -97,17 +99,20 @@ def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, dev
 
     def forward(unit_id: str, process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None
-        quiet = False
+        after = False  # after its unit finished, only errors: not its table
         for raw in process.stdout:
             line = raw.rstrip("\n")
-            if quiet or _QUIET.match(line):
+            if _QUIET.match(line) or (after and not _ERROR.match(line)):
                 continue
             with lock:
                 say(line if line.startswith("[") else f"  {unit_id}: {line}")
             match = _FINISHED.match(line)
-            quiet = bool(match and match.group(1) == unit_id)  # its table follows
+            after = after or bool(match and match.group(1) == unit_id)
 
     say(f"{jobs} jobs of {per_job} thread{'s' if per_job > 1 else ''} each")
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             for unit_id, process in list(running.items()):
@@ -128,24 +133,49 @@ def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, dev
                      and all(result_file(folder, need).is_file() for need in unit.needs)]
             if not ready and not running:
                 break
-            for unit in ready[: jobs - len(running)]:
+            for unit in _one_per_lost_file(ready, running, by_id, folder)[
+                    : jobs - len(running)]:
                 process = subprocess.Popen(worker_command(settings, work, unit.id, device),
                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                           text=True, env=env)
+                                           text=True, errors="replace", env=env)
                 running[unit.id] = process
                 reader = threading.Thread(target=forward, args=(unit.id, process), daemon=True)
                 reader.start()
                 readers[unit.id] = reader
             _wait_any(running)
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, SIGTERM (see above), a failure here: no orphans
         _stop(running.values())
         raise
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         for reader in readers.values():
             reader.join(timeout=5)
     left = tuple(unit.id for unit in units
                  if unit.id in wanted and not done(unit) and unit.id not in failed)
     return JobsResult(tuple(finished), tuple(failed.items()), left)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM to the invocation stops its workers as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def _one_per_lost_file(ready: Sequence[Unit], running: Mapping[str, object],
+                       by_id: Mapping[str, Unit], folder: Path) -> list[Unit]:
+    """``ready`` without units that would make a lost file again beside another: a
+    finished need whose file (a teacher's checkpoint, a policy) is missing is made again
+    by the first worker that needs it, and the others wait for it."""
+    chosen: list[Unit] = []
+    busy = {need for unit_id in running for need in by_id[unit_id].needs}
+    for unit in ready:
+        lost = {need for need in unit.needs
+                if (path := artefact(folder, by_id[need])) is not None and not path.is_file()}
+        if lost & busy:
+            continue
+        busy |= lost
+        chosen.append(unit)
+    return chosen
 
 
 def _stop(processes: Iterable[subprocess.Popen[str]], settle: float = 5.0,

@@ -171,9 +171,6 @@ def run_table(settings: PaperSettings, work: str | os.PathLike[str], *,
         if unit_id not in records or (path is not None and not path.is_file()):
             missing = path if unit_id in records else result_file(folder, unit_id)
             say(f"      again    {unit_id} (needed, and {missing} is missing)")
-            carried = carry.restore(folder, unit_id, folder / "runs" / unit_id)
-            if carried:
-                say(carried)
             records[unit_id] = execute(unit, "again")
         return records[unit_id]["result"]
 
@@ -183,7 +180,10 @@ def run_table(settings: PaperSettings, work: str | os.PathLike[str], *,
         ran.append(unit.id)
         teachers = {need: ensure(need)["fingerprint"] for need in unit.needs
                     if units[need].kind == "teacher"}
-        with holding(folder, unit.id):
+        with holding(folder, unit.id):  # before the copy: never under a running unit
+            carried = carry.restore(folder, unit.id, folder / "runs" / unit.id)
+            if carried:
+                say(carried)
             return _execute(unit, how, teachers, context, command, say)
 
     total = len(before)
@@ -199,11 +199,9 @@ def run_table(settings: PaperSettings, work: str | os.PathLike[str], *,
             continue
         for need in unit.needs:
             ensure(need)
-        carried = carry.restore(folder, unit.id, folder / "runs" / unit.id)
-        how = "resume" if (folder / "runs" / unit.id).exists() else "start"
+        how = ("resume" if (folder / "runs" / unit.id).exists()
+               or carry.carry_dir(folder, unit.id).exists() else "start")
         say(f"{tag} {how:8} {unit.id}")
-        if carried:
-            say(carried)
         records[unit.id] = execute(unit, how)
         say(f"{tag} finished {unit.id} in {duration(records[unit.id]['seconds'])}")
     return TableRun(settings, states(settings, folder), tuple(ran))
