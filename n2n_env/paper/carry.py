@@ -77,9 +77,10 @@ def carry_dir(work: Path, unit_id: str) -> Path:
 
 
 def _is_database_side_file(name: str) -> bool:
-    return any(fnmatch.fnmatch(name.removesuffix(suffix), pattern)
-               for suffix in ("-wal", "-shm", "-journal") if name.endswith(suffix)
-               for pattern in DATABASES)
+    """A database's write-ahead log, shared-memory index or rollback journal."""
+    stem, _, suffix = name.rpartition("-")
+    return suffix in ("wal", "shm", "journal") and any(
+        fnmatch.fnmatch(stem, pattern) for pattern in DATABASES)
 
 
 def _files(run: Path) -> list[Path]:
@@ -101,7 +102,7 @@ def _stamps(run: Path) -> dict[str, tuple[int, int, int]]:
     stamps = {}
     for path in run.rglob("*"):
         if path.is_file() and not path.name.endswith("-shm"):  # -shm changes on reads
-            with _vanishing():
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile: a change
                 info = path.stat()
                 stamps[path.relative_to(run).as_posix()] = (info.st_mtime_ns, info.st_size,
                                                             info.st_ino)
@@ -113,16 +114,6 @@ def _newest(stamps: dict[str, tuple[int, int, int]]) -> int:
     holds something (reading the database, as a copy does, creates an empty one)."""
     return max((stamp[0] for name, stamp in stamps.items()
                 if not (name.endswith("-wal") and stamp[1] == 0)), default=0)
-
-
-class _vanishing:
-    """Ignore a file removed between listing and reading it (the copy is then retried)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, *_: object) -> bool:
-        return kind is not None and issubclass(kind, FileNotFoundError)
 
 
 def _backup(source: Path, target: Path) -> None:
@@ -170,7 +161,7 @@ def snapshot(run: Path, target: Path, *, limit: int = DEFAULT_LIMIT) -> Carried:
         before = _stamps(run)
         files, left_out = [], []
         for path in _files(run):
-            with _vanishing():
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile: copied again
                 if path.stat().st_size <= limit:
                     files.append(path)
                 elif any(fnmatch.fnmatch(path.name, pattern) for pattern in OPTIONAL):
