@@ -15,6 +15,7 @@ import math
 import re
 import shutil
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ import torch
 from cli_runs import run
 
 from n2n_env import cli, zoo
-from n2n_env.paper import cells, report
+from n2n_env.paper import cells, report, runner
+from n2n_env.paper.plan import Unit
 from n2n_env.paper.settings import STUDENT_NAMES
 from n2n_env.training import model_fingerprint
 
@@ -201,7 +203,8 @@ def test_an_interrupted_unit_resumes_its_run(tmp_path: Path,
     assert code == 130 and "rerunning the same command resumes" in err
     unit = "compress-conv4-w0.25-digits-reinforce-seed0"
     table = (tmp_path / "work" / "table-1.md").read_text()
-    assert md_row(table, unit)[1] == "partial"
+    assert md_row(table, unit)[1] == "partial: stage 1 1/1, stage 2 1/1 iterations"
+    assert md_row(table, unit)[2].endswith(" so far")
     assert md_row(table, "Student (Stage1), REINFORCE")[5] == "pending"
     state = json.loads((tmp_path / "work" / "runs" / unit / "state.json").read_text())
     monkeypatch.setattr(pipeline, "finetuned", real)
@@ -214,6 +217,31 @@ def test_an_interrupted_unit_resumes_its_run(tmp_path: Path,
         name: {key: saved[key] for key in ("iteration", "best_reward", "evaluations",
                                            "cache_hits")}
         for name, saved in state["stages"].items()}  # the search was not run again
+
+
+def test_a_running_units_tally_is_written_while_it_runs(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sitting killed without warning (a machine taken away) must not lose the time it
+    spent: ``unit.json`` is brought up to date while the unit runs, not only at its end."""
+    monkeypatch.setattr(runner, "TALLY_SECONDS", 0.05)
+    unit = Unit("compress-a", "compress", {"seed": 0})
+    marker = tmp_path / "runs" / unit.id / "unit.json"
+    seen: list[float] = []
+
+    def slow(unit: Unit, context: object) -> dict:
+        seen.append(json.loads(marker.read_text())["seconds"])
+        time.sleep(0.5)
+        seen.append(json.loads(marker.read_text())["seconds"])
+        raise KeyboardInterrupt  # the end is never reached cleanly
+
+    monkeypatch.setitem(runner.EXECUTORS, "compress", slow)
+    context = types.SimpleNamespace(work=tmp_path, device=torch.device("cpu"))
+    with pytest.raises(KeyboardInterrupt):
+        runner._execute(unit, "run", {}, context, "n2n paper 1", print)
+    assert seen[0] == pytest.approx(0.0, abs=0.05)
+    assert 0.3 <= seen[1] <= 0.55  # written by the tally while the unit was running
+    assert json.loads(marker.read_text())["seconds"] >= 0.5
+    assert json.loads(marker.read_text())["sittings"] == 1
 
 
 def test_a_missing_teacher_is_rebuilt_and_another_teacher_is_flagged(

@@ -164,7 +164,9 @@ def _units(states: Sequence[UnitState], command: str) -> list[str]:
     for state in states:
         record = state.record
         if record is None:
-            lines.append(md_row([state.unit.id, state.status, "", "", "", ""]))
+            status = f"{state.status}: {state.progress}" if state.progress else state.status
+            spent = "" if state.seconds is None else f"{duration(state.seconds)} so far"
+            lines.append(md_row([state.unit.id, status, spent, "", "", ""]))
             continue
         sittings = f" ({record['sittings']} sittings)" if record.get("sittings", 1) > 1 else ""
         lines.append(md_row([state.unit.id, "done", duration(wall_seconds(record)) + sittings,

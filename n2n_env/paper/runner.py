@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -79,6 +80,10 @@ class UnitState:
     ``carry/<unit>`` holds an unfinished attempt, to be resumed) or ``pending``."""
     record: Mapping[str, Any] | None = None
     """The result file's content when done."""
+    progress: str = ""
+    """How far a partial unit got, in a few words (a search's iterations per stage)."""
+    seconds: float | None = None
+    """The seconds a partial unit has spent so far, over its sittings (its ``unit.json``)."""
 
 
 @dataclass(frozen=True)
@@ -125,10 +130,34 @@ def states(settings: PaperSettings, work: str | os.PathLike[str]) -> tuple[UnitS
         if record is not None:
             result.append(UnitState(unit, "done", record))
         elif (folder / "runs" / unit.id).exists() or carry.carry_dir(folder, unit.id).exists():
-            result.append(UnitState(unit, "partial"))
+            result.append(UnitState(unit, "partial", None, *_progress(folder, unit)))
         else:
             result.append(UnitState(unit, "pending"))
     return tuple(result)
+
+
+def _progress(folder: Path, unit: Unit) -> tuple[str, float | None]:
+    """How far the unfinished ``unit`` got and the seconds it has spent, read from its run
+    folder, or from its carried copy when the run folder is missing or has no tally
+    (a fresh machine). A search reports each stage's iterations from its ``state.json``;
+    damaged or missing files report nothing rather than fail the table."""
+    run = folder / "runs" / unit.id
+    if not (run / "unit.json").is_file():
+        run = carry.carry_dir(folder, unit.id)
+    seconds = None
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        seconds = float(json.loads((run / "unit.json").read_text())["seconds"])
+    if unit.kind != "compress":
+        return "", seconds
+    stages: Mapping[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
+        stages = json.loads((run / "state.json").read_text())["stages"]
+    words = []
+    for index, stage in enumerate(unit.spec["stages"], start=1):
+        saved = stages.get(stage)
+        done = int(saved["iteration"]) if isinstance(saved, Mapping) else 0
+        words.append(f"stage {index} {done}/{unit.spec['iterations']}")
+    return ", ".join(words) + " iterations", seconds
 
 
 def machine(device: torch.device) -> str:
@@ -257,13 +286,8 @@ def _execute(unit: Unit, how: str, teachers: Mapping[str, str], context: Context
     spent, sittings = _previous_attempts(run, identity, say) if run else (0.0, 0)
     started = time.perf_counter()
     started_at = _now()
-    try:
-        if run is not None:
-            _write_attempt(run, identity, spent, sittings + 1)
+    with _tally(run, identity, spent, sittings + 1, started):
         result = EXECUTORS[unit.kind](unit, context)
-    finally:
-        if run is not None:
-            _write_attempt(run, identity, spent + time.perf_counter() - started, sittings + 1)
     if unit.kind == "teacher":
         teachers = {unit.id: result["fingerprint"]}
     record: dict[str, Any] = {
@@ -298,6 +322,42 @@ def _previous_attempts(run: Path, identity: Mapping[str, Any],
     say(f"  starting over: {run} was made with other settings or another teacher")
     shutil.rmtree(run)
     return 0.0, 0
+
+
+TALLY_SECONDS = 60.0
+"""How often an unfinished unit's ``unit.json`` is brought up to date with the seconds
+spent: a sitting killed without warning (a machine taken away) loses at most this much
+of its tally."""
+
+
+@contextlib.contextmanager
+def _tally(run: Path | None, identity: Mapping[str, Any], spent: float, sittings: int,
+           started: float) -> Iterator[None]:
+    """Keep ``run/unit.json``'s seconds up to date while the body runs: at its start,
+    every :data:`TALLY_SECONDS` from a background thread, and at its end (whatever the
+    outcome). Nothing is written when ``run`` is None (teachers keep their own record)."""
+    if run is None:
+        yield
+        return
+
+    def write() -> None:
+        _write_attempt(run, identity, spent + time.perf_counter() - started, sittings)
+
+    write()
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(TALLY_SECONDS):
+            write()
+
+    beater = threading.Thread(target=beat, name="n2n-paper-tally", daemon=True)
+    beater.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beater.join()
+        write()
 
 
 def _write_attempt(run: Path, identity: Mapping[str, Any], seconds: float,
