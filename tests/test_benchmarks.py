@@ -390,3 +390,43 @@ def test_env_speed_benchmark_plays_uniform_allowed_actions_on_both_environments(
     assert [(row[0], row[1], row[2]) for row in rows] == [
         (env_id, state, wrappers) for env_id in ("N2NRemovalBench-v0", "N2NShrinkBench-v0")
         for state, wrappers in (("cold", "gym.make"), ("warm", "gym.make"), ("warm", "raw"))]
+
+
+def test_degenerate_rates_counts_each_teachers_students_by_reason(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    from n2n_env import zoo
+
+    script = runpy.run_path(str(BENCHMARKS / "degenerate_rates.py"))
+    resnet = zoo.get("resnet18", input_shape=(3, 32, 32), num_classes=10, width=0.125)
+    projection = next(block for block in resnet.blocks if block.projection is not None)
+    convs = [i for i in range(projection.start, projection.end)
+             if resnet.layers[i].kind == "conv"]  # the body keeps its batch norms only
+    student = resnet.remove([i not in convs for i in range(len(resnet.layers))])
+    assert script["kind_of"](student.degenerate_reason()) == "residual block"
+    keep_mask = np.array([i not in convs for i in range(len(resnet.layers))])
+    repaired = script["without_convless_bodies"](resnet, keep_mask)
+    assert not repaired[projection.start:projection.end].any()
+    assert (repaired[:projection.start] == keep_mask[:projection.start]).all()
+    assert resnet.remove(repaired.tolist()).degenerate_reason() is None
+    assert script["kind_of"]("empty architecture: no conv") == "empty"
+
+    monkeypatch.setattr(sys, "argv", ["degenerate_rates.py", "--samples", "60",
+                                      "--keep", "0.5", "1.0"])
+    runpy.run_path(str(BENCHMARKS / "degenerate_rates.py"), run_name="__main__")
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][2:]
+    assert len(rows) == 2 * len(script["TEACHERS"])
+    for teacher, _, keep, *shares in rows:
+        values = [float(share.rstrip("%")) for share in shares]
+        *kinds, usable_if_repaired = values
+        assert sum(kinds) == pytest.approx(100.0, abs=0.5)
+        if keep == "1.0":
+            assert values[0] == usable_if_repaired == 100.0  # the teacher itself is usable
+        elif teacher.startswith("resnet"):
+            assert values[3] > 25.0  # a conv-less body beside a projection shortcut
+            assert usable_if_repaired == pytest.approx(values[0] + values[3], abs=0.5)
+        else:
+            assert values[3] == 0.0  # no residual blocks in a VGG
+            assert usable_if_repaired == values[0]
