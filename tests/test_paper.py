@@ -18,14 +18,15 @@ import time
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from cli_runs import run
 
 from n2n_env import cli, zoo
-from n2n_env.paper import cells, report, runner
-from n2n_env.paper.plan import Unit
-from n2n_env.paper.settings import STUDENT_NAMES
+from n2n_env.paper import cells, report, runner, versus
+from n2n_env.paper.plan import Unit, plan
+from n2n_env.paper.settings import STUDENT_NAMES, PaperSettings
 from n2n_env.training import model_fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -134,6 +135,46 @@ def test_table1_prints_the_paper_beside_the_units_results(table1: tuple[Path, st
             for cell in final[9].split("; ")]
     for unit in records:
         assert md_row(text, unit)[1] == "done"
+
+
+def test_table1_holds_reinforce_against_random_search_over_seeds(
+        table1: tuple[Path, str]) -> None:
+    from n2n_env.bench import stats
+
+    work, text = table1
+    records = results(work)
+    assert "## The learnt policy against random search" in text
+    assert text.index("against random search") < text.index("## Reading")
+    for stage_name, label in (("removal", "Stage 1 (removal)"), ("shrink", "Stage 2 (shrink)")):
+        best = {agent: [records[f"compress-conv4-w0.25-digits-{agent}-seed{seed}"]["result"]
+                        ["stages"][stage_name]["best_reward"] for seed in (0, 1)]
+                for agent in ("reinforce", "random")}
+        row = md_row(text, label)
+        assert row[1] == "REINFORCE"
+        assert row[2] == f"s0: {best['reinforce'][0]:.4f}; s1: {best['reinforce'][1]:.4f}"
+        assert row[4] == f"s0: {best['random'][0]:.4f}; s1: {best['random'][1]:.4f}"
+        assert row[3].startswith(f"{sum(best['reinforce']) / 2:.4f}")  # IQM of 2 = mean
+        wins = sum((a > b) + 0.5 * (a == b) for a in best["reinforce"] for b in best["random"])
+        assert row[6].startswith(f"{wins / 4:.4f}")
+        assert row[6] == str(stats.improvement_interval(np.array(best["reinforce"]),
+                                                        np.array(best["random"])))
+
+
+def test_the_comparison_waits_for_both_agents(tmp_path: Path) -> None:
+    settings = PaperSettings(table=1, dataset="digits", teacher="conv4", teacher_width=0.25,
+                             seeds=(0,), agents=("reinforce", "random"), evaluator="mock")
+    planned = plan(settings)
+    searches = [unit for unit in planned if unit.kind == "compress"]
+    reinforce = next(unit for unit in searches if unit.label == "reinforce")
+    done = {"result": {"stages": {"removal": {"best_reward": 0.5}}}}
+    states = [runner.UnitState(unit, "done", done) if unit is reinforce
+              else runner.UnitState(unit, "pending") for unit in planned]
+    assert versus.section(states) == []  # random search has not finished a seed
+    no_student = {"result": {"stages": {"removal": {"best_reward": None}}}}
+    states = [runner.UnitState(unit, "done", done if unit is reinforce else no_student)
+              for unit in searches]
+    assert versus.scores(states) == {"reinforce": {"removal": [(0, 0.5)]}}
+    assert versus.section(states) == []  # nor found a valid student
 
 
 def test_unit_results_are_small_and_record_time_machine_and_teacher(

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from n2n_env.paper import reference as paper
+from n2n_env.paper import versus
 from n2n_env.paper.runner import UnitState, duration
 from n2n_env.paper.settings import PaperSettings
 from n2n_env.paper.tables import BODIES, STUDENT_NAMES, ZOO_NAMES, md_row
@@ -55,6 +56,9 @@ def render(settings: PaperSettings, states: Sequence[UnitState], work: str) -> s
                       "accuracy model, for tests and teaching); only the final trainings "
                       "are real. Do not read these numbers as results."]
     lines += ["", *BODIES[settings.table](settings, states), ""]
+    comparison = versus.section(states)
+    if comparison:
+        lines += [*comparison, ""]
     lines += _notes(settings, states)
     lines += ["", "## Units", "", *_units(states, settings.command(work)), ""]
     return "\n".join(lines)

@@ -18,7 +18,7 @@ from n2n_env.paper import reference as paper
 from n2n_env.paper.runner import UnitState
 from n2n_env.paper.settings import PaperSettings
 
-__all__ = ["BODIES", "STUDENT_NAMES", "ZOO_NAMES", "md_row"]
+__all__ = ["AGENT_NAMES", "BODIES", "STUDENT_NAMES", "ZOO_NAMES", "md_row"]
 
 DASH = "—"
 ZOO_NAMES = {"vgg11": "VGG-11", "vgg13": "VGG-13", "vgg16": "VGG-16", "vgg19": "VGG-19",
