@@ -14,7 +14,6 @@ whole pipelines rather than two agents on one MDP.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -87,5 +86,4 @@ def section(states: Sequence[UnitState]) -> list[str]:
 
 
 def _seeds(entries: Sequence[tuple[int, float]]) -> str:
-    return cells.per_seed([(seed, "-" if math.isnan(value) else f"{value:.4f}")
-                           for seed, value in entries])
+    return cells.per_seed([(seed, f"{value:.4f}") for seed, value in entries])
