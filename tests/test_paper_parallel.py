@@ -109,3 +109,23 @@ def test_stopping_sends_ctrl_c_first() -> None:
     parallel._stop([worker], settle=0.5, grace=30)
     assert worker.returncode == 130 and time.monotonic() - started < 10
     assert worker.stdout is not None and worker.stdout.read() == "saved\n"
+
+
+@pytest.mark.parametrize(("threads", "jobs", "at_once", "each"), [
+    (2, 2, 2, 1), (2, 2, 5, 1),  # two units side by side: a core each
+    (2, 2, 1, 2),  # a lone unit (a teacher before its searches, the pruning run): both
+    (16, 4, 3, 5), (16, 4, 1, 16), (1, 2, 1, 1), (3, 2, 2, 1)])
+def test_a_unit_that_runs_alone_takes_every_thread(threads: int, jobs: int, at_once: int,
+                                                   each: int) -> None:
+    assert parallel.threads_each(threads, jobs, at_once) == each
+
+
+def test_a_lone_worker_is_given_every_thread(tmp_path: Path, home: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    code, out, err = run(["paper", "1", "--work", str(tmp_path / "work"), *TINY, "--jobs", "2",
+                          "--only", UNITS[0]], capsys)
+    assert code == 0, err
+    assert "2 jobs of 1 thread each; a unit that can only run alone gets 2" in out
+    assert "2 threads," in results(tmp_path / "work")[UNITS[0]]["machine"]

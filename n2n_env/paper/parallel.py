@@ -5,7 +5,8 @@ project's 2-core machine one thread of a CPU-sized ResNet-34 step takes 98 ms an
 62 ms, while two one-thread processes each keep 98 ms (docs/paper.md). Units are
 independent once their needs have finished, so :func:`run_jobs` runs up to ``jobs`` of
 them at once, each as ``n2n paper TABLE ... --only UNIT`` in its own process with its
-share of the cores (``N2N_THREADS`` and ``OMP_NUM_THREADS`` set to ``threads // jobs``).
+share of the cores (``N2N_THREADS`` and ``OMP_NUM_THREADS`` set to ``threads // jobs``,
+or to more when fewer units can run: :func:`threads_each`).
 
 A unit starts when every unit it needs has its result file, in the plan's order. A worker
 is the same command a user could run, so it writes the same files, resumes the same way,
@@ -36,7 +37,7 @@ from n2n_env.paper.runner import select
 from n2n_env.paper.settings import PaperSettings
 from n2n_env.paper.units import artefact, result_file
 
-__all__ = ["JobsResult", "run_jobs", "worker_command"]
+__all__ = ["JobsResult", "run_jobs", "threads_each", "worker_command"]
 
 _QUIET = re.compile(r"^\[\d+/\d+\] (done|skipped) ")
 _FINISHED = re.compile(r"^\[\d+/\d+\] finished (\S+)")
@@ -67,7 +68,8 @@ def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, dev
              only: Sequence[str] = (), log: Callable[[str], None] | None = None
              ) -> JobsResult:
     """Run the unfinished units of ``settings.table`` in ``work``, ``jobs`` at a time, each
-    with ``max(1, threads // jobs)`` threads. ``only`` as for
+    with ``max(1, threads // jobs)`` threads (more when fewer can run, :func:`threads_each`).
+    ``only`` as for
     :func:`~n2n_env.paper.runner.run_table`. Ctrl-C stops the workers (each keeps its
     resumable state, as a single invocation does) and is raised again here."""
     say = log or (lambda line: print(line, flush=True))
@@ -75,8 +77,6 @@ def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, dev
     units = plan(settings)
     wanted = select(units, only)
     per_job = max(1, threads // jobs)
-    env = {**os.environ, "N2N_THREADS": str(per_job), "OMP_NUM_THREADS": str(per_job),
-           "PYTHONUNBUFFERED": "1"}
     running: dict[str, subprocess.Popen[str]] = {}
     readers: dict[str, threading.Thread] = {}
     lock = threading.Lock()
@@ -109,7 +109,8 @@ def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, dev
             match = _FINISHED.match(line)
             after = after or bool(match and match.group(1) == unit_id)
 
-    say(f"{jobs} jobs of {per_job} thread{'s' if per_job > 1 else ''} each")
+    say(f"{jobs} jobs of {per_job} thread{'s' if per_job > 1 else ''} each"
+        + (f"; a unit that can only run alone gets {threads}" if threads > per_job else ""))
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -133,6 +134,9 @@ def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, dev
                      and all(result_file(folder, need).is_file() for need in unit.needs)]
             if not ready and not running:
                 break
+            share = threads_each(threads, jobs, len(running) + len(ready))
+            env = {**os.environ, "N2N_THREADS": str(share), "OMP_NUM_THREADS": str(share),
+                   "PYTHONUNBUFFERED": "1"}
             for unit in _one_per_lost_file(ready, running, by_id, folder)[
                     : jobs - len(running)]:
                 process = subprocess.Popen(worker_command(settings, work, unit.id, device),
@@ -154,6 +158,15 @@ def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, dev
     left = tuple(unit.id for unit in units
                  if unit.id in wanted and not done(unit) and unit.id not in failed)
     return JobsResult(tuple(finished), tuple(failed.items()), left)
+
+
+def threads_each(threads: int, jobs: int, at_once: int) -> int:
+    """The threads of each worker started now, when ``at_once`` units are running or
+    ready: ``threads // jobs``, or more when fewer than ``jobs`` units can run. A unit
+    that is alone now stays alone until it ends (only its result can make another one
+    ready), so a lone teacher or pruning run takes every thread instead of leaving cores
+    idle for hours."""
+    return max(1, threads // max(1, min(jobs, at_once)))
 
 
 def _interrupt(signum: int, frame: object) -> None:
