@@ -124,6 +124,7 @@ def test_a_lone_worker_is_given_every_thread(tmp_path: Path, home: Path,
                                              monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.delenv("N2N_THREADS", raising=False)  # it would fix the threads to share
     code, out, err = run(["paper", "1", "--work", str(tmp_path / "work"), *TINY, "--jobs", "2",
                           "--only", UNITS[0]], capsys)
     assert code == 0, err
