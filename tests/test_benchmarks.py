@@ -107,6 +107,7 @@ def test_backend_benchmark_reports_students_per_minute_and_identical_results(
         private_home: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     script = BENCHMARKS / "bench_backends.py"
+    monkeypatch.setenv("N2N_THREADS", "1")  # the script fixes it; restored after the test
     monkeypatch.setattr(sys, "argv", [
         str(script), "--width", "0.25", "--students", "2", "--mock-students", "10",
         "--workers", "1", "--backends", "process"])
