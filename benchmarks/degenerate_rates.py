@@ -65,11 +65,14 @@ def rates(teacher: Architecture, keep: float, samples: int,
     counts: collections.Counter[str] = collections.Counter()
     for _ in range(samples):
         keep_mask = ~removable | (rng.random(len(removable)) < keep)
-        reason = teacher.remove(tuple(bool(k) for k in keep_mask)).degenerate_reason()
+        reason = teacher.remove(keep_mask.tolist()).degenerate_reason()
         counts["usable" if reason is None else kind_of(reason)] += 1
         repaired = without_convless_bodies(teacher, keep_mask)
-        if teacher.remove(tuple(bool(k) for k in repaired)).degenerate_reason() is None:
-            counts["usable if repaired"] += 1
+        if (repaired == keep_mask).all():
+            usable = reason is None  # nothing to repair: the same student
+        else:
+            usable = teacher.remove(repaired.tolist()).degenerate_reason() is None
+        counts["usable if repaired"] += usable
     return counts
 
 

@@ -53,6 +53,7 @@ from n2n_env.paper.settings import PaperSettings
 from n2n_env.paper.units import EXECUTORS, Context, artefact, result_file
 from n2n_env.progress import Progress
 from n2n_env.progress import check as check_progress
+from n2n_env.run_files import read_state
 
 __all__ = ["FORMAT", "TableRun", "UnitBusyError", "UnitFileError", "UnitState", "duration",
            "holding", "machine",
@@ -144,14 +145,13 @@ def _progress(folder: Path, unit: Unit) -> tuple[str, float | None]:
     run = folder / "runs" / unit.id
     if not (run / "unit.json").is_file():
         run = carry.carry_dir(folder, unit.id)
-    seconds = None
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        seconds = float(json.loads((run / "unit.json").read_text())["seconds"])
+    tally = _read_tally(run)
+    seconds = float(tally["seconds"]) if tally is not None else None
     if unit.kind != "compress":
         return "", seconds
     stages: Mapping[str, Any] = {}
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
-        stages = json.loads((run / "state.json").read_text())["stages"]
+    with contextlib.suppress(ValueError):
+        stages = read_state(run / "state.json")["stages"]
     words = []
     for index, stage in enumerate(unit.spec["stages"], start=1):
         saved = stages.get(stage)
@@ -310,18 +310,25 @@ def _previous_attempts(run: Path, identity: Mapping[str, Any],
                        say: Callable[[str], None]) -> tuple[float, int]:
     """Seconds and sittings already spent on this unit in ``run``; a folder made with
     another spec or teacher is cleared (its files would not match)."""
-    marker = run / "unit.json"
     if not run.exists():
         return 0.0, 0
-    try:
-        saved = json.loads(marker.read_text())
-        if saved.get("identity") == json.loads(json.dumps(identity)):
-            return float(saved["seconds"]), int(saved["sittings"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    saved = _read_tally(run)
+    if saved is not None and saved.get("identity") == json.loads(json.dumps(identity)):
+        return float(saved["seconds"]), int(saved["sittings"])
     say(f"  starting over: {run} was made with other settings or another teacher")
     shutil.rmtree(run)
     return 0.0, 0
+
+
+def _read_tally(run: Path) -> Mapping[str, Any] | None:
+    """``run/unit.json`` (the unit's identity, seconds and sittings so far), or None when
+    it is missing or damaged."""
+    try:
+        saved = json.loads((run / "unit.json").read_text())
+        float(saved["seconds"]), int(saved["sittings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return saved
 
 
 TALLY_SECONDS = 60.0

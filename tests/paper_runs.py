@@ -1,0 +1,40 @@
+"""Tiny ``n2n paper`` settings and readers of its output, for the paper tests.
+
+``digits`` data, a conv4 teacher at width 0.25 trained for one epoch, one search iteration
+of the mock evaluator and one epoch of fine-tuning: the numbers mean nothing, the files
+and tables they fill are the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+TINY = ["--teacher-epochs", "1", "--seeds", "0,1", "--evaluator", "mock", "--no-progress"]
+"""Settings every tiny table shares."""
+SEARCH = ["--dataset", "digits", "--teacher", "conv4", "--teacher-width", "0.25",
+          "--iterations", "1", "--finetune-epochs", "1", *TINY]
+"""Tables 1, 2 and 4 on a conv4 teacher and digits (the same units for all three)."""
+
+
+def paper_cmd(table: str, work: Path, *extra: str) -> list[str]:
+    return ["paper", table, "--work", str(work), *extra]
+
+
+def md_row(text: str, label: str) -> list[str]:
+    """The cells of the one markdown row whose first cell starts with ``label``."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.startswith(f"| {label}")]
+    assert len(rows) == 1, f"expected one row {label!r} in:\n{text}"
+    return rows[0]
+
+
+def unit_lines(out: str, word: str) -> list[str]:
+    """The unit ids of the progress lines ``[i/n] WORD unit``."""
+    return re.findall(rf"^\[\d+/\d+\] (?:{word}) +(\S+)", out, flags=re.MULTILINE)
+
+
+def results(work: Path) -> dict[str, dict]:
+    """Every finished unit's result file in ``work``, by unit id."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted((work / "units").glob("*.json"))}
