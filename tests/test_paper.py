@@ -203,6 +203,30 @@ def test_a_missing_teacher_is_rebuilt_and_another_teacher_is_flagged(
     assert "reinforce-seed0" not in warning
 
 
+def test_report_alone_rewrites_the_table_with_the_settings_it_was_made_with(
+        table1: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work = copy_of(table1[0], tmp_path)
+    assert json.loads((work / "table-1.settings.json").read_text())["dataset"] == "digits"
+    code, flagged, err = run(paper_cmd("1", work, "--report", *SEARCH), capsys)
+    assert code == 0, err
+    code, out, err = run(paper_cmd("1", work, "--report"), capsys)
+    assert code == 0, err
+    assert out == flagged and "--dataset digits" in out
+    code, out, err = run(paper_cmd("1", work, "--report", *SEARCH, "--data-root", "elsewhere"),
+                         capsys)
+    assert code == 0, err
+    assert "--data-root elsewhere" in out and "| `n2n paper 1" in out
+    assert json.loads((work / "table-1.settings.json").read_text())["data_root"] == "elsewhere"
+    code, again, err = run(paper_cmd("1", work, "--report"), capsys)
+    assert code == 0, err
+    assert again == out
+    (work / "table-1.settings.json").write_text('{"table": 1, "colour": "blue"}')
+    code, _, err = run(paper_cmd("1", work, "--report"), capsys)
+    assert code == 2
+    assert "table-1.settings.json does not hold n2n paper settings" in err
+    assert "'colour'" in err
+
+
 def test_results_of_other_settings_are_refused(table1: tuple[Path, str], tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     work = copy_of(table1[0], tmp_path)

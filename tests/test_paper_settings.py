@@ -4,6 +4,7 @@ before anything runs. (The tables end to end are in test_paper.py.)"""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -52,6 +53,17 @@ def test_the_recorded_command_makes_the_same_settings() -> None:
     again = PaperSettings(5, **{k: getattr(args, k) for k in SETTINGS
                                 if getattr(args, k) is not None})
     assert again == settings
+
+
+@pytest.mark.parametrize("table", range(1, 6))
+def test_settings_written_as_json_read_back_the_same(table: int) -> None:
+    settings = PaperSettings(table, dataset="digits", seeds=(2, 0), teacher_width=0.25,
+                             data_root="d")
+    assert PaperSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
+    with pytest.raises(ValueError, match=r"unknown keys \['colour'\]"):
+        PaperSettings.from_dict({**settings.to_dict(), "colour": "blue"})
+    with pytest.raises(ValueError, match="no 'table'"):
+        PaperSettings.from_dict({"dataset": "digits"})
 
 
 def test_reference_numbers_and_cells() -> None:

@@ -8,6 +8,7 @@ a damaged or foreign result file with 1 (see :mod:`n2n_env.cli`).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import textwrap
@@ -51,7 +52,7 @@ cores, estimated from component costs measured by benchmarks/paper_unit_costs.py
                   (1.5-5 min each): about 6 h with --jobs 2 (measured)
 
 Each finished unit writes DIR/units/UNIT.json; commit DIR/units, DIR/teachers,
-DIR/policies, DIR/carry and DIR/table-N.md (never DIR/runs; python -m n2n_env.paper.carry
+DIR/policies, DIR/carry and DIR/table-N.* (never DIR/runs; python -m n2n_env.paper.carry
 DIR first copies unfinished units' runs to DIR/carry), and the same command on another
 machine continues where this one stopped. docs/paper.md has the details."""
 SETTINGS = ("dataset", "data_root", "teacher", "teacher_width", "teacher_epochs", "seeds",
@@ -117,7 +118,8 @@ def _paper(args: argparse.Namespace) -> int:
         table = parse_table(args.table)
         given = {name: getattr(args, name) for name in SETTINGS
                  if getattr(args, name) is not None}
-        settings = PaperSettings(table, **given)
+        recorded = _recorded(Path(args.work), table) if args.report and not given else None
+        settings = recorded or PaperSettings(table, **given)
         if args.only:
             runner.select(plan(settings), args.only)
         device = resolve_device(args.device)
@@ -183,17 +185,39 @@ def _check_extras(states: Sequence[UnitState]) -> None:
                              ) from None
 
 
+def _settings_path(work: Path, table: int) -> Path:
+    return work / f"table-{table}.settings.json"
+
+
+def _recorded(work: Path, table: int) -> PaperSettings | None:
+    """The settings ``table-N.md`` was last written with (``table-N.settings.json``), so
+    that ``--report`` alone rewrites the table as it was made; None when there are none."""
+    from n2n_env.paper.settings import PaperSettings
+
+    path = _settings_path(work, table)
+    if not path.is_file():
+        return None
+    try:
+        return PaperSettings.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        raise UsageError(f"{path} does not hold n2n paper settings ({exc}); delete it, or "
+                         "give the table's flags with --report") from None
+
+
 def _write(settings: PaperSettings, states: Sequence[UnitState], work: Path, label: str, *,
            show: bool) -> None:
-    """Write ``table-N.md`` in the work folder; print it when ``show``."""
+    """Write ``table-N.md`` and the settings it shows (``table-N.settings.json``) in the
+    work folder; print the table when ``show``."""
     from n2n_env.paper import report
 
     text = report.render(settings, states, label)
     work.mkdir(parents=True, exist_ok=True)
     path = work / f"table-{settings.table}.md"
-    pending = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # --jobs workers write it too
-    pending.write_text(text + "\n")
-    pending.replace(path)
+    for target, content in ((_settings_path(work, settings.table),
+                             json.dumps(settings.to_dict(), indent=1)), (path, text)):
+        pending = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # --jobs workers too
+        pending.write_text(content + "\n")
+        pending.replace(target)
     if show:
         print(text)
     print(f"wrote {path}")
@@ -214,7 +238,9 @@ def register(commands: argparse._SubParsersAction, add_command: AddCommand) -> N
                      help="work folder: unit results, teachers, policies, run folders and "
                      "table-N.md (for example benchmarks/paper); tables may share one")
     cmd.add_argument("--report", action="store_true",
-                     help="run nothing: print and write the table from the finished units")
+                     help="run nothing: print and write the table from the finished units "
+                          "(with no other flag, the settings it was last written with, "
+                          "from table-N.settings.json)")
     cmd.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
                      help="run up to N units at once, each in its own process with its "
                      "share of the threads (default 1); on a CPU, 2 one-thread units "

@@ -198,6 +198,18 @@ class PaperSettings:
         """Plain JSON values (lists for tuples)."""
         return json_ready(dataclasses.asdict(self))
 
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> PaperSettings:
+        """The settings :meth:`to_dict` wrote; ValueError naming any unknown key."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown or "table" not in values:
+            raise ValueError(f"not paper settings: unknown keys {unknown}" if unknown
+                             else "not paper settings: no 'table'")
+        table = parse_table(values["table"])
+        applies = {name for name, tables in APPLIES.items() if table in tables}
+        return cls(table, **{k: v for k, v in values.items() if k in applies})
+
     def command(self, work: str) -> str:
         """The ``n2n paper`` command line that makes these settings (defaults left out)."""
         defaults = PaperSettings(self.table)
