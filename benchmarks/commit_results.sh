@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Commit the finished pieces of this project's long experiments (results, never caches):
 # N2N-Bench build parts and tables, the real-environment agent logs, and n2n paper's units,
-# teachers, policies, tables and their settings, unfinished teachers' resume states up to RESUME_LIMIT bytes
+# teachers, policies, tables with their settings and figures, unfinished teachers' resume states up to RESUME_LIMIT bytes
 # (default 20,000,000) and copies of unfinished units' run folders (carry/, refreshed at most
 # every CARRY_EVERY seconds, default 1800, and at the end of with_commits; $PYTHON, default
 # python3, -m n2n_env.paper.carry). Commits only these
@@ -27,7 +27,7 @@ commit_results() {
   fi
   [ -d benchmarks/paper/carry ] && paths+=(benchmarks/paper/carry)
   for path in "${candidates[@]}" benchmarks/n2n-bench/*-mnist-10k benchmarks/paper/table-*.md \
-              benchmarks/paper/table-*.settings.json; do
+              benchmarks/paper/table-*.settings.json benchmarks/paper/figure-*.png; do
     [ -e "$path" ] && paths+=("$path")
   done
   # An unfinished teacher's per-epoch state (n2n paper's resume/), when small enough to

@@ -10,6 +10,7 @@ resume, and that bad input is refused with a message naming what is allowed.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import shutil
@@ -22,8 +23,8 @@ from cli_runs import run
 from paper_runs import SEARCH, TINY, md_row, paper_cmd, results, unit_lines
 
 from n2n_env import cli, zoo
-from n2n_env.paper import cells
-from n2n_env.paper.settings import STUDENT_NAMES
+from n2n_env.paper import cells, figures, runner
+from n2n_env.paper.settings import STUDENT_NAMES, PaperSettings
 from n2n_env.training import model_fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -107,6 +108,39 @@ def test_table1_prints_the_paper_beside_the_units_results(table1: tuple[Path, st
         assert md_row(text, unit)[1] == "done"
 
 
+def test_table1_keeps_each_searchs_curves_and_draws_them(
+        table1: tuple[Path, str], tmp_path: Path) -> None:
+    work = copy_of(table1[0], tmp_path)
+    records = results(work)
+    assert "![Table 1, per iteration](figure-1.png)" in table1[1]
+    assert (work / "figure-1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    units = [u for u in records if u.startswith("compress-")]
+    for unit in units:
+        result = records[unit]["result"]
+        for stage in ("removal", "shrink"):
+            with (work / "runs" / unit / f"metrics_{stage}.csv").open() as handle:
+                rows = list(csv.DictReader(handle))
+            curves = result["curves"][stage]
+            assert curves["reward_mean"] == [float(row["reward_mean"]) for row in rows]
+            assert curves["best_reward_so_far"][-1] == result["stages"][stage]["best_reward"]
+    # An unfinished search is drawn from its run folder; one with neither is left out.
+    (work / "units" / "compress-conv4-w0.25-digits-reinforce-seed0.json").unlink()
+    (work / "units" / "compress-conv4-w0.25-digits-random-seed1.json").unlink()
+    shutil.rmtree(work / "runs" / "compress-conv4-w0.25-digits-random-seed1")
+    settings = PaperSettings.from_dict(json.loads((work / "table-1.settings.json").read_text()))
+    rows = figures.panels(settings, runner.states(settings, work), work)
+    assert [[panel.title for panel in row] for row in rows] == [
+        ["Stage1 (removal)"] * 4, ["Stage2 (shrink)"] * 4]
+    reward = rows[0][0].lines
+    assert sorted(reward) == ["REINFORCE", "random search"]
+    assert sorted(reward["REINFORCE"]) == [0, 1] and sorted(reward["random search"]) == [0]
+    first = records["compress-conv4-w0.25-digits-reinforce-seed0"]["result"]["curves"]
+    assert reward["REINFORCE"][0] == tuple(first["removal"]["reward_mean"])
+    table2 = PaperSettings.from_dict({**settings.to_dict(), "table": 2})
+    assert figures.write(table2, runner.states(table2, work), work) is None
+    assert not (work / "figure-2.png").exists()
+
+
 def test_table1_holds_reinforce_against_random_search_over_seeds(
         table1: tuple[Path, str]) -> None:
     from n2n_env.bench import stats
@@ -150,7 +184,8 @@ def test_unit_results_are_small_and_record_time_machine_and_teacher(
     assert search["result"]["stages"]["removal"]["evaluations"] + search["result"][
         "stages"]["removal"]["cache_hits"] == 5
     # The committed files hold no run folder: those stay under runs/.
-    assert {p.name for p in work.iterdir()} == {"units", "teachers", "runs", "table-1.md"}
+    assert {p.name for p in work.iterdir()} == {"units", "teachers", "runs", "table-1.md",
+                                                "table-1.settings.json", "figure-1.png"}
 
 
 def test_a_second_invocation_runs_nothing(table1: tuple[Path, str], tmp_path: Path,
@@ -377,6 +412,16 @@ def test_table5_compares_pretrained_and_scratch_policies(
         row = md_row(text, f"VGG-11 → VGG-19 | {label}")
         assert row[2:5] == paper_cells
         assert row[5] == "{:.2f} ± {:.2f}".format(*spread([r["reward"] for r in runs], 1))
+    assert "![Table 5, per iteration](figure-5.png)" in text
+    assert (work / "figure-5.png").is_file()
+    settings = PaperSettings.from_dict(json.loads((work / "table-5.settings.json").read_text()))
+    ((panel,),) = figures.panels(settings, runner.states(settings, work), work)
+    assert panel.title == "VGG-11 → VGG-19" and sorted(panel.lines) == ["pre-trained", "scratch"]
+    for policy, label in (("pretrained", "pre-trained"), ("scratch", "scratch")):
+        for seed in (0, 1):
+            rewards = records[f"transfer-vgg11-vgg19-w0.125-digits-{policy}-seed{seed}"][
+                "result"]["iteration_rewards"]
+            assert panel.lines[label][seed] == tuple(rewards)
     for seed in (0, 1):
         policy = Reinforce.load(work / "policies" / f"pretrain-vgg11-w0.125-digits-seed{seed}.pt")
         assert policy.iterations == 2

@@ -206,12 +206,14 @@ def _recorded(work: Path, table: int) -> PaperSettings | None:
 
 def _write(settings: PaperSettings, states: Sequence[UnitState], work: Path, label: str, *,
            show: bool) -> None:
-    """Write ``table-N.md`` and the settings it shows (``table-N.settings.json``) in the
-    work folder; print the table when ``show``."""
-    from n2n_env.paper import report
+    """Write ``table-N.md``, the settings it shows (``table-N.settings.json``) and its
+    curves (``figure-N.png``, when it has some) in the work folder; print the table when
+    ``show``."""
+    from n2n_env.paper import figures, report
 
-    text = report.render(settings, states, label)
     work.mkdir(parents=True, exist_ok=True)
+    figure = figures.write(settings, states, work)
+    text = report.render(settings, states, label, figure=figure.name if figure else None)
     path = work / f"table-{settings.table}.md"
     for target, content in ((_settings_path(work, settings.table),
                              json.dumps(settings.to_dict(), indent=1)), (path, text)):

@@ -31,6 +31,18 @@ PAPER_DATA = {1: "MNIST (60,000 training / 10,000 test images), VGG-13 at full w
 """What the paper's numbers were measured on."""
 
 
+SEARCH_CAPTION = (
+    "per stage and iteration, the mean reward of the 5 students, the best reward found so "
+    "far, their mean validation accuracy and mean compression (the paper's Figure 3), one "
+    "colour per agent; thin lines are seeds, thick ones their mean. Unfinished searches are "
+    "drawn as far as they got.")
+CAPTIONS = {1: SEARCH_CAPTION, 3: SEARCH_CAPTION, 4: SEARCH_CAPTION,
+            5: "the mean reward of the 5 students of each policy update on the target "
+               "teacher, pre-trained against scratch policies (the paper's Figure 10); thin "
+               "lines are seeds, thick ones their mean."}
+"""What each table's figure shows."""
+
+
 def wall_seconds(record: Mapping[str, Any]) -> float:
     """A finished unit's wall time over all its sittings. A teacher continued from its
     ``resume/`` state on another machine counts only its last sitting in ``seconds``; its
@@ -41,8 +53,10 @@ def wall_seconds(record: Mapping[str, Any]) -> float:
     return seconds
 
 
-def render(settings: PaperSettings, states: Sequence[UnitState], work: str) -> str:
-    """The markdown of ``settings.table`` from the units' ``states`` in the folder ``work``."""
+def render(settings: PaperSettings, states: Sequence[UnitState], work: str, *,
+           figure: str | None = None) -> str:
+    """The markdown of ``settings.table`` from the units' ``states`` in the folder ``work``;
+    ``figure``: the file name of its curves (:mod:`n2n_env.paper.figures`), shown when given."""
     finished = [s for s in states if s.record is not None]
     lines = [f"# {paper.TITLES[settings.table]}: the paper and this reproduction", "",
              f"Command: `{settings.command(work)}`", "",
@@ -59,6 +73,9 @@ def render(settings: PaperSettings, states: Sequence[UnitState], work: str) -> s
     comparison = versus.section(states)
     if comparison:
         lines += [*comparison, ""]
+    if figure:
+        lines += ["## Curves", "", f"![Table {settings.table}, per iteration]({figure})", "",
+                  f"`{figure}`: {CAPTIONS[settings.table]}", ""]
     lines += _notes(settings, states)
     lines += ["", "## Units", "", *_units(states, settings.command(work)), ""]
     return "\n".join(lines)

@@ -22,7 +22,8 @@ The work folder ``DIR`` of ``n2n paper TABLE --work DIR``:
   (:mod:`n2n_env.paper.carry`), small enough to commit. A machine without
   ``runs/<unit>`` (or with an older one) continues the unit from it; it is removed when
   the unit finishes.
-* ``table-N.md``: the table, written after every invocation.
+* ``table-N.md``: the table, written after every invocation, with the settings it shows
+  (``table-N.settings.json``) and its curves (``figure-N.png``, :mod:`n2n_env.paper.figures`).
 
 A unit's result is reused only for the same spec; a different one is an error that names
 the file, so that a table never mixes settings silently.
