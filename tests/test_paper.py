@@ -149,19 +149,29 @@ def test_table1_holds_reinforce_against_random_search_over_seeds(
     records = results(work)
     assert "## The learnt policy against random search" in text
     assert text.index("against random search") < text.index("## Reading")
-    for stage_name, label in (("removal", "Stage 1 (removal)"), ("shrink", "Stage 2 (shrink)")):
+    def late_mean(agent: str, seed: int, stage: str) -> float:
+        path = work / "runs" / f"compress-conv4-w0.25-digits-{agent}-seed{seed}" / \
+            f"metrics_{stage}.csv"
+        with path.open() as handle:
+            return float(np.mean([float(r["reward_mean"]) for r in csv.DictReader(handle)][-10:]))
+
+    for stage_name, label in (("removal", "stage 1 (removal)"), ("shrink", "stage 2 (shrink)")):
         best = {agent: [records[f"compress-conv4-w0.25-digits-{agent}-seed{seed}"]["result"]
                         ["stages"][stage_name]["best_reward"] for seed in (0, 1)]
                 for agent in ("reinforce", "random")}
-        row = md_row(text, label)
-        assert row[1] == "REINFORCE"
-        assert row[2] == f"s0: {best['reinforce'][0]:.4f}; s1: {best['reinforce'][1]:.4f}"
-        assert row[4] == f"s0: {best['random'][0]:.4f}; s1: {best['random'][1]:.4f}"
-        assert row[3].startswith(f"{sum(best['reinforce']) / 2:.4f}")  # IQM of 2 = mean
-        wins = sum((a > b) + 0.5 * (a == b) for a in best["reinforce"] for b in best["random"])
-        assert row[6].startswith(f"{wins / 4:.4f}")
-        assert row[6] == str(stats.improvement_interval(np.array(best["reinforce"]),
-                                                        np.array(best["random"])))
+        late = {agent: [late_mean(agent, seed, stage_name) for seed in (0, 1)]
+                for agent in ("reinforce", "random")}
+        for measure, scores in (("Best reward", best), ("Mean reward, last 10 iterations", late)):
+            row = md_row(text, f"{measure}, {label}")
+            assert row[1] == "REINFORCE"
+            assert row[2] == f"s0: {scores['reinforce'][0]:.4f}; s1: {scores['reinforce'][1]:.4f}"
+            assert row[4] == f"s0: {scores['random'][0]:.4f}; s1: {scores['random'][1]:.4f}"
+            assert row[3].startswith(f"{sum(scores['reinforce']) / 2:.4f}")  # IQM of 2 = mean
+            wins = sum((a > b) + 0.5 * (a == b)
+                       for a in scores["reinforce"] for b in scores["random"])
+            assert row[6].startswith(f"{wins / 4:.4f}")
+            assert row[6] == str(stats.improvement_interval(np.array(scores["reinforce"]),
+                                                            np.array(scores["random"])))
 
 
 def test_unit_results_are_small_and_record_time_machine_and_teacher(

@@ -25,3 +25,22 @@ def test_the_comparison_waits_for_both_agents(tmp_path: Path) -> None:
               for unit in searches]
     assert versus.scores(states) == {"reinforce": {"removal": [(0, 0.5)]}}
     assert versus.section(states) == []  # nor found a valid student
+
+
+def test_the_late_score_is_the_mean_reward_of_the_last_iterations() -> None:
+    settings = PaperSettings(table=1, dataset="digits", teacher="conv4", teacher_width=0.25,
+                             seeds=(0,), agents=("reinforce", "random"), evaluator="mock")
+    searches = [unit for unit in plan(settings) if unit.kind == "compress"]
+    means = [float(i) for i in range(1, 13)]  # 12 iterations: the last 10 are 3..12
+    with_curves = {"result": {"stages": {"removal": {"best_reward": 0.9}},
+                              "curves": {"removal": {"reward_mean": means}}}}
+    without = {"result": {"stages": {"removal": {"best_reward": 0.8}}}}
+    states = [runner.UnitState(unit, "done", with_curves if unit.label == "reinforce"
+                               else without) for unit in searches]
+    assert versus.scores(states, "late") == {"reinforce": {"removal": [(0, 7.5)]}}
+    assert versus.scores(states, "best") == {"reinforce": {"removal": [(0, 0.9)]},
+                                             "random": {"removal": [(0, 0.8)]}}
+    text = "\n".join(versus.section(states))
+    assert "| Best reward, stage 1 (removal) | REINFORCE | s0: 0.9000 |" in text
+    assert "| Mean reward, last 10" not in text  # random search kept no curves
+

@@ -1,13 +1,20 @@
 """Does the learnt policy beat random search? A table's searches compared over seeds.
 
 Table 1 runs REINFORCE and random search with the same seeds and the same budget (the
-same iterations of 5 students per stage). A search's score in a stage is the best reward
-it found there, the number its agent maximises. The scores are compared as N2N-Bench
-compares agents (:mod:`n2n_env.bench.stats`, the estimators of Agarwal et al. 2021): the
-interquartile mean over seeds with a 95% percentile-bootstrap interval, and the
-probability that a seed of the learning agent beats a seed of random search, with its
-interval. Stage 2 searches from each run's own stage-1 student, so its row compares two
-whole pipelines rather than two agents on one MDP.
+same iterations of 5 students per stage). Each search gets two scores per stage:
+
+* the **best reward** it found there: the number its agent maximises, what a user of the
+  search gets;
+* the **mean reward of the students of its last** :data:`LATE_ITERATIONS` **iterations**:
+  what its policy has learnt to propose. Random search's stays at its first iterations'
+  level; a learning agent's should climb above it (the paper's Figure 3).
+
+The scores are compared as N2N-Bench compares agents (:mod:`n2n_env.bench.stats`, the
+estimators of Agarwal et al. 2021): the interquartile mean over seeds with a 95%
+percentile-bootstrap interval, and the probability that a seed of the learning agent
+beats a seed of random search, with its interval. Stage 2 searches from each run's own
+stage-1 student, so its rows compare two whole pipelines rather than two agents on one
+MDP.
 
 :func:`section` returns the markdown, or nothing while either side has no finished seed.
 """
@@ -23,25 +30,40 @@ from n2n_env.paper import cells
 from n2n_env.paper.runner import UnitState
 from n2n_env.paper.tables import AGENT_NAMES, md_row
 
-__all__ = ["BASELINE", "STAGE_NAMES", "scores", "section"]
+__all__ = ["BASELINE", "LATE_ITERATIONS", "MEASURES", "STAGE_NAMES", "scores", "section"]
 
 BASELINE = "random"
 """The agent every other one is held against."""
-STAGE_NAMES = {"removal": "Stage 1 (removal)", "shrink": "Stage 2 (shrink)"}
+STAGE_NAMES = {"removal": "stage 1 (removal)", "shrink": "stage 2 (shrink)"}
+LATE_ITERATIONS = 10
+"""The last iterations whose students' mean reward says what a policy has learnt."""
+MEASURES = {"best": "Best reward",
+            "late": f"Mean reward, last {LATE_ITERATIONS} iterations"}
+"""The scores compared, by key, as the table's first column names them."""
 
 
-def scores(states: Sequence[UnitState]) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """agent -> stage -> (seed, best reward) of the finished searches, in seed order. A
-    stage that found no valid student (its best reward is None) is left out."""
+def scores(states: Sequence[UnitState], measure: str = "best"
+           ) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """agent -> stage -> (seed, score) of the finished searches, in seed order; ``measure``
+    is a key of :data:`MEASURES`. A stage that found no valid student (its best reward is
+    None), or whose result keeps no curves (``late``), is left out."""
     found: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for state in states:
         if state.unit.kind != "compress" or state.record is None:
             continue
         seed = int(state.unit.spec["seed"])
-        for stage, saved in state.record["result"]["stages"].items():
-            if saved.get("best_reward") is not None:
-                found.setdefault(state.unit.label, {}).setdefault(stage, []).append(
-                    (seed, float(saved["best_reward"])))
+        result = state.record["result"]
+        for stage, saved in result["stages"].items():
+            if saved.get("best_reward") is None:
+                continue
+            if measure == "best":
+                value = float(saved["best_reward"])
+            else:
+                means = result.get("curves", {}).get(stage, {}).get("reward_mean")
+                if not means:
+                    continue
+                value = float(np.mean(means[-LATE_ITERATIONS:]))
+            found.setdefault(state.unit.label, {}).setdefault(stage, []).append((seed, value))
     for per_stage in found.values():
         for entries in per_stage.values():
             entries.sort()
@@ -51,29 +73,34 @@ def scores(states: Sequence[UnitState]) -> dict[str, dict[str, list[tuple[int, f
 def section(states: Sequence[UnitState]) -> list[str]:
     """The comparison's markdown lines (a heading, a table, how to read it), or [] when
     random search or every other agent has no finished seed yet."""
-    found = scores(states)
-    baseline = found.get(BASELINE, {})
     rows = []
-    for stage, stage_name in STAGE_NAMES.items():
-        theirs = baseline.get(stage)
-        for agent, per_stage in found.items():
-            ours = per_stage.get(stage)
-            if agent == BASELINE or not ours or not theirs:
-                continue
-            x = np.array([value for _, value in ours])
-            y = np.array([value for _, value in theirs])
-            rows.append(md_row([stage_name, AGENT_NAMES.get(agent, agent), _seeds(ours),
-                             str(stats.iqm_interval(x)), _seeds(theirs),
-                             str(stats.iqm_interval(y)),
-                             str(stats.improvement_interval(x, y))]))
+    for measure, measure_name in MEASURES.items():
+        found = scores(states, measure)
+        baseline = found.get(BASELINE, {})
+        for stage, stage_name in STAGE_NAMES.items():
+            theirs = baseline.get(stage)
+            for agent, per_stage in found.items():
+                ours = per_stage.get(stage)
+                if agent == BASELINE or not ours or not theirs:
+                    continue
+                x = np.array([value for _, value in ours])
+                y = np.array([value for _, value in theirs])
+                rows.append(md_row([f"{measure_name}, {stage_name}",
+                                    AGENT_NAMES.get(agent, agent), _seeds(ours),
+                                    str(stats.iqm_interval(x)), _seeds(theirs),
+                                    str(stats.iqm_interval(y)),
+                                    str(stats.improvement_interval(x, y))]))
     if not rows:
         return []
     return ["## The learnt policy against random search", "",
-            md_row(["Stage", "Agent", "Best reward per seed", "IQM [95% CI]",
-                 "Random search per seed", "IQM [95% CI]", "P(agent > random) [95% CI]"]),
+            md_row(["Score", "Agent", "Per seed", "IQM [95% CI]", "Random search per seed",
+                    "IQM [95% CI]", "P(agent > random) [95% CI]"]),
             md_row(["---"] * 7), *rows, "",
-            "- A search's score is the best reward it found in the stage (validation "
-            "accuracy after the short distillation, times the compression reward); both "
+            "- Best reward: the best reward a search found in the stage (validation "
+            "accuracy after the short distillation, times the compression reward), what "
+            "the search delivers. Mean reward, last "
+            f"{LATE_ITERATIONS} iterations: the mean over the students its policy proposed "
+            "at the end, what the policy has learnt (random search learns nothing). Both "
             "agents had the same seeds and the same number of students.",
             "- IQM: interquartile mean over seeds, with a 95% percentile-bootstrap interval; "
             "P(agent > random): the chance that a seed of the agent scores above a seed of "
@@ -81,7 +108,7 @@ def section(states: Sequence[UnitState]) -> list[str]:
             "(`n2n_env.bench.stats`, as N2N-Bench). With 3 seeds a side the intervals are "
             "wide; P = 1 means that every seed of the agent beat every seed of random "
             "search.",
-            "- Stage 2 starts from each run's own stage-1 student: its row compares the "
+            "- Stage 2 starts from each run's own stage-1 student: its rows compare the "
             "whole pipelines."]
 
 
