@@ -36,7 +36,8 @@ commit_results() {
     [ -f "$path" ] && [ "$(stat -c %s "$path")" -le "${RESUME_LIMIT:-20000000}" ] && paths+=("$path")
   done
   mapfile -t -O ${#paths[@]} paths < <(
-    git ls-files --deleted -- benchmarks/paper/resume benchmarks/paper/carry)
+    git ls-files --deleted -- benchmarks/paper/resume benchmarks/paper/carry \
+      'benchmarks/paper/figure-*.png')
   [ ${#paths[@]} -eq 0 ] && return 0
   git add -- "${paths[@]}" || return 1
   local changed=()
@@ -44,7 +45,7 @@ commit_results() {
   # a resume state's removal staged earlier (by hand, or by a commit that failed)
   mapfile -t -O ${#changed[@]} changed < <(
     git diff --cached --name-only --diff-filter=D -- benchmarks/paper/resume \
-      benchmarks/paper/carry)
+      benchmarks/paper/carry 'benchmarks/paper/figure-*.png')
   # Only what changed: a folder with nothing to add would make `git commit -- PATH` fail.
   [ ${#changed[@]} -eq 0 ] || git commit -q -m "$1" -- "${changed[@]}"
 }

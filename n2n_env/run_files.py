@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import time
 import warnings
@@ -33,6 +34,8 @@ STUDENT_FILE = "student.pt"
 METRIC_FIELDS = ("iteration", "reward_mean", "reward_best", "accuracy_mean", "accuracy_best",
                  "compression_mean", "compression_best", "best_reward_so_far", "evaluations",
                  "cache_hits", "seconds")
+CURVE_FIELDS = ("reward_mean", "best_reward_so_far", "accuracy_mean", "compression_mean")
+"""The per-iteration metrics a finished search keeps in its record (:func:`curves_of_run`)."""
 
 
 def finetuned(arch: Architecture, teacher: torch.nn.Module, data: Dataset, recipe: Recipe,
@@ -116,6 +119,19 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
         return []
     with path.open(newline="") as handle:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def curves_of_run(run: Path, stages: Sequence[str]) -> dict[str, dict[str, list[float | None]]]:
+    """stage -> :data:`CURVE_FIELDS` name -> one value per iteration, from the metrics CSVs
+    of the run directory ``run``; stages with no iteration yet are left out, and a NaN
+    (no valid student in an iteration) becomes None, so the result is plain JSON."""
+    curves = {}
+    for stage in stages:
+        rows = read_metrics(run / f"metrics_{stage}.csv")
+        if rows:
+            curves[stage] = {name: [None if math.isnan(row[name]) else row[name]
+                                    for row in rows] for name in CURVE_FIELDS}
+    return curves
 
 
 def write_metrics(path: Path, rows: Sequence[Mapping[str, float]]) -> None:

@@ -123,22 +123,56 @@ def test_table1_keeps_each_searchs_curves_and_draws_them(
             curves = result["curves"][stage]
             assert curves["reward_mean"] == [float(row["reward_mean"]) for row in rows]
             assert curves["best_reward_so_far"][-1] == result["stages"][stage]["best_reward"]
-    # An unfinished search is drawn from its run folder; one with neither is left out.
-    (work / "units" / "compress-conv4-w0.25-digits-reinforce-seed0.json").unlink()
-    (work / "units" / "compress-conv4-w0.25-digits-random-seed1.json").unlink()
-    shutil.rmtree(work / "runs" / "compress-conv4-w0.25-digits-random-seed1")
+    # A finished search is drawn from its result, not from its run folder.
+    kept = "compress-conv4-w0.25-digits-reinforce-seed1"
+    _scale_reward_means(work / "runs" / kept / "metrics_removal.csv", 0.5)
+    # An unfinished search is drawn from its run folder, or from its carried copy.
+    moved = "compress-conv4-w0.25-digits-reinforce-seed0"
+    (work / "units" / f"{moved}.json").unlink()
+    (work / "carry").mkdir()
+    shutil.move(work / "runs" / moved, work / "carry" / moved)
+    _scale_reward_means(work / "carry" / moved / "metrics_removal.csv", 2.0)
+    # A run folder of other settings is left out; so is one whose metrics are damaged.
+    stale = "compress-conv4-w0.25-digits-random-seed0"
+    (work / "units" / f"{stale}.json").unlink()
+    tally = json.loads((work / "runs" / stale / "unit.json").read_text())
+    tally["identity"]["spec"]["iterations"] = 7
+    (work / "runs" / stale / "unit.json").write_text(json.dumps(tally))
+    unfinished = "compress-conv4-w0.25-digits-random-seed1"
+    (work / "units" / f"{unfinished}.json").unlink()
     settings = PaperSettings.from_dict(json.loads((work / "table-1.settings.json").read_text()))
     rows = figures.panels(settings, runner.states(settings, work), work)
+    assert rows[0][0].lines["random search"] == {1: tuple(
+        records[unfinished]["result"]["curves"]["removal"]["reward_mean"])}
+    with (work / "runs" / unfinished / "metrics_removal.csv").open("a") as handle:
+        handle.write("2,0.5\n")  # a row cut short
+    (work / "figure-2.png").write_bytes(b"old")
+    states = runner.states(settings, work)
+    rows = figures.panels(settings, states, work)
     assert [[panel.title for panel in row] for row in rows] == [
         ["Stage1 (removal)"] * 4, ["Stage2 (shrink)"] * 4]
     reward = rows[0][0].lines
-    assert sorted(reward) == ["REINFORCE", "random search"]
-    assert sorted(reward["REINFORCE"]) == [0, 1] and sorted(reward["random search"]) == [0]
-    first = records["compress-conv4-w0.25-digits-reinforce-seed0"]["result"]["curves"]
-    assert reward["REINFORCE"][0] == tuple(first["removal"]["reward_mean"])
-    table2 = PaperSettings.from_dict({**settings.to_dict(), "table": 2})
+    assert list(reward) == ["REINFORCE"] and sorted(reward["REINFORCE"]) == [0, 1]
+    stored = records[kept]["result"]["curves"]["removal"]["reward_mean"]
+    assert reward["REINFORCE"][1] == tuple(stored)
+    carried = records[moved]["result"]["curves"]["removal"]["reward_mean"]
+    assert reward["REINFORCE"][0] == tuple(2.0 * value for value in carried)
+    assert figures.write(settings, states, work) == work / "figure-1.png"
+    table2 = PaperSettings.from_dict({**settings.to_dict(), "table": 2, "agents": None})
     assert figures.write(table2, runner.states(table2, work), work) is None
-    assert not (work / "figure-2.png").exists()
+    assert not (work / "figure-2.png").exists()  # no curves: an old figure goes
+
+
+def _scale_reward_means(path: Path, factor: float) -> None:
+    """Multiply the reward_mean column of the metrics CSV at ``path`` by ``factor``."""
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["reward_mean"] = repr(factor * float(row["reward_mean"]))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def test_table1_holds_reinforce_against_random_search_over_seeds(
@@ -161,7 +195,8 @@ def test_table1_holds_reinforce_against_random_search_over_seeds(
                 for agent in ("reinforce", "random")}
         late = {agent: [late_mean(agent, seed, stage_name) for seed in (0, 1)]
                 for agent in ("reinforce", "random")}
-        for measure, scores in (("Best reward", best), ("Mean reward, last 10 iterations", late)):
+        # one iteration per stage here: the late window shrinks to it, and says so
+        for measure, scores in (("Best reward", best), ("Mean reward, last 1 iteration", late)):
             row = md_row(text, f"{measure}, {label}")
             assert row[1] == "REINFORCE"
             assert row[2] == f"s0: {scores['reinforce'][0]:.4f}; s1: {scores['reinforce'][1]:.4f}"
@@ -257,19 +292,26 @@ def test_report_alone_rewrites_the_table_with_the_settings_it_was_made_with(
     code, out, err = run(paper_cmd("1", work, "--report"), capsys)
     assert code == 0, err
     assert out == flagged and "--dataset digits" in out
-    code, out, err = run(paper_cmd("1", work, "--report", *SEARCH, "--data-root", "elsewhere"),
-                         capsys)
+    # A settings flag changes the recorded settings, and only that one.
+    code, out, err = run(paper_cmd("1", work, "--report", "--data-root", "elsewhere"), capsys)
     assert code == 0, err
-    assert "--data-root elsewhere" in out and "| `n2n paper 1" in out
+    assert "--data-root elsewhere" in out and "--dataset digits" in out
+    assert "| `n2n paper 1" in out  # the units were made by the command without it
     assert json.loads((work / "table-1.settings.json").read_text())["data_root"] == "elsewhere"
     code, again, err = run(paper_cmd("1", work, "--report"), capsys)
     assert code == 0, err
     assert again == out
-    (work / "table-1.settings.json").write_text('{"table": 1, "colour": "blue"}')
-    code, _, err = run(paper_cmd("1", work, "--report"), capsys)
-    assert code == 2
-    assert "table-1.settings.json does not hold n2n paper settings" in err
-    assert "'colour'" in err
+    code, _, err = run(paper_cmd("1", work, "--report", "--pairs", "vgg11:vgg19"), capsys)
+    assert code == 2 and "--pairs applies to table 5" in err
+    path = work / "table-1.settings.json"
+    for content, message in (('{"table": 1, "colour": "blue"}', "unknown keys ['colour']"),
+                             ('{"table": 3}', "does not hold table 1's n2n paper settings"),
+                             ('{"table": 1, "teacher": "vgg99"}', "vgg99"),
+                             ('{"table": 1', "is damaged")):
+        path.write_text(content)
+        code, _, err = run(paper_cmd("1", work, "--report"), capsys)
+        assert code == 2, content
+        assert str(path) in err and message in err, err
 
 
 def test_results_of_other_settings_are_refused(table1: tuple[Path, str], tmp_path: Path,

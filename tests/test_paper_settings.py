@@ -64,6 +64,10 @@ def test_settings_written_as_json_read_back_the_same(table: int) -> None:
         PaperSettings.from_dict({**settings.to_dict(), "colour": "blue"})
     with pytest.raises(ValueError, match="no 'table'"):
         PaperSettings.from_dict({"dataset": "digits"})
+    other = 5 if table != 5 else 1
+    misplaced = {5: ("pairs", [["vgg11", "vgg19"]]), 1: ("agents", ["reinforce"])}[other]
+    with pytest.raises(ValueError, match=f"not a setting of table {table}"):
+        PaperSettings.from_dict({**settings.to_dict(), misplaced[0]: misplaced[1]})
 
 
 def test_reference_numbers_and_cells() -> None:

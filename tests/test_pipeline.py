@@ -402,3 +402,16 @@ def test_cli_compress_runs_an_agent_with_settings_and_refuses_bad_ones(first_run
     state = json.loads((out / "state.json").read_text())
     assert state["config"]["agent"] == "reinforce:entropy_coef=0.5"
     assert Reinforce.load(out / "removal_policy.pt").config.entropy_coef == 0.5
+
+
+def test_curves_of_a_run_are_plain_json_one_value_per_iteration(tmp_path) -> None:
+    row = dict.fromkeys(run_files.METRIC_FIELDS, 0.5)
+    rows = [{**row, "iteration": 1, "reward_mean": 0.25},
+            {**row, "iteration": 2, "reward_mean": float("nan"), "accuracy_mean": 0.75}]
+    run_files.write_metrics(tmp_path / "metrics_removal.csv", rows)
+    curves = run_files.curves_of_run(tmp_path, ("removal", "shrink"))
+    assert list(curves) == ["removal"]  # no shrink iteration yet
+    assert set(curves["removal"]) == set(run_files.CURVE_FIELDS)
+    assert curves["removal"]["reward_mean"] == [0.25, None]  # NaN: no valid student
+    assert curves["removal"]["accuracy_mean"] == [0.5, 0.75]
+    json.dumps(curves, allow_nan=False)

@@ -14,7 +14,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from n2n_env.cli import UsageError, _positive_float, _positive_int
 
@@ -118,8 +118,9 @@ def _paper(args: argparse.Namespace) -> int:
         table = parse_table(args.table)
         given = {name: getattr(args, name) for name in SETTINGS
                  if getattr(args, name) is not None}
-        recorded = _recorded(Path(args.work), table) if args.report and not given else None
-        settings = recorded or PaperSettings(table, **given)
+        recorded = _recorded(Path(args.work), table) if args.report else None
+        settings = (PaperSettings.from_dict({**recorded, **given}) if recorded
+                    else PaperSettings(table, **given))
         if args.only:
             runner.select(plan(settings), args.only)
         device = resolve_device(args.device)
@@ -189,19 +190,28 @@ def _settings_path(work: Path, table: int) -> Path:
     return work / f"table-{table}.settings.json"
 
 
-def _recorded(work: Path, table: int) -> PaperSettings | None:
-    """The settings ``table-N.md`` was last written with (``table-N.settings.json``), so
-    that ``--report`` alone rewrites the table as it was made; None when there are none."""
-    from n2n_env.paper.settings import PaperSettings
-
+def _recorded(work: Path, table: int) -> dict[str, Any] | None:
+    """The settings ``table-N.md`` was last written with (``table-N.settings.json``), as
+    plain values, so that ``--report`` rewrites the table as it was made; None when there
+    are none. A file that is not such settings, or is another table's, is a UsageError."""
     path = _settings_path(work, table)
     if not path.is_file():
         return None
     try:
-        return PaperSettings.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
-        raise UsageError(f"{path} does not hold n2n paper settings ({exc}); delete it, or "
-                         "give the table's flags with --report") from None
+        values = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path} is damaged ({exc}); delete it, or give the table's flags "
+                         "with --report") from None
+    if not isinstance(values, dict) or values.get("table") != table:
+        raise UsageError(f"{path} does not hold table {table}'s n2n paper settings; delete "
+                         "it, or give the table's flags with --report")
+    from n2n_env.paper.settings import PaperSettings
+
+    try:
+        PaperSettings.from_dict(values)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    return values
 
 
 def _write(settings: PaperSettings, states: Sequence[UnitState], work: Path, label: str, *,
@@ -212,7 +222,11 @@ def _write(settings: PaperSettings, states: Sequence[UnitState], work: Path, lab
     from n2n_env.paper import figures, report
 
     work.mkdir(parents=True, exist_ok=True)
-    figure = figures.write(settings, states, work)
+    try:
+        figure = figures.write(settings, states, work)
+    except Exception as exc:  # whatever went wrong with the figure must not cost the table
+        print(f"n2n: warning: figure-{settings.table}.png not drawn ({exc})", file=sys.stderr)
+        figure = None
     text = report.render(settings, states, label, figure=figure.name if figure else None)
     path = work / f"table-{settings.table}.md"
     for target, content in ((_settings_path(work, settings.table),
@@ -240,9 +254,9 @@ def register(commands: argparse._SubParsersAction, add_command: AddCommand) -> N
                      help="work folder: unit results, teachers, policies, run folders and "
                      "table-N.md (for example benchmarks/paper); tables may share one")
     cmd.add_argument("--report", action="store_true",
-                     help="run nothing: print and write the table from the finished units "
-                          "(with no other flag, the settings it was last written with, "
-                          "from table-N.settings.json)")
+                     help="run nothing: print and write the table from the finished units, "
+                          "with the settings it was last written with (table-N.settings.json"
+                          "), changed by any settings flags given")
     cmd.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
                      help="run up to N units at once, each in its own process with its "
                      "share of the threads (default 1); on a CPU, 2 one-thread units "

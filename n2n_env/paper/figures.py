@@ -7,35 +7,41 @@ search's stays flat, which is the plain picture of what the policy learnt (Figur
 Table 5 (transfer): each update's mean reward on the target teacher, pre-trained against
 scratch policies (Figure 10). Table 2 has no curves.
 
-Every seed is drawn as a thin line and the mean over seeds as a thick one (over the
-iterations all of them reached). Finished searches keep their curves in their result
-file (``result["curves"]``); unfinished ones are read from their run folder or its
-committed copy in ``carry/``, so the figure shows a table's progress too.
+Every seed is drawn as a thin line and, for two seeds or more, their mean as a thick one
+(over the iterations all of them reached); a lone seed is drawn thick. Finished searches
+keep their curves in their result file (``result["curves"]``); unfinished ones are read
+from their run folder or its committed copy in ``carry/`` (whichever has spent more time
+on this very unit), so a table written mid-run shows how far its searches got.
 :func:`panels` gives the numbers (tested); :func:`write` draws them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import json
+import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from n2n_env.paper import carry
-from n2n_env.paper.runner import UnitState
+from n2n_env.paper.runner import UnitState, read_tally
 from n2n_env.paper.settings import PaperSettings
 from n2n_env.paper.tables import AGENT_NAMES, ZOO_NAMES
-from n2n_env.paper.units import CURVE_FIELDS, curves_of_run
-from n2n_env.run_files import STAGE_LABELS
+from n2n_env.run_files import CURVE_FIELDS, STAGE_LABELS, curves_of_run
 
 __all__ = ["Panel", "figure_name", "panels", "write"]
 
 YLABELS = {"reward_mean": "mean reward of the 5 students",
            "best_reward_so_far": "best reward so far",
            "accuracy_mean": "mean validation accuracy", "compression_mean": "mean compression"}
+"""The y-axis of each search curve."""
 SEARCH_TABLES = (1, 3, 4)
-Curves = Mapping[str, Mapping[str, Sequence[float]]]
+"""The tables whose figure draws their searches' curves."""
+Curves = Mapping[str, Mapping[str, Sequence[float | None]]]
 """stage -> field -> one value per iteration."""
 
 
@@ -55,16 +61,28 @@ def figure_name(table: int) -> str:
 
 
 def _search_curves(state: UnitState, work: Path) -> Curves:
-    """A search's curves: from its result, else from its run folder or carried copy."""
+    """A search's curves: from its result, else from whichever of its run folder and
+    carried copy belongs to this unit (same spec in ``unit.json``) and has spent more time.
+    Unreadable files count as no curves: a figure never fails a table."""
     if state.record is not None and "curves" in state.record["result"]:
         return state.record["result"]["curves"]
-    stages = state.unit.spec["stages"]
+    spec = json.loads(json.dumps(state.unit.spec))
+    runs = []
     for run in (work / "runs" / state.unit.id, carry.carry_dir(work, state.unit.id)):
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            curves = curves_of_run(run, stages)
+        tally = read_tally(run)
+        if tally is not None and (tally.get("identity") or {}).get("spec") == spec:
+            runs.append((float(tally["seconds"]), run))
+    for _, run in sorted(runs, key=lambda entry: entry[0], reverse=True):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, csv.Error):
+            curves = curves_of_run(run, state.unit.spec["stages"])
             if curves:
                 return curves
     return {}
+
+
+def _values(values: Sequence[float | None]) -> tuple[float, ...]:
+    """Floats, with NaN where an iteration had no value (None in JSON)."""
+    return tuple(math.nan if value is None else float(value) for value in values)
 
 
 def panels(settings: PaperSettings, states: Sequence[UnitState], work: Path
@@ -83,8 +101,8 @@ def panels(settings: PaperSettings, states: Sequence[UnitState], work: Path
         for stage, fields in _search_curves(state, work).items():
             for name in CURVE_FIELDS:
                 lines = by_stage.setdefault(stage, {}).setdefault(name, {})
-                lines.setdefault(agent, {})[int(state.unit.spec["seed"])] = tuple(
-                    float(v) for v in fields[name])
+                lines.setdefault(agent, {})[int(state.unit.spec["seed"])] = _values(
+                    fields[name])
     return [[Panel(f"{STAGE_LABELS.get(stage, stage)} ({stage})", YLABELS[name],
                    by_stage[stage][name]) for name in CURVE_FIELDS]
             for stage in ("removal", "shrink") if stage in by_stage]
@@ -98,8 +116,8 @@ def _transfer_panels(states: Sequence[UnitState]) -> list[list[Panel]]:
         spec, result = state.unit.spec, state.record["result"]
         pair = (spec["source"], spec["target"])
         label = "pre-trained" if spec["policy"] == "pretrained" else "scratch"
-        pairs.setdefault(pair, {}).setdefault(label, {})[int(spec["seed"])] = tuple(
-            float(v) for v in result["iteration_rewards"])
+        pairs.setdefault(pair, {}).setdefault(label, {})[int(spec["seed"])] = _values(
+            result["iteration_rewards"])
     return [[Panel(f"{_teacher_name(source)} → {_teacher_name(target)}",
                    "mean reward of the 5 students", lines)
              for (source, target), lines in pairs.items()]] if pairs else []
@@ -124,39 +142,43 @@ def write(settings: PaperSettings, states: Sequence[UnitState], work: Path) -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    labels = sorted({label for row in rows for panel in row for label in panel.lines})
+    colours = {label: f"C{index}" for index, label in enumerate(labels)}  # same in every panel
     columns = max(len(row) for row in rows)
     figure, axes = plt.subplots(len(rows), columns, figsize=(3.6 * columns, 3.0 * len(rows)),
                                 squeeze=False)
     for row, row_axes in zip(rows, axes, strict=True):
         for panel, axis in zip(row, row_axes, strict=False):
-            _draw(axis, panel)
+            _draw(axis, panel, colours)
         for axis in row_axes[len(row):]:
             axis.set_visible(False)
     figure.suptitle(f"Table {settings.table}: per iteration of 5 students "
                     "(thin: one seed; thick: mean over seeds)", fontsize=10)
     figure.tight_layout()
-    pending = path.with_name(f".{path.name}.tmp.png")
+    pending = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")  # --jobs workers too
     figure.savefig(pending, dpi=90, metadata={"Software": None})
     plt.close(figure)
     pending.replace(path)
     return path
 
 
-def _draw(axis: Any, panel: Panel) -> None:
+def _draw(axis: Any, panel: Panel, colours: Mapping[str, str]) -> None:
     import numpy as np
 
-    for index, (label, seeds) in enumerate(sorted(panel.lines.items())):
-        colour = f"C{index}"
+    for label, seeds in sorted(panel.lines.items()):
+        colour = colours[label]
         lone = len(seeds) == 1  # its one seed is its mean: drawn thick
         for values in seeds.values():
             axis.plot(range(1, len(values) + 1), values, color=colour,
-                      alpha=1.0 if lone else 0.35, lw=2 if lone else 0.8)
+                      alpha=1.0 if lone else 0.35, lw=2 if lone else 0.8,
+                      marker="." if len(values) == 1 else None)  # one point still shows
         common = min(len(values) for values in seeds.values())
-        if len(seeds) > 1 and common:
+        if not lone and common:
             mean = np.mean([values[:common] for values in seeds.values()], axis=0)
-            axis.plot(range(1, common + 1), mean, color=colour, lw=2)
+            axis.plot(range(1, common + 1), mean, color=colour, lw=2,
+                      marker="." if common == 1 else None)
         axis.plot([], [], color=colour, lw=2,
-                  label=f"{label} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
+                  label=f"{label} ({len(seeds)} seed{'' if lone else 's'})")
     axis.set_title(panel.title, fontsize=9)
     axis.set_xlabel("iteration", fontsize=8)
     axis.set_ylabel(panel.ylabel, fontsize=8)

@@ -57,8 +57,7 @@ from n2n_env.progress import check as check_progress
 from n2n_env.run_files import read_state
 
 __all__ = ["FORMAT", "TableRun", "UnitBusyError", "UnitFileError", "UnitState", "duration",
-           "holding", "machine",
-           "run_table", "select", "states"]
+           "holding", "machine", "read_tally", "run_table", "select", "states"]
 
 FORMAT = "n2n-paper-unit-v1"
 """The ``format`` tag of a unit's result file."""
@@ -146,7 +145,7 @@ def _progress(folder: Path, unit: Unit) -> tuple[str, float | None]:
     run = folder / "runs" / unit.id
     if not (run / "unit.json").is_file():
         run = carry.carry_dir(folder, unit.id)
-    tally = _read_tally(run)
+    tally = read_tally(run)
     seconds = float(tally["seconds"]) if tally is not None else None
     if unit.kind != "compress":
         return "", seconds
@@ -313,7 +312,7 @@ def _previous_attempts(run: Path, identity: Mapping[str, Any],
     another spec or teacher is cleared (its files would not match)."""
     if not run.exists():
         return 0.0, 0
-    saved = _read_tally(run)
+    saved = read_tally(run)
     if saved is not None and saved.get("identity") == json.loads(json.dumps(identity)):
         return float(saved["seconds"]), int(saved["sittings"])
     say(f"  starting over: {run} was made with other settings or another teacher")
@@ -321,7 +320,7 @@ def _previous_attempts(run: Path, identity: Mapping[str, Any],
     return 0.0, 0
 
 
-def _read_tally(run: Path) -> Mapping[str, Any] | None:
+def read_tally(run: Path) -> Mapping[str, Any] | None:
     """``run/unit.json`` (the unit's identity, seconds and sittings so far), or None when
     it is missing or damaged."""
     try:

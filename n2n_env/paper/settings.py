@@ -200,15 +200,14 @@ class PaperSettings:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> PaperSettings:
-        """The settings :meth:`to_dict` wrote; ValueError naming any unknown key."""
+        """The settings :meth:`to_dict` wrote (None for a setting that does not apply);
+        ValueError naming any unknown key, or a set one that does not apply."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown or "table" not in values:
             raise ValueError(f"not paper settings: unknown keys {unknown}" if unknown
                              else "not paper settings: no 'table'")
-        table = parse_table(values["table"])
-        applies = {name for name, tables in APPLIES.items() if table in tables}
-        return cls(table, **{k: v for k, v in values.items() if k in applies})
+        return cls(**{k: v for k, v in values.items() if k == "table" or v is not None})
 
     def command(self, work: str) -> str:
         """The ``n2n paper`` command line that makes these settings (defaults left out)."""

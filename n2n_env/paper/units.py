@@ -26,7 +26,7 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,10 @@ from n2n_env.checkpoints import CheckpointError, load_teacher, save_teacher, tea
 from n2n_env.paper.plan import Unit
 from n2n_env.progress import Progress
 from n2n_env.recipes import Recipe, recipe_for
-from n2n_env.run_files import read_metrics
+from n2n_env.run_files import curves_of_run
 from n2n_env.training import model_fingerprint
 
-__all__ = ["CURVE_FIELDS", "EXECUTORS", "Context", "curves_of_run", "reference_student"]
+__all__ = ["EXECUTORS", "Context", "reference_student"]
 
 Log = Callable[[str], None]
 
@@ -192,21 +192,6 @@ def run_compress(unit: Unit, ctx: Context) -> dict[str, Any]:
     return {"rows": rows, "stages": stages, "student": result.student.architecture,
             "curves": curves_of_run(run, spec["stages"]),
             "run_dir": run.relative_to(ctx.work).as_posix()}
-
-
-CURVE_FIELDS = ("reward_mean", "best_reward_so_far", "accuracy_mean", "compression_mean")
-"""The per-iteration columns of a search's metrics its result keeps (``curves``)."""
-
-
-def curves_of_run(run: Path, stages: Sequence[str]) -> dict[str, dict[str, list[float]]]:
-    """The :data:`CURVE_FIELDS` of each stage's metrics CSV in the run folder ``run``, one
-    value per iteration (stages with no iteration yet are left out)."""
-    curves = {}
-    for stage in stages:
-        rows = read_metrics(run / f"metrics_{stage}.csv")
-        if rows:
-            curves[stage] = {name: [row[name] for row in rows] for name in CURVE_FIELDS}
-    return curves
 
 
 def _stage_summary(run: Path) -> dict[str, Any]:
