@@ -12,9 +12,9 @@
 # logs say how far each got.
 #
 # What comes back in $OUT: gpu.txt (the GPU, the units finished and carried),
-# results.tgz (units/, carry/, table-1.md and logs/ of the work folder; unpack it in the
-# repo root and commit units/, carry/ and table-1.md; over 15 MB it comes in pieces,
-# results.tgz.part-aa, -ab, ..., to join with cat), and the teacher's checkpoint in 15 MB
+# results.tgz (units/, carry/, table-1.md with its settings and figure, and logs/ of the
+# work folder; unpack it in the repo root and commit all but logs/; over 15 MB it comes in
+# pieces, results.tgz.part-aa, -ab, ..., to join with cat), and the teacher's checkpoint in 15 MB
 # pieces, UNIT.pt.part-aa, -ab, ... (join them with cat into
 # benchmarks/paper-cuda/teachers/UNIT.pt and commit it), so that a later session keeps
 # the same teacher. Only gymnasium is missing there (the searches need neither SB3 nor
@@ -97,7 +97,8 @@ echo "units finished: $(ls "$WORK/units" 2>/dev/null | tr '\n' ' ')" >> "$OUT/gp
 # the searches stopped at the budget, to go on in the next GPU session
 python3 -m n2n_env.paper.carry "$WORK" --limit 15000000 >> "$OUT/gpu.txt" 2>&1 || status=1
 echo "seconds: $((SECONDS - started))" >> "$OUT/gpu.txt"
-archive=("$WORK/units" "$WORK"/table-*.md "$logs")
+archive=("$WORK/units" "$WORK"/table-* "$logs")
+[ -e "$WORK/figure-1.png" ] && archive+=("$WORK/figure-1.png")
 [ -d "$WORK/carry" ] && archive+=("$WORK/carry")
 tar czf "$OUT/results.tgz" "${archive[@]}" || status=1
 if [ "$(stat -c %s "$OUT/results.tgz")" -gt 15000000 ]; then

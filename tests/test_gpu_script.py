@@ -50,7 +50,8 @@ def test_gpu_script_runs_table_one_and_sends_back_its_units_and_teacher(tmp_path
     with tarfile.open(out / "results.tgz") as archive:
         names = archive.getnames()
     assert sum(name.endswith(".json") and "/units/" in name for name in names) == 7
-    assert any(name.endswith("/table-1.md") for name in names)
+    for name in ("table-1.md", "table-1.settings.json", "figure-1.png"):
+        assert any(entry.endswith(f"/{name}") for entry in names), name
     assert all(any(name.endswith(f"/logs/{agent}-seed{seed}.log") for name in names)
                for agent in ("random", "reinforce") for seed in range(3))
     pieces = sorted(out.glob("teacher-conv4-w0.25-digits.pt.part-*"))
