@@ -431,3 +431,31 @@ def test_degenerate_rates_counts_each_teachers_students_by_reason(
         else:
             assert values[3] == 0.0  # no residual blocks in a VGG
             assert usable_if_repaired == values[0]
+
+
+def test_paper_iterations_sums_each_searchs_stages_preferring_this_machines_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from n2n_env.run_files import METRIC_FIELDS, write_metrics
+
+    def metrics(folder: Path, stage: str, seconds: list[float], best: float) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_metrics(folder / f"metrics_{stage}.csv", [
+            {**dict.fromkeys(METRIC_FIELDS, 0.5), "iteration": i + 1, "seconds": s,
+             "best_reward_so_far": best} for i, s in enumerate(seconds)])
+
+    work = tmp_path / "work"
+    here = work / "runs" / "compress-a-seed0"
+    metrics(here, "removal", [100.0, 300.0, 200.0], 0.9)
+    metrics(here, "shrink", [50.0], float("nan"))
+    metrics(work / "carry" / "compress-a-seed0", "removal", [1.0], 0.1)  # older copy
+    metrics(work / "carry" / "compress-b-seed0", "removal", [3600.0, 3600.0], 0.8)
+    monkeypatch.setattr(sys, "argv", ["paper_iterations.py", str(work)])
+    runpy.run_path(str(BENCHMARKS / "paper_iterations.py"), run_name="__main__")
+    assert capsys.readouterr().out.splitlines() == [
+        "compress-a-seed0 removal: 3 iterations, 0.17 h, median 200 s (100-300 s), best "
+        "reward 0.9000 [runs/]",
+        "compress-a-seed0 shrink: 1 iterations, 0.01 h, median 50 s (50-50 s), best reward "
+        "none [runs/]",
+        "compress-b-seed0 removal: 2 iterations, 2.00 h, median 3600 s (3600-3600 s), best "
+        "reward 0.8000 [carry/]"]

@@ -1,0 +1,51 @@
+"""How long the search iterations of an ``n2n paper`` work folder took, per unit and stage.
+
+Reads each search's metrics CSVs from ``DIR/runs/<unit>/`` (this machine's run folders),
+else from ``DIR/carry/<unit>/`` (their committed copies): iterations done, their seconds
+(sum, median, range) and the best reward so far. The seconds are wall time of each
+iteration of 5 students, so they include whatever else ran on the machine meanwhile.
+
+    python benchmarks/paper_iterations.py benchmarks/paper
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+from pathlib import Path
+
+from n2n_env.run_files import read_metrics
+
+
+def summary(work: Path) -> list[str]:
+    """One line per search unit and stage that has iterations."""
+    lines = []
+    runs = {path.name: path for path in sorted((work / "carry").glob("compress-*"))}
+    runs.update({path.name: path for path in sorted((work / "runs").glob("compress-*"))
+                 if path.is_dir()})
+    for unit, run in sorted(runs.items()):
+        for stage in ("removal", "shrink"):
+            rows = read_metrics(run / f"metrics_{stage}.csv")
+            if not rows:
+                continue
+            seconds = [row["seconds"] for row in rows]
+            best = rows[-1]["best_reward_so_far"]
+            lines.append(
+                f"{unit} {stage}: {len(rows)} iterations, {sum(seconds) / 3600:.2f} h, "
+                f"median {statistics.median(seconds):.0f} s ({min(seconds):.0f}-"
+                f"{max(seconds):.0f} s), best reward "
+                + ("none" if math.isnan(best) else f"{best:.4f}")
+                + f" [{run.parent.name}/]")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("work", type=Path, help="the n2n paper work folder")
+    args = parser.parse_args()
+    print("\n".join(summary(args.work)) or f"no search iterations in {args.work}")
+
+
+if __name__ == "__main__":
+    main()
