@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -312,6 +313,31 @@ def test_report_alone_rewrites_the_table_with_the_settings_it_was_made_with(
         code, _, err = run(paper_cmd("1", work, "--report"), capsys)
         assert code == 2, content
         assert str(path) in err and message in err, err
+
+
+def test_the_table_is_written_with_the_code_the_units_ran_with(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search runs for hours, and its files may change meanwhile (a new commit): the
+    modules that write the table must already be loaded when the units start, or the
+    table written at the end imports code the rest of the process never saw."""
+    import n2n_env.paper
+
+    for name in ("figures", "report"):
+        monkeypatch.delitem(sys.modules, f"n2n_env.paper.{name}", raising=False)
+        monkeypatch.delattr(n2n_env.paper, name, raising=False)
+    loaded_when_units_start = {}
+
+    def run_table(*args, **kwargs):
+        loaded_when_units_start.update(
+            {name: f"n2n_env.paper.{name}" in sys.modules for name in ("figures", "report")})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_table", run_table)
+    code, _, err = run(paper_cmd("1", tmp_path / "work", *SEARCH), capsys)
+    assert code == 130, err
+    assert loaded_when_units_start == {"figures": True, "report": True}
+    assert (tmp_path / "work" / "table-1.md").is_file()
 
 
 def test_results_of_other_settings_are_refused(table1: tuple[Path, str], tmp_path: Path,

@@ -109,8 +109,10 @@ def _steps(text: str) -> int:
 
 
 def _paper(args: argparse.Namespace) -> int:
+    # The modules that write the table are loaded now, not when the hours of units end, so
+    # that a process writes its table with the code it ran with, even if the files change.
     from n2n_env.device import resolve_device, use_all_cores
-    from n2n_env.paper import runner
+    from n2n_env.paper import figures, report, runner  # noqa: F401
     from n2n_env.paper.plan import plan
     from n2n_env.paper.settings import PaperSettings, parse_table
 
