@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What a session lent a GPU runs first: the paper's Table 1 at full width (VGG-13, 9.4M
-# parameters, on mnist-10k; issue 15), which costs about 25 hours on the 2 CPU cores.
+# parameters, on mnist-10k; issue 15), which costs about 13 hours on the 2 CPU cores, two
+# searches at a time.
 #
 # The table's units (docs/paper.md) run in their own work folder, benchmarks/paper-cuda,
 # never mixed with a CPU run's (CUDA trains in bf16). First the teacher, then the six

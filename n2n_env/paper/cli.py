@@ -29,12 +29,12 @@ ESTIMATES = """\
 tables (TABLE is the number or the name) and the wall time of their default runs on 2 CPU
 cores, estimated from component costs measured by benchmarks/paper_unit_costs.py (table
 5's measured in its run):
-  1 compression   VGG-13 at full width (9.4M parameters) on mnist-10k: the teacher (~1.5
-                  h), then REINFORCE and random search x 3 seeds, each 40 + 40
-                  iterations and two final trainings (~5 h each: its first stage-1
-                  iterations of 5 candidates took 68-343 s): about 30 h (25 h with
-                  --jobs 2); with --teacher-width 0.5 (teacher 24 min, candidates ~13 s)
-                  about 7 h
+  1 compression   VGG-13 at full width (9.4M parameters) on mnist-10k: the teacher (38
+                  min), then REINFORCE and random search x 3 seeds, each 40 + 40
+                  iterations and two final trainings (measured for seed 0 with --jobs
+                  2, one thread each: 4 h 12 min and 3 h 44 min): about 13 h with
+                  --jobs 2; with --teacher-width 0.5 (teacher 24 min, candidates ~13 s)
+                  a quarter of the FLOPs
   2 pruning       the teacher and the 3 REINFORCE searches of table 1 (shared with it in
                   the same --work), then 5 pruning runs of ~1 h (each up to ~100
                   pruning steps of 1% of the channels, with 100 fine-tuning steps that
