@@ -3,7 +3,10 @@
 Reads each search's metrics CSVs from ``DIR/runs/<unit>/`` (this machine's run folders),
 else from ``DIR/carry/<unit>/`` (their committed copies): iterations done, their seconds
 (sum, median, range) and the best reward so far. The seconds are wall time of each
-iteration of 5 students, so they include whatever else ran on the machine meanwhile.
+iteration of 5 students, so they include whatever else ran on the machine meanwhile. Then,
+from the run's evaluation cache (``rewards.sqlite``), how many distinct students both
+stages evaluated and how many of them were degenerate (reward -1, never trained): a
+policy that learns avoids them, random search does not.
 
     python benchmarks/paper_iterations.py benchmarks/paper
 """
@@ -13,8 +16,10 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+from collections import Counter
 from pathlib import Path
 
+from n2n_env.cache import CacheFileError, stored_evaluations
 from n2n_env.run_files import read_metrics
 
 
@@ -37,7 +42,23 @@ def summary(work: Path) -> list[str]:
                 f"{max(seconds):.0f} s), best reward "
                 + ("none" if math.isnan(best) else f"{best:.4f}")
                 + f" [{run.parent.name}/]")
+        if (run / "rewards.sqlite").is_file():
+            lines.append(f"{unit}: {students(run / 'rewards.sqlite')} [{run.parent.name}/]")
     return lines
+
+
+def students(cache: Path) -> str:
+    """How many distinct students a run's evaluation cache holds, and how many were
+    degenerate, by reason (the reason's first words: a classifier input's size varies)."""
+    try:
+        entries = stored_evaluations(cache)
+    except CacheFileError as exc:
+        return f"evaluation cache unreadable ({exc})"
+    reasons = Counter(" ".join(e.evaluation.degenerate_reason.split(":")[0].split()[:2])
+                      for e in entries if e.evaluation.degenerate_reason)
+    text = f"{len(entries)} distinct students evaluated, {sum(reasons.values())} degenerate"
+    return text + (f" ({', '.join(f'{r}: {n}' for r, n in reasons.most_common())})"
+                   if reasons else "")
 
 
 def main() -> None:

@@ -316,21 +316,82 @@ class CachedEvaluator:
         _ensure_wal(conn)
 
     def _check(self, conn: sqlite3.Connection) -> None:
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-        if "meta" not in tables:
-            raise self._error(f"a SQLite database without an n2n 'meta' table "
-                              f"(tables: {', '.join(sorted(tables))})")
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        if meta.get("format") != FORMAT:
-            raise self._error(f"a SQLite database of another format ({meta.get('format')!r})")
-        version = str(meta.get("version", ""))
-        if not version.isdigit():
-            raise self._error(f"an invalid format version {version!r}")
-        if int(version) > VERSION:
-            raise self._error(f"written by a newer n2n (format version {version})",
-                              f"upgrade n2n, or {_ELSEWHERE}")
-        if "evaluations" not in tables:
-            raise self._error("an n2n cache without its 'evaluations' table")
+        problem = _schema_problem(conn)
+        if problem is not None:
+            raise self._error(*problem)
+
+
+def _schema_problem(conn: sqlite3.Connection) -> tuple[str, ...] | None:
+    """Why the database behind ``conn`` is not an n2n evaluation cache this version reads
+    (the problem, and advice when the usual advice does not fit), or None."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    if "meta" not in tables:
+        return (f"a SQLite database without an n2n 'meta' table "
+                f"(tables: {', '.join(sorted(tables))})",)
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    if meta.get("format") != FORMAT:
+        return (f"a SQLite database of another format ({meta.get('format')!r})",)
+    version = str(meta.get("version", ""))
+    if not version.isdigit():
+        return (f"an invalid format version {version!r}",)
+    if int(version) > VERSION:
+        return (f"written by a newer n2n (format version {version})",
+                f"upgrade n2n, or {_ELSEWHERE}")
+    if "evaluations" not in tables:
+        return ("an n2n cache without its 'evaluations' table",)
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredEvaluation:
+    """One entry of a cache file: a student and what its evaluation found."""
+
+    identity: Mapping[str, str]
+    """The evaluator identity it was made under (teacher, dataset, recipe, seed)."""
+    architecture: Architecture
+    """The student."""
+    evaluation: Evaluation
+    """Its evaluation, as the evaluator returned it (degenerate ones included)."""
+    created_at: str
+    """When it was stored (ISO 8601, UTC)."""
+
+
+def stored_evaluations(path: str | os.PathLike[str]) -> list[StoredEvaluation]:
+    """Every entry of the cache file at ``path``: each student a run trained, or found
+    degenerate, with its evaluation, to study a search after (or during) it; ``n2n
+    compress`` keeps its cache in ``RUN/rewards.sqlite``. Oldest first, and entries stored
+    at the same moment (one batch) by signature. The file is opened read-only and never
+    changed. :class:`CacheFileError`, naming the path, if it is missing or is not an n2n
+    evaluation cache this version reads."""
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.isfile(path):
+        raise CacheFileError(f"{path}: no such cache file")
+    advice = "give the rewards.sqlite of a run, or a cache= file of gym.make"
+    try:
+        conn = sqlite3.connect(f"{Path(path).as_uri()}?mode=ro", uri=True,
+                               timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            problem = _schema_problem(conn)
+            rows = [] if problem is not None else conn.execute(
+                "SELECT identity_json, architecture_json, evaluation_json, created_at "
+                "FROM evaluations ORDER BY created_at, signature").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as error:
+        problem = (f"SQLite cannot read it ({error})",)
+    if problem is not None:
+        raise CacheFileError(f"{path}: {problem[0]}. It is not an n2n evaluation cache "
+                             f"({FORMAT} version {VERSION}); {advice}.")
+    entries = []
+    for identity, architecture, evaluation, created_at in rows:
+        try:
+            entries.append(StoredEvaluation(
+                json.loads(identity), Architecture.from_json(architecture),
+                Evaluation.from_dict(json.loads(evaluation)), created_at))
+        except (ValueError, TypeError) as error:
+            raise CacheFileError(f"{path}: an entry of {created_at} does not decode "
+                                 f"({error})") from error
+    return entries
 
 
 def _ensure_wal(conn: sqlite3.Connection) -> None:

@@ -18,6 +18,10 @@ from typing import Any
 import pytest
 from bench_tables import table_rows
 
+from n2n_env import zoo
+from n2n_env.cache import CachedEvaluator
+from n2n_env.evaluators import MockEvaluator
+
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
 
@@ -450,12 +454,25 @@ def test_paper_iterations_sums_each_searchs_stages_preferring_this_machines_runs
     metrics(here, "shrink", [50.0], float("nan"))
     metrics(work / "carry" / "compress-a-seed0", "removal", [1.0], 0.1)  # older copy
     metrics(work / "carry" / "compress-b-seed0", "removal", [3600.0, 3600.0], 0.8)
+    teacher = zoo.get("conv4", (1, 16, 16), 10, width=0.25)
+    with CachedEvaluator(MockEvaluator(teacher), here / "rewards.sqlite") as cache:
+        removable = teacher.removable()
+        cache.evaluate_many([teacher.remove([not r for r in removable]),
+                             teacher.remove([not r or i % 2 == 0
+                                             for i, r in enumerate(removable)]),
+                             teacher])
+    (work / "carry" / "compress-b-seed0" / "rewards.sqlite").write_text("not a database")
     monkeypatch.setattr(sys, "argv", ["paper_iterations.py", str(work)])
     runpy.run_path(str(BENCHMARKS / "paper_iterations.py"), run_name="__main__")
-    assert capsys.readouterr().out.splitlines() == [
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:3] == [
         "compress-a-seed0 removal: 3 iterations, 0.17 h, median 200 s (100-300 s), best "
         "reward 0.9000 [runs/]",
         "compress-a-seed0 shrink: 1 iterations, 0.01 h, median 50 s (50-50 s), best reward "
         "none [runs/]",
-        "compress-b-seed0 removal: 2 iterations, 2.00 h, median 3600 s (3600-3600 s), best "
-        "reward 0.8000 [carry/]"]
+        "compress-a-seed0: 3 distinct students evaluated, 1 degenerate (empty "
+        "architecture: 1) [runs/]"]
+    assert lines[3] == ("compress-b-seed0 removal: 2 iterations, 2.00 h, median 3600 s "
+                        "(3600-3600 s), best reward 0.8000 [carry/]")
+    assert lines[4].startswith("compress-b-seed0: evaluation cache unreadable (") and \
+        lines[4].endswith("[carry/]") and len(lines) == 5

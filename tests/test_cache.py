@@ -20,7 +20,7 @@ import pytest
 
 from n2n_env import zoo
 from n2n_env.arch import Architecture
-from n2n_env.cache import FORMAT, CachedEvaluator, CacheFileError
+from n2n_env.cache import FORMAT, CachedEvaluator, CacheFileError, stored_evaluations
 from n2n_env.evaluators import Evaluation, Evaluator, MockEvaluator, evaluate_each
 
 REPO = Path(__file__).resolve().parents[1]
@@ -256,6 +256,51 @@ def test_failures_are_not_cached_degenerate_ones_are(
     assert first.degenerate_reason and not first.cache_hit and second.cache_hit
     assert second.degenerate_reason == first.degenerate_reason and inner.calls == 1
     assert not cache.evaluate(a).cache_hit  # the earlier failure left nothing behind
+
+
+def test_stored_evaluations_reads_every_entry_without_changing_the_file(
+        teacher: Architecture, tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    some = students(teacher, 4)
+    empty = teacher.remove([not r for r in teacher.removable()])
+    with CachedEvaluator(MockEvaluator(teacher), path) as cache:
+        written = [cache.evaluate(s) for s in [*some, empty]]
+        cache.evaluate(some[0])  # a hit stores nothing more
+    before = path.read_bytes()
+    entries = stored_evaluations(path)
+    assert path.read_bytes() == before
+    stored = {e.architecture.signature(): e.evaluation for e in entries}
+    assert len(entries) == 5
+    assert stored == {s.signature(): e for s, e in zip([*some, empty], written)}
+    assert stored[empty.signature()].degenerate_reason
+    assert all(e.identity == dict(MockEvaluator(teacher).identity()) for e in entries)
+    order = [(e.created_at, e.architecture.signature()) for e in entries]
+    assert order == sorted(order)
+
+
+def test_stored_evaluations_refuses_what_is_not_a_cache(
+        teacher: Architecture, tmp_path: Path) -> None:
+    with pytest.raises(CacheFileError, match="no such cache file") as error:
+        stored_evaluations(tmp_path / "missing.sqlite")
+    assert str(tmp_path / "missing.sqlite") in str(error.value)
+    assert not (tmp_path / "missing.sqlite").exists()
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"x" * 4096)
+    with pytest.raises(CacheFileError, match="SQLite cannot read it"):
+        stored_evaluations(junk)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE foo (x INTEGER)")
+    with pytest.raises(CacheFileError, match=r"without an n2n 'meta' table.*rewards\.sqlite"):
+        stored_evaluations(other)
+    path = tmp_path / "c.sqlite"
+    with CachedEvaluator(MockEvaluator(teacher), path) as cache:
+        cache.evaluate(students(teacher, 1)[0])
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE evaluations SET evaluation_json = '{\"accuracy\": \"high\"}'")
+    with pytest.raises(CacheFileError, match="does not decode") as error:
+        stored_evaluations(path)
+    assert str(path) in str(error.value)
 
 
 def _evaluate_in_child(cache: CachedEvaluator, archs: list[Architecture], queue: object) -> None:
