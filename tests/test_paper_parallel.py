@@ -89,6 +89,29 @@ def test_a_unit_held_elsewhere_fails_its_worker_and_the_others_go_on(
     assert sorted(results(work)) == sorted(UNITS)
 
 
+def test_a_worker_that_fails_after_its_result_has_still_finished_its_unit(
+        tmp_path: Path, home: Path) -> None:
+    """A worker writes its table after its unit's result; if that fails (here the table's
+    path is a folder), the unit is finished all the same, and those that need it run."""
+    work = tmp_path / "work"
+    (work / "table-1.md").mkdir(parents=True)
+    settings = PaperSettings.from_dict({"table": 1, **{
+        "dataset": "digits", "teacher": "conv4", "teacher_width": 0.25,
+        "teacher_epochs": 1, "seeds": (0,), "iterations": 1, "finetune_epochs": 1,
+        "evaluator": "mock"}})
+    lines: list[str] = []
+    units = [UNITS[0], UNITS[2]]  # the teacher, and a search that needs it
+    result = parallel.run_jobs(settings, str(work), jobs=2, threads=2, device="cpu",
+                               only=units, log=lines.append)
+    assert result.finished == tuple(units)
+    assert result.failed == () and result.blocked == ()
+    assert sorted(results(work)) == sorted(units)
+    for unit in units:
+        assert f"      warning  {unit} finished, then its process exited with status 1; " \
+               "its lines above say why" in lines
+    assert any("n2n: error: [Errno 21] Is a directory" in line for line in lines)
+
+
 def test_a_worker_runs_the_tables_own_command_for_one_unit() -> None:
     settings = PaperSettings(1, dataset="digits", seeds=(0, 1))
     command = parallel.worker_command(settings, "w", "teacher-x", "cpu")

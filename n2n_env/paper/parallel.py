@@ -49,7 +49,8 @@ class JobsResult:
     """What :func:`run_jobs` did."""
 
     finished: tuple[str, ...]
-    """Units that a worker finished."""
+    """Units that a worker finished: their result is written, even if the worker then
+    failed (at its table, which this invocation writes again)."""
     failed: tuple[tuple[str, int], ...]
     """Units whose worker failed, with its exit status."""
     blocked: tuple[str, ...]
@@ -122,8 +123,12 @@ def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, dev
                     continue
                 del running[unit_id]
                 readers[unit_id].join(timeout=5)  # its last lines come before the verdict
-                if status == 0 and result_file(folder, unit_id).is_file():
+                if result_file(folder, unit_id).is_file():  # absent when it started
                     finished.append(unit_id)
+                    if status != 0:  # after its result: writing the table, say
+                        with lock:
+                            say(f"      warning  {unit_id} finished, then its process "
+                                f"exited with status {status}; its lines above say why")
                 else:
                     failed[unit_id] = status
                     with lock:
