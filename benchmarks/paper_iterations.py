@@ -14,7 +14,9 @@ policy that learns avoids them, random search does not.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import re
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -24,7 +26,8 @@ from n2n_env.run_files import read_metrics
 
 
 def summary(work: Path) -> list[str]:
-    """One line per search unit and stage that has iterations."""
+    """One line per search unit and stage that has iterations, and one per unit whose
+    evaluation cache is there."""
     lines = []
     runs = {path.name: path for path in sorted((work / "carry").glob("compress-*"))}
     runs.update({path.name: path for path in sorted((work / "runs").glob("compress-*"))
@@ -48,15 +51,20 @@ def summary(work: Path) -> list[str]:
 
 
 def students(cache: Path) -> str:
-    """How many distinct students a run's evaluation cache holds, and how many were
-    degenerate, by reason (the reason's first words: a classifier input's size varies)."""
+    """How many distinct students a run's evaluation cache holds, and how many of them were
+    degenerate, by reason (its words before any detail, numbers as N)."""
     try:
         entries = stored_evaluations(cache)
     except CacheFileError as exc:
         return f"evaluation cache unreadable ({exc})"
-    reasons = Counter(" ".join(e.evaluation.degenerate_reason.split(":")[0].split()[:2])
-                      for e in entries if e.evaluation.degenerate_reason)
-    text = f"{len(entries)} distinct students evaluated, {sum(reasons.values())} degenerate"
+    by_student = {e.architecture.signature(): e.evaluation.degenerate_reason for e in entries}
+    reasons = Counter(re.sub(r"\d+", "N", reason.split(" (")[0].split(":")[0])
+                      for reason in by_student.values() if reason)
+    identities = {json.dumps(dict(e.identity), sort_keys=True) for e in entries}
+    text = (f"{len(by_student)} distinct students evaluated"
+            + (f" (under {len(identities)} evaluator identities)" if len(identities) > 1
+               else "")
+            + f", {sum(reasons.values())} degenerate")
     return text + (f" ({', '.join(f'{r}: {n}' for r, n in reasons.most_common())})"
                    if reasons else "")
 

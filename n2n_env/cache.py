@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from n2n_env.arch import Architecture
 from n2n_env.evaluators import Evaluation, Evaluator
@@ -318,27 +318,34 @@ class CachedEvaluator:
     def _check(self, conn: sqlite3.Connection) -> None:
         problem = _schema_problem(conn)
         if problem is not None:
-            raise self._error(*problem)
+            raise self._error(problem.problem, *([problem.advice] if problem.advice else []))
 
 
-def _schema_problem(conn: sqlite3.Connection) -> tuple[str, ...] | None:
-    """Why the database behind ``conn`` is not an n2n evaluation cache this version reads
-    (the problem, and advice when the usual advice does not fit), or None."""
+class _SchemaProblem(NamedTuple):
+    problem: str
+    """Why the file is not a cache this version reads."""
+    advice: str | None = None
+    """What to do, where the usual advice (another cache path) does not fit."""
+
+
+def _schema_problem(conn: sqlite3.Connection) -> _SchemaProblem | None:
+    """Why the database behind ``conn`` is not an n2n evaluation cache this version reads,
+    or None."""
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     if "meta" not in tables:
-        return (f"a SQLite database without an n2n 'meta' table "
-                f"(tables: {', '.join(sorted(tables))})",)
+        return _SchemaProblem(f"a SQLite database without an n2n 'meta' table (tables: "
+                              f"{', '.join(sorted(tables)) or 'none'})")
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     if meta.get("format") != FORMAT:
-        return (f"a SQLite database of another format ({meta.get('format')!r})",)
+        return _SchemaProblem(f"a SQLite database of another format ({meta.get('format')!r})")
     version = str(meta.get("version", ""))
     if not version.isdigit():
-        return (f"an invalid format version {version!r}",)
+        return _SchemaProblem(f"an invalid format version {version!r}")
     if int(version) > VERSION:
-        return (f"written by a newer n2n (format version {version})",
-                f"upgrade n2n, or {_ELSEWHERE}")
+        return _SchemaProblem(f"written by a newer n2n (format version {version})",
+                              f"upgrade n2n, or {_ELSEWHERE}")
     if "evaluations" not in tables:
-        return ("an n2n cache without its 'evaluations' table",)
+        return _SchemaProblem("an n2n cache without its 'evaluations' table")
     return None
 
 
@@ -347,7 +354,7 @@ class StoredEvaluation:
     """One entry of a cache file: a student and what its evaluation found."""
 
     identity: Mapping[str, str]
-    """The evaluator identity it was made under (teacher, dataset, recipe, seed)."""
+    """The evaluator identity it was made under (teacher, dataset, recipe, seed, device)."""
     architecture: Architecture
     """The student."""
     evaluation: Evaluation
@@ -359,39 +366,66 @@ class StoredEvaluation:
 def stored_evaluations(path: str | os.PathLike[str]) -> list[StoredEvaluation]:
     """Every entry of the cache file at ``path``: each student a run trained, or found
     degenerate, with its evaluation, to study a search after (or during) it; ``n2n
-    compress`` keeps its cache in ``RUN/rewards.sqlite``. Oldest first, and entries stored
-    at the same moment (one batch) by signature. The file is opened read-only and never
-    changed. :class:`CacheFileError`, naming the path, if it is missing or is not an n2n
-    evaluation cache this version reads."""
+    compress`` keeps its cache in ``RUN/rewards.sqlite``. Oldest first; entries stored at
+    the same moment (one batch) by signature, then identity.
+
+    The file itself is never changed, but SQLite may leave its side files (``-wal``,
+    ``-shm``) beside it, as any reader of a write-ahead-logged database does. A file that
+    is missing, unreadable or not an n2n evaluation cache this version reads raises
+    :class:`CacheFileError`, naming the path."""
     path = os.path.abspath(os.fspath(path))
     if not os.path.isfile(path):
-        raise CacheFileError(f"{path}: no such cache file")
-    advice = "give the rewards.sqlite of a run, or a cache= file of gym.make"
+        raise CacheFileError(f"{path}: " + ("is not a file" if os.path.exists(path)
+                                            else "no such cache file"))
     try:
-        conn = sqlite3.connect(f"{Path(path).as_uri()}?mode=ro", uri=True,
-                               timeout=BUSY_TIMEOUT_MS / 1000)
-        try:
-            problem = _schema_problem(conn)
-            rows = [] if problem is not None else conn.execute(
-                "SELECT identity_json, architecture_json, evaluation_json, created_at "
-                "FROM evaluations ORDER BY created_at, signature").fetchall()
-        finally:
-            conn.close()
+        rows, problem = _read_entries(path)
     except sqlite3.DatabaseError as error:
-        problem = (f"SQLite cannot read it ({error})",)
+        if "not a database" not in str(error):  # permissions, a lock: the file may be fine
+            raise CacheFileError(f"{path}: SQLite cannot open it ({error})") from error
+        rows, problem = [], _SchemaProblem(f"SQLite cannot read it ({error})")
     if problem is not None:
-        raise CacheFileError(f"{path}: {problem[0]}. It is not an n2n evaluation cache "
-                             f"({FORMAT} version {VERSION}); {advice}.")
+        raise CacheFileError(
+            f"{path}: {problem.problem}. It is not an n2n evaluation cache this version reads "
+            f"({FORMAT} version {VERSION}); "
+            + ("upgrade n2n to read it." if problem.advice else
+               "give the rewards.sqlite of a run, or a cache= file of gym.make."))
     entries = []
-    for identity, architecture, evaluation, created_at in rows:
+    for signature, identity, architecture, evaluation, created_at in rows:
         try:
+            identity = json.loads(identity)
+            if not isinstance(identity, dict):
+                raise TypeError(f"identity {identity!r} is not an object")
             entries.append(StoredEvaluation(
-                json.loads(identity), Architecture.from_json(architecture),
+                identity, Architecture.from_json(architecture),
                 Evaluation.from_dict(json.loads(evaluation)), created_at))
         except (ValueError, TypeError) as error:
-            raise CacheFileError(f"{path}: an entry of {created_at} does not decode "
-                                 f"({error})") from error
+            raise CacheFileError(f"{path}: the entry of {signature} stored {created_at} does "
+                                 f"not decode ({error})") from error
     return entries
+
+
+def _read_entries(path: str) -> tuple[list[tuple[str, ...]], _SchemaProblem | None]:
+    """The rows of the cache at ``path``, oldest first, or the problem with its schema. Read
+    only; in a folder that cannot be written (where a reader cannot make the side files a
+    write-ahead log needs, and no writer can be adding to it) the file is read as it is."""
+    uri = f"{Path(path).as_uri()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")  # opens the file now
+    except sqlite3.DatabaseError as error:
+        conn.close()
+        if (not isinstance(error, sqlite3.OperationalError) or os.path.exists(f"{path}-wal")
+                or os.access(os.path.dirname(path), os.W_OK)):
+            raise
+        conn = sqlite3.connect(f"{uri}&immutable=1", uri=True)
+    try:
+        problem = _schema_problem(conn)
+        rows = [] if problem is not None else conn.execute(
+            "SELECT signature, identity_json, architecture_json, evaluation_json, created_at "
+            "FROM evaluations ORDER BY created_at, signature, identity_hash").fetchall()
+    finally:
+        conn.close()
+    return rows, problem
 
 
 def _ensure_wal(conn: sqlite3.Connection) -> None:

@@ -274,8 +274,12 @@ def test_stored_evaluations_reads_every_entry_without_changing_the_file(
     assert stored == {s.signature(): e for s, e in zip([*some, empty], written)}
     assert stored[empty.signature()].degenerate_reason
     assert all(e.identity == dict(MockEvaluator(teacher).identity()) for e in entries)
-    order = [(e.created_at, e.architecture.signature()) for e in entries]
-    assert order == sorted(order)
+    with sqlite3.connect(path) as db:  # stored in the reverse order of their signatures
+        signatures = sorted(stored, reverse=True)
+        db.executemany("UPDATE evaluations SET created_at = ? WHERE signature = ?",
+                       [(f"2026-01-0{day + 1}T00:00:00+00:00", signature)
+                        for day, signature in enumerate(signatures)])
+    assert [e.architecture.signature() for e in stored_evaluations(path)] == signatures
 
 
 def test_stored_evaluations_refuses_what_is_not_a_cache(
@@ -288,6 +292,11 @@ def test_stored_evaluations_refuses_what_is_not_a_cache(
     junk.write_bytes(b"x" * 4096)
     with pytest.raises(CacheFileError, match="SQLite cannot read it"):
         stored_evaluations(junk)
+    with pytest.raises(CacheFileError, match="is not a file"):
+        stored_evaluations(tmp_path)
+    (tmp_path / "empty.sqlite").touch()
+    with pytest.raises(CacheFileError, match=r"'meta' table \(tables: none\)"):
+        stored_evaluations(tmp_path / "empty.sqlite")
     other = tmp_path / "other.db"
     with sqlite3.connect(other) as db:
         db.execute("CREATE TABLE foo (x INTEGER)")
@@ -296,11 +305,36 @@ def test_stored_evaluations_refuses_what_is_not_a_cache(
     path = tmp_path / "c.sqlite"
     with CachedEvaluator(MockEvaluator(teacher), path) as cache:
         cache.evaluate(students(teacher, 1)[0])
+    signature = students(teacher, 1)[0].signature()
+    for column, value in (("evaluation_json", '{"accuracy": "high"}'),
+                          ("identity_json", '["not", "an", "object"]')):
+        copy = tmp_path / f"{column}.sqlite"
+        copy.write_bytes(path.read_bytes())
+        with sqlite3.connect(copy) as db:
+            db.execute(f"UPDATE evaluations SET {column} = ?", (value,))
+        with pytest.raises(CacheFileError, match=f"entry of {signature} stored .* does not "
+                           "decode") as error:
+            stored_evaluations(copy)
+        assert str(copy) in str(error.value)
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE evaluations SET evaluation_json = '{\"accuracy\": \"high\"}'")
-    with pytest.raises(CacheFileError, match="does not decode") as error:
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'version'")
+    with pytest.raises(CacheFileError, match=r"newer n2n \(format version 2\).*upgrade n2n"):
         stored_evaluations(path)
-    assert str(path) in str(error.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_stored_evaluations_reads_a_cache_in_a_read_only_folder(
+        teacher: Architecture, tmp_path: Path) -> None:
+    folder = tmp_path / "published"
+    with CachedEvaluator(MockEvaluator(teacher), folder / "c.sqlite") as cache:
+        cache.evaluate_many(students(teacher, 3))
+    for side in folder.glob("c.sqlite-*"):  # as a copied or downloaded cache comes
+        side.unlink()
+    folder.chmod(0o555)
+    try:
+        assert len(stored_evaluations(folder / "c.sqlite")) == 3
+    finally:
+        folder.chmod(0o755)
 
 
 def _evaluate_in_child(cache: CachedEvaluator, archs: list[Architecture], queue: object) -> None:

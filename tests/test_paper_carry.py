@@ -64,6 +64,31 @@ def test_a_copy_holds_the_rewards_still_in_the_write_ahead_log(tmp_path: Path) -
     copied.close()
 
 
+def test_a_copy_travels_from_any_folder_name_without_a_readers_side_files(
+        tmp_path: Path) -> None:
+    work = tmp_path / "sitting #1? 100%"  # characters that mean something in a URI
+    run_folder = a_run(work)
+    with sqlite3.connect(run_folder / "rewards.sqlite") as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE rewards (key TEXT, reward REAL)")
+        connection.execute("INSERT INTO rewards VALUES ('a', 0.5)")
+    connection.close()
+    done = carry.snapshot(run_folder, carry.carry_dir(work, "compress-a"))
+    assert done.copied, done.note
+    target = carry.carry_dir(work, "compress-a")
+    # whoever reads the committed copy (benchmarks/paper_iterations.py) may leave these
+    write(target / "rewards.sqlite-wal", "")
+    write(target / "rewards.sqlite-shm", "stale index")
+    fresh = tmp_path / "fresh" / "compress-a"
+    assert carry.restore(work, "compress-a", fresh) is not None
+    assert sorted(p.name for p in fresh.iterdir()) == [
+        "metrics_removal.csv", "removal_policy.pt", "rewards.sqlite", "state.json",
+        "unit.json"]
+    with sqlite3.connect(fresh / "rewards.sqlite") as copied:
+        assert copied.execute("SELECT * FROM rewards").fetchall() == [("a", 0.5)]
+    copied.close()
+
+
 def test_a_folder_that_changes_during_the_copy_is_copied_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The search saves its policy, then ``state.json``: a copy taken across that moment

@@ -118,7 +118,8 @@ def _newest(stamps: dict[str, tuple[int, int, int]]) -> int:
 
 def _backup(source: Path, target: Path) -> None:
     """A consistent copy of the SQLite database ``source``, its write-ahead log included."""
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)  # never checkpoints the log
+    # read-only: never checkpoints the log
+    src = sqlite3.connect(f"{source.absolute().as_uri()}?mode=ro", uri=True)
     try:
         dst = sqlite3.connect(target)
         try:
@@ -253,7 +254,8 @@ def restore(work: Path, unit_id: str, run: Path) -> str | None:
         return None
     pending = run.with_name(f".{run.name}.{os.getpid()}.tmp")
     shutil.rmtree(pending, ignore_errors=True)
-    shutil.copytree(source, pending, ignore=shutil.ignore_patterns(MANIFEST))
+    shutil.copytree(source, pending, ignore=lambda _, names: [  # side files: a reader's
+        name for name in names if name == MANIFEST or _is_database_side_file(name)])
     if run.exists():
         shutil.rmtree(run)
     pending.replace(run)

@@ -14,7 +14,9 @@ and a second invocation never runs a unit a worker holds (:func:`n2n_env.paper.r
 locks each unit while it runs). The workers' lines are passed on, each with its unit's
 id, except the ``done`` and ``skipped`` lines of units it does not run and its table
 (the invocation writes the table once all have ended). A worker that fails is reported
-with its status; the units needing it are left, the others go on.
+with its status; the units needing it are left, the others go on. A worker that fails
+after it finished its unit (at its copy of the table, say) is only warned about: the
+unit's result is written, and the units needing it run.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ __all__ = ["JobsResult", "run_jobs", "threads_each", "worker_command"]
 
 _QUIET = re.compile(r"^\[\d+/\d+\] (done|skipped) ")
 _FINISHED = re.compile(r"^\[\d+/\d+\] finished (\S+)")
-_ERROR = re.compile(r"^(n2n: |Traceback|\s|\w+(Error|Exception)\b)")
+_ERROR = re.compile(r"^(n2n: |Traceback|\s|[\w.]+(Error|Exception|Interrupt)\b)")
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class JobsResult:
 
     finished: tuple[str, ...]
     """Units that a worker finished: their result is written, even if the worker then
-    failed (at its table, which this invocation writes again)."""
+    failed (at its table, which the caller writes again)."""
     failed: tuple[tuple[str, int], ...]
     """Units whose worker failed, with its exit status."""
     blocked: tuple[str, ...]
@@ -83,6 +85,7 @@ def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, dev
     lock = threading.Lock()
     finished: list[str] = []
     failed: dict[str, int] = {}
+    said_finished: set[str] = set()  # units whose worker printed its "finished" line
 
     def done(unit: Unit) -> bool:
         return result_file(folder, unit.id).is_file()
@@ -108,7 +111,9 @@ def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, dev
             with lock:
                 say(line if line.startswith("[") else f"  {unit_id}: {line}")
             match = _FINISHED.match(line)
-            after = after or bool(match and match.group(1) == unit_id)
+            if match and match.group(1) == unit_id:
+                after = True
+                said_finished.add(unit_id)
 
     say(f"{jobs} jobs of {per_job} thread{'s' if per_job > 1 else ''} each"
         + (f"; a unit that can only run alone gets {threads}" if threads > per_job else ""))
@@ -125,7 +130,7 @@ def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, dev
                 readers[unit_id].join(timeout=5)  # its last lines come before the verdict
                 if result_file(folder, unit_id).is_file():  # absent when it started
                     finished.append(unit_id)
-                    if status != 0:  # after its result: writing the table, say
+                    if status != 0 and unit_id in said_finished:  # failed after: its table
                         with lock:
                             say(f"      warning  {unit_id} finished, then its process "
                                 f"exited with status {status}; its lines above say why")
