@@ -120,6 +120,23 @@ def test_a_worker_runs_the_tables_own_command_for_one_unit() -> None:
                            "0,1", "--device", "cpu", "--no-progress", "--only", "teacher-x"]
 
 
+@pytest.mark.parametrize(("line", "passed_on"), [
+    ("n2n: error: [Errno 28] No space left on device", True),
+    ("Traceback (most recent call last):", True),
+    ('  File "n2n_env/paper/cli.py", line 154, in _paper', True),
+    ("ValueError: bad", True),
+    ("torch.OutOfMemoryError: CUDA out of memory.", True),
+    ("sqlite3.OperationalError: database is locked", True),
+    ("KeyboardInterrupt", True),
+    ("| Model | Paper acc. |", False),
+    ("# Table 1: Summary of Compression results", False),
+    ("wrote work/table-1.md", False),
+])
+def test_after_its_unit_a_worker_passes_on_only_what_says_why_it_failed(
+        line: str, passed_on: bool) -> None:
+    assert bool(parallel._ERROR.match(line)) is passed_on
+
+
 def test_stopping_sends_ctrl_c_first() -> None:
     """A worker stopped by Ctrl-C saves its state and records its time; SIGTERM or a kill
     would not, so the workers get SIGINT and are killed only after the grace period."""
