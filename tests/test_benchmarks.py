@@ -18,10 +18,6 @@ from typing import Any
 import pytest
 from bench_tables import table_rows
 
-from n2n_env import zoo
-from n2n_env.cache import CachedEvaluator
-from n2n_env.evaluators import MockEvaluator
-
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
 
@@ -349,26 +345,6 @@ def build_student_signature(teacher, space, episode: int) -> str:
     return teacher.remove([bool(a) for a in space.actions(episode)]).signature()
 
 
-def test_paper_unit_costs_times_the_teacher_and_stage_one_candidates(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from n2n_env import data
-
-    monkeypatch.setattr(sys, "argv", [
-        "paper_unit_costs.py", "--dataset", "digits", "--teacher", "conv4", "--width", "0.25",
-        "--candidates", "2", "--threads", "1"])
-    runpy.run_path(str(BENCHMARKS / "paper_unit_costs.py"), run_name="__main__")
-    out = capsys.readouterr().out
-    step = re.search(r"teacher: ([\d.]+) s per step of 64; 50 epochs = ([\d,]+) steps", out)
-    assert step is not None and float(step.group(1)) >= 0
-    steps_per_epoch = math.ceil(len(data.load("digits").train) / 64)
-    assert int(step.group(2).replace(",", "")) == 50 * steps_per_epoch
-    candidates = re.search(r"candidates: 2 random keep masks, ([\d,]+)-([\d,]+) params; "
-                           r"seconds each: mean ([\d.]+)", out)
-    assert candidates is not None
-    assert int(candidates.group(1).replace(",", "")) <= int(candidates.group(2).replace(",", ""))
-    assert float(candidates.group(3)) >= 0
-
-
 def test_env_speed_benchmark_plays_uniform_allowed_actions_on_both_environments(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -435,50 +411,3 @@ def test_degenerate_rates_counts_each_teachers_students_by_reason(
         else:
             assert values[3] == 0.0  # no residual blocks in a VGG
             assert usable_if_repaired == values[0]
-
-
-def test_paper_iterations_sums_each_searchs_stages_preferring_this_machines_runs(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    from n2n_env.run_files import METRIC_FIELDS, write_metrics
-
-    def metrics(folder: Path, stage: str, seconds: list[float], best: float) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_metrics(folder / f"metrics_{stage}.csv", [
-            {**dict.fromkeys(METRIC_FIELDS, 0.5), "iteration": i + 1, "seconds": s,
-             "best_reward_so_far": best} for i, s in enumerate(seconds)])
-
-    work = tmp_path / "work"
-    here = work / "runs" / "compress-a-seed0"
-    metrics(here, "removal", [100.0, 300.0, 200.0], 0.9)
-    metrics(here, "shrink", [50.0], float("nan"))
-    metrics(work / "carry" / "compress-a-seed0", "removal", [1.0], 0.1)  # older copy
-    metrics(work / "carry" / "compress-b-seed0", "removal", [3600.0, 3600.0], 0.8)
-    teacher = zoo.get("conv4", (1, 64, 64), 10, width=0.25)
-    removable = teacher.removable()
-    empty = teacher.remove([not r for r in removable])
-    no_pooling = teacher.remove([layer.kind != "maxpool" for layer in teacher.layers])
-    with CachedEvaluator(MockEvaluator(teacher), here / "rewards.sqlite") as cache:
-        cache.evaluate_many([empty, teacher.remove([not r or i % 2 == 0
-                                                    for i, r in enumerate(removable)]),
-                             teacher, no_pooling])
-    elsewhere = MockEvaluator(teacher, depth_penalty=0.2)  # a run resumed otherwise
-    with CachedEvaluator(elsewhere, here / "rewards.sqlite") as cache:
-        cache.evaluate_many([teacher, no_pooling])
-    (work / "carry" / "compress-b-seed0" / "rewards.sqlite").write_text("not a database")
-    monkeypatch.setattr(sys, "argv", ["paper_iterations.py", str(work)])
-    runpy.run_path(str(BENCHMARKS / "paper_iterations.py"), run_name="__main__")
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[:3] == [
-        "compress-a-seed0 removal: 3 iterations, 0.17 h, median 200 s (100-300 s), best "
-        "reward 0.9000 [runs/]",
-        "compress-a-seed0 shrink: 1 iterations, 0.01 h, median 50 s (50-50 s), best reward "
-        "none [runs/]",
-        "compress-a-seed0: 4 distinct students evaluated (under 2 evaluator identities), "
-        "2 degenerate (classifier input of N features exceeds the limit of N: 1, empty "
-        "architecture: 1) [runs/]"]
-    assert lines[3] == ("compress-b-seed0 removal: 2 iterations, 2.00 h, median 3600 s "
-                        "(3600-3600 s), best reward 0.8000 [carry/]")
-    assert len(lines) == 5
-    assert lines[4].startswith("compress-b-seed0: evaluation cache unreadable (")
-    assert lines[4].endswith("[carry/]")
