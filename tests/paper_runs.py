@@ -11,6 +11,8 @@ import json
 import re
 from pathlib import Path
 
+from n2n_env.paper import cells
+
 TINY = ["--teacher-epochs", "1", "--seeds", "0,1", "--evaluator", "mock", "--no-progress"]
 """Settings every tiny table shares."""
 SEARCH = ["--dataset", "digits", "--teacher", "conv4", "--teacher-width", "0.25",
@@ -38,3 +40,14 @@ def unit_lines(out: str, word: str) -> list[str]:
 def results(work: Path) -> dict[str, dict]:
     """Every finished unit's result file in ``work``, by unit id."""
     return {p.stem: json.loads(p.read_text()) for p in sorted((work / "units").glob("*.json"))}
+
+
+def stage(record: dict, name: str) -> dict:
+    """The row ``name`` (a stage's student) of a search unit's result."""
+    return next(row for row in record["result"]["rows"] if row["name"] == name)
+
+
+def spread(values: list[float], scale: float = 100) -> tuple[float, float]:
+    """Mean and standard deviation of ``values`` as a table cell shows them (scaled, rounded)."""
+    mean, std = cells.mean_std([scale * v for v in values])
+    return round(mean, 2), round(std, 2)

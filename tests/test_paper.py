@@ -1,31 +1,33 @@
-"""``n2n paper TABLE``: each table end to end with tiny budgets, resuming, and bad inputs.
+"""``n2n paper`` on the MNIST tables (1, 2 and 4): end to end, resuming, and bad inputs.
 
-Tiny settings throughout: ``digits`` or ``synthetic`` data, teachers at small widths
-trained for one epoch in a private ``N2N_HOME``, one search iteration of the mock
-evaluator, one epoch of fine-tuning. The numbers mean nothing; the tests check that each
-table holds the paper's numbers beside ours, that ours are the units' results (means,
+The three tables share one set of units: Table 2 prunes down to Table 1's best REINFORCE
+student, and Table 4 searches the same teacher under a constraint. Table 1 therefore runs
+once per module (the ``table1`` fixture), and every test that changes its work folder
+changes a copy. Tiny settings throughout: ``digits`` data, a conv4 teacher at width 0.25
+trained for one epoch in the module's private ``N2N_HOME``, one search iteration of the
+mock evaluator, one epoch of fine-tuning. The numbers mean nothing; the tests check that
+each table holds the paper's numbers beside ours, that ours are the units' results (means,
 spreads, per-seed values), that finished units are never run again and unfinished ones
-resume, and that bad input is refused with a message naming what is allowed.
+resume, and that bad input is refused with a message naming what is allowed. Tables 3 and
+5 have units of their own and are tested in ``test_paper_cifar.py``.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from cli_runs import run
-from paper_runs import SEARCH, TINY, md_row, paper_cmd, results, unit_lines
+from paper_runs import SEARCH, md_row, paper_cmd, results, spread, stage, unit_lines
 
-from n2n_env import cli, zoo
-from n2n_env.paper import cells, figures, runner
-from n2n_env.paper.settings import STUDENT_NAMES, PaperSettings
+from n2n_env import cli
+from n2n_env.paper import figures, runner
+from n2n_env.paper.settings import PaperSettings
 from n2n_env.training import model_fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,15 +46,6 @@ def private_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test trains and caches teachers in the module's N2N_HOME, on one thread."""
     monkeypatch.setenv("N2N_HOME", str(home))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
-def stage(record: dict, name: str) -> dict:
-    return next(row for row in record["result"]["rows"] if row["name"] == name)
-
-
-def spread(values: list[float], scale: float = 100) -> tuple[float, float]:
-    mean, std = cells.mean_std([scale * v for v in values])
-    return round(mean, 2), round(std, 2)
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +111,12 @@ def test_table1_keeps_each_searchs_curves_and_draws_them(
     units = [u for u in records if u.startswith("compress-")]
     for unit in units:
         result = records[unit]["result"]
-        for stage in ("removal", "shrink"):
-            with (work / "runs" / unit / f"metrics_{stage}.csv").open() as handle:
+        for mdp in ("removal", "shrink"):
+            with (work / "runs" / unit / f"metrics_{mdp}.csv").open() as handle:
                 rows = list(csv.DictReader(handle))
-            curves = result["curves"][stage]
+            curves = result["curves"][mdp]
             assert curves["reward_mean"] == [float(row["reward_mean"]) for row in rows]
-            assert curves["best_reward_so_far"][-1] == result["stages"][stage]["best_reward"]
+            assert curves["best_reward_so_far"][-1] == result["stages"][mdp]["best_reward"]
     # A finished search is drawn from its result, not from its run folder.
     kept = "compress-conv4-w0.25-digits-reinforce-seed1"
     _scale_reward_means(work / "runs" / kept / "metrics_removal.csv", 0.5)
@@ -376,7 +369,7 @@ def test_only_runs_the_selected_units_and_what_they_need(
     assert "Units: 2 of 5 finished" in text
 
 
-# ------------------------------------------------------------------ Tables 2-5
+# ------------------------------------------------------------- Tables 2 and 4
 
 
 def test_table2_prunes_against_the_best_reinforce_student(
@@ -413,40 +406,6 @@ def test_table2_prunes_against_the_best_reinforce_student(
     assert ours[5:7] == [f"{100 * ref['test_accuracy']:.2f}%", f"{ref['params']:,}"]
 
 
-def test_table3_distils_the_hand_designed_students(tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from n2n_env.baselines import STUDENTS, make_student
-
-    assert tuple(STUDENTS) == STUDENT_NAMES
-    work = tmp_path / "work"
-    code, _, err = run(paper_cmd("3", work, "--dataset", "synthetic", "--teacher-width",
-                                 "0.125", "--iterations", "1", "--finetune-epochs", "1",
-                                 "--teacher-epochs", "1", "--seeds", "0", "--evaluator", "mock",
-                                 "--no-progress"), capsys)
-    assert code == 0, err
-    records = results(work)
-    teacher = records["teacher-resnet18-w0.125-synthetic"]["result"]
-    text = (work / "table-3.md").read_text()
-    assert md_row(text, "Teacher (ResNet-18)")[1:3] == ["92.01%", "11.17M"]
-    for name, label, paper_cells in (
-            ("fitnet4", "FitNet-4", ["91.33%", "1.2M", "9.3x", "-0.63%"]),
-            ("vgg-small", "VGG-small", ["83.93%", "1.06M", "10.5x", "-8.08%"]),
-            ("squeezenet1_1", "SqueezeNet1.1 (paper: on SVHN)", ["89.34%", "727K", "15x",
-                                                                "-5.90%"])):
-        result = records[f"kd-resnet18-w0.125-synthetic-{name}-seed0"]["result"]
-        params = sum(p.numel() for p in make_student(name, (3, 8, 8), 10).parameters())
-        assert result["params"] == params
-        row = md_row(text, label)
-        assert row[1:5] == paper_cells
-        assert row[5:8] == [f"{100 * result['test_accuracy']:.2f}%", f"{params:,}",
-                            f"{teacher['params'] / params:.1f}x"]
-    assert "more parameters than this teacher" in text  # a 0.125-wide ResNet-18 is smaller
-    search = records["compress-resnet18-w0.125-synthetic-reinforce-seed0"]
-    ours = md_row(text, "Ours: Student (Stage1+Stage2), REINFORCE")
-    assert ours[1:5] == ["91.81%", "1.00M", "11.0x", "-0.20%"]
-    assert ours[6] == f"{stage(search, 'Student (Stage1+Stage2)')['params']:,}"
-
-
 @pytest.mark.filterwarnings("ignore:stage .* no valid student")
 def test_table4_counts_the_seeds_within_the_constraint(
         table1: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -465,56 +424,3 @@ def test_table4_counts_the_seeds_within_the_constraint(
     assert row[1:5] == ["98.91%", "17K", "553x", "20K"]
     assert row[8] == "3,000"
     assert row[9] == f"{sum(p <= 3000 for p in finals)} of 2 seeds"
-
-
-def test_table5_compares_pretrained_and_scratch_policies(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from agents.reinforce import Reinforce
-    from n2n_env import data
-
-    work = tmp_path / "work"
-    argv = paper_cmd("transfer", work, "--dataset", "digits", *TINY, "--pairs", "vgg11:vgg19",
-                     "--pretrain-iterations", "2", "--transfer-iterations", "1")
-    code, out, err = run(argv, capsys)
-    assert code == 0, err
-    records = results(work)
-    layers = len(zoo.get("vgg19", *data.info("digits"), width=0.125))
-    text = (work / "table-5.md").read_text()
-    for policy, label, paper_cells in (("pretrained", "Pre-trained", ["0.52", "46.0%", "71.7%"]),
-                                       ("scratch", "Scratch", ["-0.07", "20.2%", "42.5%"])):
-        runs = [records[f"transfer-vgg11-vgg19-w0.125-digits-{policy}-seed{s}"]["result"]
-                for s in (0, 1)]
-        for result in runs:
-            assert result["students"] == 5 and result["decisions"] == [layers]
-            assert math.isclose(result["reward"], sum(result["iteration_rewards"]))
-        row = md_row(text, f"VGG-11 → VGG-19 | {label}")
-        assert row[2:5] == paper_cells
-        assert row[5] == "{:.2f} ± {:.2f}".format(*spread([r["reward"] for r in runs], 1))
-    assert "![Table 5, per iteration](figure-5.png)" in text
-    assert (work / "figure-5.png").is_file()
-    settings = PaperSettings.from_dict(json.loads((work / "table-5.settings.json").read_text()))
-    ((panel,),) = figures.panels(settings, runner.states(settings, work), work)
-    assert panel.title == "VGG-11 → VGG-19" and sorted(panel.lines) == ["pre-trained", "scratch"]
-    for policy, label in (("pretrained", "pre-trained"), ("scratch", "scratch")):
-        for seed in (0, 1):
-            rewards = records[f"transfer-vgg11-vgg19-w0.125-digits-{policy}-seed{seed}"][
-                "result"]["iteration_rewards"]
-            assert panel.lines[label][seed] == tuple(rewards)
-    for seed in (0, 1):
-        policy = Reinforce.load(work / "policies" / f"pretrain-vgg11-w0.125-digits-seed{seed}.pt")
-        assert policy.iterations == 2
-    # A lost policy is pre-trained again when a unit that needs it runs; the mock rewards
-    # and the seeds make it the same policy, so the transfer finds the same students.
-    name = "transfer-vgg11-vgg19-w0.125-digits-pretrained-seed1"
-    before = records[name]["result"]
-    (work / "policies" / "pretrain-vgg11-w0.125-digits-seed1.pt").unlink()
-    (work / "units" / f"{name}.json").unlink()
-    code, out, err = run(argv, capsys)
-    assert code == 0, err
-    assert "again    pretrain-vgg11-w0.125-digits-seed1" in out
-    assert unit_lines(out, "start|resume") == [name]
-    assert results(work)[name]["result"] == before
-    policy = work / "policies" / "pretrain-vgg11-w0.125-digits-seed1.pt"
-    saved = torch.load(policy, weights_only=True)
-    assert saved["iterations"] == 2
-

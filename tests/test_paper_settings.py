@@ -1,6 +1,6 @@
 """``n2n paper``'s settings and plans: the defaults are the issue's real runs, a recorded
 command makes the same settings, the paper's reference numbers, and bad settings refused
-before anything runs. (The tables end to end are in test_paper.py.)"""
+before anything runs. (The tables end to end are in test_paper.py and test_paper_cifar.py.)"""
 
 from __future__ import annotations
 
