@@ -10,8 +10,10 @@
 #    REINFORCE against random search on the shrink MDP;
 # 3. the paper's tables 5, 1, 2, 4 and 3 (issue 15; `n2n paper`, docs/paper.md): Table 5,
 #    a few hours, first, so that one whole table is done while Table 1's six full-width
-#    searches (about 5 hours each) go on over many sittings. Two units at a time, one
-#    thread each (docs/paper.md, "Several units at once").
+#    searches (about 4 hours each) go on over many sittings. One invocation for all five,
+#    so that their units share one pool of two workers of one thread each (docs/paper.md,
+#    "Several units at once"): Table 4's searches run while Table 2's pruning waits for
+#    Table 1, and no core idles at the end of a table.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/commit_results.sh
@@ -32,8 +34,6 @@ with_commits "Real-environment agents, shrink (conv4, mnist-10k)" \
     --teacher benchmarks/results/real-env-conv4-mnist-10k/teacher.pt \
     --out benchmarks/results/real-env-shrink-conv4-mnist-10k || exit 1
 
-for table in 5 1 2 4 3; do
-  with_commits "n2n paper $table" \
-    nice -n 5 n2n paper "$table" --work benchmarks/paper --data-root "$data_root" \
-      --no-progress --jobs 2 || exit 1
-done
+with_commits "n2n paper 5 1 2 4 3" \
+  nice -n 5 n2n paper 5 1 2 4 3 --work benchmarks/paper --data-root "$data_root" \
+    --no-progress --jobs 2 || exit 1

@@ -409,10 +409,19 @@ def test_table2_prunes_against_the_best_reinforce_student(
 @pytest.mark.filterwarnings("ignore:stage .* no valid student")
 def test_table4_counts_the_seeds_within_the_constraint(
         table1: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Run after Table 1 in one command, as ``n2n paper 1 4`` does: Table 1's units are
+    reused, --max-params applies to Table 4 alone, and both tables are written."""
     work = copy_of(table1[0], tmp_path)
-    code, out, err = run(paper_cmd("constraints", work, *SEARCH, "--max-params", "3000"),
-                         capsys)
+    code, out, err = run(["paper", "1", "constraints", "--work", str(work), *SEARCH,
+                          "--max-params", "3000"], capsys)
     assert code == 0, err
+    def students(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith("| Student")]
+
+    assert students(table1[1]) and students((work / "table-1.md").read_text()) == students(
+        table1[1])
+    assert "# Table 1:" in out and "# Table 4:" in out
+    assert json.loads((work / "table-1.settings.json").read_text())["max_params"] is None
     assert unit_lines(out, "start") == [f"compress-conv4-w0.25-digits-reinforce-params3000-"
                                         f"seed{seed}" for seed in (0, 1)]
     records = results(work)

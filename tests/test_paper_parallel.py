@@ -170,3 +170,70 @@ def test_a_lone_worker_is_given_every_thread(tmp_path: Path, home: Path,
     assert code == 0, err
     assert "2 jobs of 1 thread each; a unit that can only run alone gets 2" in out
     assert "2 threads," in results(tmp_path / "work")[UNITS[0]]["machine"]
+
+
+FAKE_WORKER = """
+import sys, time
+from pathlib import Path
+work, unit, table, partner = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+(work / "started").mkdir(parents=True, exist_ok=True)
+(work / "started" / unit).write_text(table)
+deadline = time.monotonic() + 60
+while partner and not (work / "started" / partner).exists():  # runs beside its partner
+    if time.monotonic() > deadline:
+        sys.exit(3)
+    time.sleep(0.05)
+if unit.startswith("teacher-"):
+    (work / "teachers").mkdir(exist_ok=True)
+    (work / "teachers" / f"{unit}.pt").write_bytes(b"")
+(work / "units").mkdir(exist_ok=True)
+(work / "units" / f"{unit}.json").write_text("{}")
+print(f"[1/1] finished {unit}", flush=True)
+"""
+
+
+def test_tables_given_together_share_one_pool_of_workers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Table 4's search runs beside Table 1's instead of after the whole of Table 1: each
+    fake worker of the two waits until the other has started, and fails after 60 s."""
+    tiny = {"dataset": "digits", "teacher": "conv4", "teacher_width": 0.25, "seeds": (0,),
+            "evaluator": "mock"}
+    one, four = PaperSettings(1, **tiny), PaperSettings(4, **tiny)
+    search = "compress-conv4-w0.25-digits-reinforce-seed0"
+    constrained = "compress-conv4-w0.25-digits-reinforce-params20000-seed0"
+    partners = {search: constrained, constrained: search}
+
+    def fake_worker(settings: PaperSettings, work: str, unit_id: str, device: str
+                    ) -> list[str]:
+        return [sys.executable, "-c", FAKE_WORKER, work, unit_id, str(settings.table),
+                partners.get(unit_id, "")]
+
+    monkeypatch.setattr(parallel, "worker_command", fake_worker)
+    work = tmp_path / "work"
+    lines: list[str] = []
+    result = parallel.run_jobs([four, one], str(work), jobs=2, threads=2, device="cpu",
+                               log=lines.append)
+    assert result.failed == () and result.blocked == ()
+    ran_by = {p.name: p.read_text() for p in (work / "started").iterdir()}
+    assert ran_by == {"teacher-conv4-w0.25-digits": "4", constrained: "4", search: "1",
+                      "compress-conv4-w0.25-digits-random-seed0": "1"}  # each unit once
+    assert sorted(result.finished) == sorted(ran_by)
+    assert lines[0] == "2 jobs of 1 thread each; a unit that can only run alone gets 2"
+
+
+def test_n2n_paper_runs_tables_given_together_in_one_pool(
+        tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work = tmp_path / "work"
+    code, out, err = run(["paper", "4", "1", "--work", str(work), *TINY, "--jobs", "2",
+                          "--only", "*reinforce*"], capsys)
+    assert code == 0, err
+    constrained = "compress-conv4-w0.25-digits-reinforce-params20000-seed0"
+    records = results(work)
+    assert sorted(records) == sorted([UNITS[0], UNITS[1], constrained])  # not random's
+    for unit, table in ((UNITS[0], "4"), (constrained, "4"), (UNITS[1], "1")):
+        assert records[unit]["command"].startswith(f"n2n paper {table} --work"), unit
+    assert out.count("2 jobs of 1 thread each") == 1
+    assert "# Table 4:" in out and "# Table 1:" in out
+    assert "Units: 2 of 2 finished" in (work / "table-4.md").read_text()
+    assert "Units: 2 of 3 finished" in (work / "table-1.md").read_text()
+    assert json.loads((work / "table-4.settings.json").read_text())["max_params"] == 20000

@@ -101,12 +101,20 @@ def test_help_gives_each_tables_time(capsys: pytest.CaptureFixture[str]) -> None
     (["1", "--teacher", "vgg12"], "teacher must be one of"),
     (["5", "--pairs", "vgg11:vgg11"], "pairs must be (source, target) pairs of two different"),
     (["1", "--evaluator", "fake"], "evaluator must be one of 'distill', 'mock'"),
-    (["1", "--only", "nothing*"], "matches no unit of this table; its units: teacher-vgg13"),
+    (["1", "--only", "nothing*"], "matches none of the units of this table: teacher-vgg13"),
+    (["1", "1"], "give each table once, got 1 1"),
+    (["1", "compression"], "give each table once, got 1 compression"),
+    (["1", "2", "--pairs", "vgg11:vgg19"], "not a setting of tables 1 and 2: --pairs applies "
+                                           "to table 5"),
+    (["2", "4", "--only", "*random*"], "--only *random* matches none of the units of tables "
+                                       "2 and 4: teacher-vgg13"),
+    (["1", "5", "--seeds", "0", "--only", "nothing*"], "matches none of the units of tables "
+                                                       "1 and 5"),
 ])
 def test_bad_settings_are_refused_naming_what_is_allowed(
         argv: list[str], message: str, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["paper", argv[0], "--work", str(tmp_path / "w"), *argv[1:]], capsys)
+    code, _, err = run(["paper", "--work", str(tmp_path / "w"), *argv], capsys)
     assert code == 2 and message in err and err.count("\n") == 1
     assert not (tmp_path / "w").exists()  # refused before anything ran
 
@@ -126,3 +134,22 @@ def test_bad_flag_values_are_refused(argv: list[str], message: str, tmp_path: Pa
 def test_work_is_required(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["paper", "1"], capsys)
     assert code == 2 and "--work" in err
+
+
+def test_tables_given_together_pool_their_units_each_once() -> None:
+    one, two, four = (PaperSettings(table) for table in (1, 2, 4))
+    pooled = plan.pool([four, two, one])
+    ids = [unit.id for unit, _ in pooled]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {u.id for table in (one, two, four) for u in plan.plan(table)}
+    owner = {unit.id: settings.table for unit, settings in pooled}
+    assert owner["teacher-vgg13-w1-mnist-10k"] == 4  # the first table given that has it
+    assert owner["compress-vgg13-w1-mnist-10k-reinforce-seed0"] == 2
+    assert owner["compress-vgg13-w1-mnist-10k-random-seed0"] == 1
+    assert ids[:4] == [u.id for u in plan.plan(four)]  # the tables' order, then each plan's
+    with pytest.raises(ValueError, match=r"give each table once, got tables \[1, 2, 1\]"):
+        plan.pool([one, two, one])
+    with pytest.raises(ValueError, match="tables 1 and 2 ask unit "
+                       "compress-vgg13-w1-mnist-10k-reinforce-seed0 for different things "
+                       r"\(iterations 40 in one, 7 in the other\)"):
+        plan.pool([one, PaperSettings(2, iterations=7), four])

@@ -1,4 +1,4 @@
-"""``n2n paper TABLE --work DIR``: reproduce one of the paper's tables, in resumable units.
+"""``n2n paper TABLE... --work DIR``: reproduce the paper's tables, in resumable units.
 
 Registered into the ``n2n`` parser by :func:`register`; the handler imports torch and the
 runner only when it runs, so ``n2n --help`` stays quick. Bad values exit with status 2,
@@ -113,60 +113,107 @@ def _paper(args: argparse.Namespace) -> int:
     # that a process writes its table with the code it ran with, even if the files change.
     from n2n_env.device import resolve_device, use_all_cores
     from n2n_env.paper import figures, report, runner  # noqa: F401
-    from n2n_env.paper.plan import plan
-    from n2n_env.paper.settings import PaperSettings, parse_table
+    from n2n_env.paper.plan import plan, pool
+    from n2n_env.paper.settings import table_list
 
     try:
-        table = parse_table(args.table)
-        given = {name: getattr(args, name) for name in SETTINGS
-                 if getattr(args, name) is not None}
-        recorded = _recorded(Path(args.work), table) if args.report else None
-        settings = (PaperSettings.from_dict({**recorded, **given}) if recorded
-                    else PaperSettings(table, **given))
-        if args.only:
-            runner.select(plan(settings), args.only)
+        tables = _table_settings(args)
+        if len(tables) == 1:
+            if args.only:
+                runner.select(plan(tables[0]), args.only)
+        else:  # one unit asked for two things; --only matching no table's unit
+            runner.select([unit for unit, _ in pool(tables)], args.only or (),
+                          f"tables {table_list([settings.table for settings in tables])}")
         device = resolve_device(args.device)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     work = Path(args.work)
+    written: list[PaperSettings] = []
     try:
-        states = runner.states(settings, work)
-        if not args.report:
-            _check_extras(states)
-            try:
-                if args.jobs > 1:
-                    failed = _jobs(settings, args, str(device))
-                    states = runner.states(settings, work)
-                    _write(settings, states, work, args.work, show=True)
-                    return 1 if failed else 0
-                if device.type == "cpu":
-                    use_all_cores()
+        if args.report:
+            for settings in tables:
+                _write(settings, runner.states(settings, work), work, args.work, show=True)
+            return 0
+        for settings in tables:
+            _check_extras(runner.states(settings, work))
+        try:
+            if args.jobs > 1:
+                failed = _jobs(tables, args, str(device))
+                for settings in tables:
+                    _write(settings, runner.states(settings, work), work, args.work, show=True)
+                return 1 if failed else 0
+            if device.type == "cpu":
+                use_all_cores()
+            for settings in tables:  # one after another, each with its own units
                 states = runner.run_table(
                     settings, work, device=str(device), only=args.only,
                     progress="lines" if args.no_progress else True,
-                    command=settings.command(args.work)).states
-            except KeyboardInterrupt:
-                _write(settings, runner.states(settings, work), work, args.work, show=False)
-                print("n2n: interrupted; finished units are kept in "
-                      f"{work / 'units'}, and rerunning the same command resumes the "
-                      f"unfinished ones from {work / 'runs'}", file=sys.stderr)
-                return 130
+                    command=settings.command(args.work)
+                ).states if _runs_here(settings, args.only) else runner.states(settings, work)
+                _write(settings, states, work, args.work, show=True)
+                written.append(settings)
+        except KeyboardInterrupt:
+            for settings in tables:
+                if settings not in written:
+                    _write(settings, runner.states(settings, work), work, args.work,
+                           show=False)
+            print("n2n: interrupted; finished units are kept in "
+                  f"{work / 'units'}, and rerunning the same command resumes the "
+                  f"unfinished ones from {work / 'runs'}", file=sys.stderr)
+            return 130
     except (runner.UnitFileError, runner.UnitBusyError) as exc:
         print(f"n2n: error: {exc}", file=sys.stderr)
         return 1
-    _write(settings, states, work, args.work, show=True)
     return 0
 
 
-def _jobs(settings: PaperSettings, args: argparse.Namespace, device: str) -> bool:
-    """Run the table's units ``args.jobs`` at a time; whether any failed."""
+def _table_settings(args: argparse.Namespace) -> list[PaperSettings]:
+    """The settings of each table given: the settings flags it takes, over its recorded
+    settings with ``--report``. ValueError for a table given twice, or a flag that no
+    table given takes (one table refuses every flag it does not take)."""
+    from n2n_env.paper.settings import APPLIES, PaperSettings, flag, parse_table, table_list
+
+    numbers = [parse_table(text) for text in args.table]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"give each table once, got {' '.join(args.table)}")
+    given = {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
+    if len(numbers) > 1:
+        unused = [name for name in given if not set(numbers) & set(APPLIES[name])]
+        if unused:
+            raise ValueError(f"not a setting of tables {table_list(numbers)}: " + "; ".join(
+                f"{flag(name)} applies to table{'s' if len(APPLIES[name]) > 1 else ''} "
+                f"{table_list(APPLIES[name])}" for name in unused))
+    tables = []
+    for table in numbers:
+        own = {name: value for name, value in given.items()
+               if len(numbers) == 1 or table in APPLIES[name]}
+        recorded = _recorded(Path(args.work), table) if args.report else None
+        tables.append(PaperSettings.from_dict({**recorded, **own}) if recorded
+                      else PaperSettings(table, **own))
+    return tables
+
+
+def _runs_here(settings: PaperSettings, only: Sequence[str] | None) -> bool:
+    """Whether ``--only`` (checked to match some table's unit) leaves this table a unit."""
+    from n2n_env.paper.plan import plan
+    from n2n_env.paper.runner import select
+
+    try:
+        select(plan(settings), only or ())
+    except ValueError:
+        return False
+    return True
+
+
+def _jobs(tables: Sequence[PaperSettings], args: argparse.Namespace, device: str) -> bool:
+    """Run the tables' units ``args.jobs`` at a time, in one pool; whether any failed."""
     from n2n_env.paper.parallel import run_jobs
     from n2n_env.thread_budget import available_cores, explicit_threads
 
     omp = os.environ.get("OMP_NUM_THREADS", "")
     threads = explicit_threads() or (int(omp) if omp.isdigit() and int(omp) > 0
                                      else available_cores())
-    result = run_jobs(settings, args.work, jobs=args.jobs, threads=threads, device=device,
+    result = run_jobs(tables, args.work, jobs=args.jobs, threads=threads, device=device,
                       only=args.only or ())
     for unit_id, status in result.failed:
         print(f"n2n: error: {unit_id} failed (exit status {status}); its lines above say "
@@ -249,9 +296,10 @@ def register(commands: argparse._SubParsersAction, add_command: AddCommand) -> N
     cmd.formatter_class = argparse.RawDescriptionHelpFormatter
     cmd.description = textwrap.fill(cmd.description or "", width=88)
     cmd.epilog = ESTIMATES
-    cmd.add_argument("table", metavar="TABLE",
+    cmd.add_argument("table", metavar="TABLE", nargs="+",
                      help="1 (compression), 2 (pruning), 3 (distillation), 4 (constraints) "
-                     "or 5 (transfer)")
+                     "or 5 (transfer); several tables run in the order given (with --jobs, "
+                     "in one pool of workers), each with the settings flags it takes")
     cmd.add_argument("--work", required=True, metavar="DIR",
                      help="work folder: unit results, teachers, policies, run folders and "
                      "table-N.md (for example benchmarks/paper); tables may share one")

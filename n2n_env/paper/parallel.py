@@ -1,4 +1,4 @@
-"""Run a table's units side by side in worker processes (``n2n paper TABLE --jobs N``).
+"""Run tables' units side by side in worker processes (``n2n paper TABLE... --jobs N``).
 
 On a CPU, torch's threads speed one training up less than the cores they take: on this
 project's 2-core machine one thread of a CPU-sized ResNet-34 step takes 98 ms and two take
@@ -8,8 +8,11 @@ them at once, each as ``n2n paper TABLE ... --only UNIT`` in its own process wit
 share of the cores (``N2N_THREADS`` and ``OMP_NUM_THREADS`` set to ``threads // jobs``,
 or to more when fewer units can run: :func:`threads_each`).
 
-A unit starts when every unit it needs has its result file, in the plan's order. A worker
-is the same command a user could run, so it writes the same files, resumes the same way,
+A unit starts when every unit it needs has its result file, in the plan's order. Several
+tables given together share one pool of workers (:func:`~n2n_env.paper.plan.pool`), so
+that one table's last unit does not leave cores idle while another table's units wait: a
+unit runs once, with the first table that has it. A worker is the same command a user
+could run, so it writes the same files, resumes the same way,
 and a second invocation never runs a unit a worker holds (:func:`n2n_env.paper.runner`
 locks each unit while it runs). The workers' lines are passed on, each with its unit's
 id, except the ``done`` and ``skipped`` lines of units it does not run and its table
@@ -34,9 +37,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from n2n_env.paper.plan import Unit, plan
+from n2n_env.paper.plan import Unit, pool
 from n2n_env.paper.runner import select
-from n2n_env.paper.settings import PaperSettings
+from n2n_env.paper.settings import PaperSettings, table_list
 from n2n_env.paper.units import artefact, result_file
 
 __all__ = ["JobsResult", "run_jobs", "threads_each", "worker_command"]
@@ -67,18 +70,21 @@ def worker_command(settings: PaperSettings, work: str, unit_id: str, device: str
             "--no-progress", "--only", unit_id]
 
 
-def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, device: str,
-             only: Sequence[str] = (), log: Callable[[str], None] | None = None
-             ) -> JobsResult:
-    """Run the unfinished units of ``settings.table`` in ``work``, ``jobs`` at a time, each
-    with ``max(1, threads // jobs)`` threads (more when fewer can run, :func:`threads_each`).
-    ``only`` as for
-    :func:`~n2n_env.paper.runner.run_table`. Ctrl-C stops the workers (each keeps its
-    resumable state, as a single invocation does) and is raised again here."""
+def run_jobs(tables: PaperSettings | Sequence[PaperSettings], work: str, *, jobs: int,
+             threads: int, device: str, only: Sequence[str] = (),
+             log: Callable[[str], None] | None = None) -> JobsResult:
+    """Run the unfinished units of ``tables`` (one table's settings, or several tables'
+    sharing ``work``) in ``work``, ``jobs`` at a time, each with ``max(1, threads // jobs)``
+    threads (more when fewer can run, :func:`threads_each`). ``only`` as for
+    :func:`~n2n_env.paper.runner.run_table`, over all the tables' units. Ctrl-C stops the
+    workers (each keeps its resumable state, as a single invocation does) and is raised
+    again here. ValueError as :func:`~n2n_env.paper.plan.pool` raises it."""
     say = log or (lambda line: print(line, flush=True))
     folder = Path(work)
-    units = plan(settings)
-    wanted = select(units, only)
+    pooled = pool([tables] if isinstance(tables, PaperSettings) else tables)
+    units = [unit for unit, _ in pooled]
+    owner = {unit.id: settings for unit, settings in pooled}
+    wanted = select(units, only, _where(owner.values()))
     per_job = max(1, threads // jobs)
     running: dict[str, subprocess.Popen[str]] = {}
     readers: dict[str, threading.Thread] = {}
@@ -149,7 +155,8 @@ def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, dev
                    "PYTHONUNBUFFERED": "1"}
             for unit in _one_per_lost_file(ready, running, by_id, folder)[
                     : jobs - len(running)]:
-                process = subprocess.Popen(worker_command(settings, work, unit.id, device),
+                process = subprocess.Popen(worker_command(owner[unit.id], work, unit.id,
+                                                          device),
                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                            text=True, errors="replace", env=env)
                 running[unit.id] = process
@@ -168,6 +175,12 @@ def run_jobs(settings: PaperSettings, work: str, *, jobs: int, threads: int, dev
     left = tuple(unit.id for unit in units
                  if unit.id in wanted and not done(unit) and unit.id not in failed)
     return JobsResult(tuple(finished), tuple(failed.items()), left)
+
+
+def _where(tables: Iterable[PaperSettings]) -> str:
+    """``table N`` or ``tables N and M``, for messages."""
+    numbers = sorted({settings.table for settings in tables})
+    return f"table{'s' if len(numbers) > 1 else ''} {table_list(numbers)}"
 
 
 def threads_each(threads: int, jobs: int, at_once: int) -> int:

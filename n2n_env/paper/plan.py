@@ -10,18 +10,19 @@ and variant, so that tables sharing a work folder share their units: Table 2 reu
 1's teacher and REINFORCE searches, Table 4 its teacher.
 
 :func:`plan` lists a table's units in the order they run (dependencies first, then seed by
-seed, so that a table stopped half way has whole seeds). Pure Python.
+seed, so that a table stopped half way has whole seeds); :func:`pool` lists several
+tables' units, each once. Pure Python.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from n2n_env.paper.settings import PaperSettings, json_ready
 
-__all__ = ["KINDS", "Unit", "plan"]
+__all__ = ["KINDS", "Unit", "plan", "pool"]
 
 KINDS = ("teacher", "compress", "prune", "kd", "pretrain", "transfer")
 """The kinds of unit (:mod:`n2n_env.paper.units` runs each)."""
@@ -56,6 +57,36 @@ def plan(settings: PaperSettings) -> tuple[Unit, ...]:
     ids = [unit.id for unit in units]
     assert len(set(ids)) == len(ids), ids
     return tuple(units)
+
+
+def pool(tables: Sequence[PaperSettings]) -> tuple[tuple[Unit, PaperSettings], ...]:
+    """The units of several tables in one work folder, each once, with the settings of the
+    first table (in the order given) that has it: tables 1, 2 and 4 share their teacher,
+    and Table 2 needs Table 1's REINFORCE searches. In the tables' order, each table's in
+    :func:`plan`'s. ValueError if a table is given twice, or if two tables ask one unit for
+    different things (its spec), which only one of them could reuse."""
+    numbers = [settings.table for settings in tables]
+    if not numbers or len(set(numbers)) != len(numbers):
+        raise ValueError(f"give each table once, got tables {numbers}")
+    pooled: dict[str, tuple[Unit, PaperSettings]] = {}
+    for settings in tables:
+        for unit in plan(settings):
+            if unit.id not in pooled:
+                pooled[unit.id] = (unit, settings)
+                continue
+            first, owner = pooled[unit.id]
+            if first.spec != unit.spec:
+                raise ValueError(
+                    f"tables {owner.table} and {settings.table} ask unit {unit.id} for "
+                    f"different things ({_difference(first.spec, unit.spec)}); run them "
+                    "in separate work folders, or with the same settings")
+    return tuple(pooled.values())
+
+
+def _difference(first: Mapping[str, Any], second: Mapping[str, Any]) -> str:
+    """The first key whose value differs, as ``key a there, b here``."""
+    key = next(k for k in (*first, *second) if first.get(k) != second.get(k))
+    return f"{key} {first.get(key)!r} in one, {second.get(key)!r} in the other"
 
 
 def teacher_unit(settings: PaperSettings, model: str) -> Unit:

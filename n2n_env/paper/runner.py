@@ -257,15 +257,17 @@ def holding(work: Path, unit_id: str) -> Iterator[None]:
         yield
 
 
-def select(units: Sequence[Unit], only: Sequence[str]) -> set[str]:
+def select(units: Sequence[Unit], only: Sequence[str], where: str = "this table"
+           ) -> set[str]:
     """The ids of ``units`` matching a glob of ``only`` (all when it is empty) and of
-    everything they need; ValueError naming the units if none matches."""
+    everything they need; ValueError naming the units (those of ``where``) if none
+    matches."""
     if not only:
         return {unit.id for unit in units}
     by_id = {unit.id: unit for unit in units}
     chosen = {unit.id for unit in units if any(fnmatch.fnmatchcase(unit.id, p) for p in only)}
     if not chosen:
-        raise ValueError(f"--only {' '.join(only)} matches no unit of this table; its units: "
+        raise ValueError(f"--only {' '.join(only)} matches none of the units of {where}: "
                          f"{', '.join(by_id)}")
     stack = list(chosen)
     while stack:

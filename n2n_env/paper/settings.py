@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,7 +129,7 @@ class PaperSettings:
         misplaced = [name for name in given if self.table not in APPLIES[name]]
         if misplaced:
             where = "; ".join(f"{flag(n)} applies to table{'s' if len(APPLIES[n]) > 1 else ''} "
-                              f"{_tables(APPLIES[n])}" for n in misplaced)
+                              f"{table_list(APPLIES[n])}" for n in misplaced)
             raise ValueError(f"not a setting of table {self.table}: {where}")
         defaults = {**COMMON_DEFAULTS, **TABLE_DEFAULTS[self.table]}
         for name, tables in APPLIES.items():
@@ -245,7 +245,9 @@ def _flag_value(value: Any) -> str:
     return str(value)
 
 
-def _tables(tables: tuple[int, ...]) -> str:
+def table_list(tables: Sequence[int]) -> str:
+    """``1``, ``1 and 4`` or ``1, 3 and 4``, for messages."""
+    tables = list(tables)
     return ", ".join(map(str, tables[:-1])) + (" and " if len(tables) > 1 else "") + str(
         tables[-1])
 
