@@ -110,6 +110,10 @@ def test_help_gives_each_tables_time(capsys: pytest.CaptureFixture[str]) -> None
                                        "2 and 4: teacher-vgg13"),
     (["1", "5", "--seeds", "0", "--only", "nothing*"], "matches none of the units of tables "
                                                        "1 and 5"),
+    (["5", "1", "--teacher-width", "0.5"], "--teacher-width would replace different defaults "
+                                           "of these tables (table 5: 0.125; table 1: 1); give "
+                                           "them in separate commands"),
+    (["1", "4", "--agents", "reinforce"], "(table 1: reinforce,random; table 4: reinforce)"),
 ])
 def test_bad_settings_are_refused_naming_what_is_allowed(
         argv: list[str], message: str, tmp_path: Path,

@@ -111,24 +111,16 @@ def _steps(text: str) -> int:
 def _paper(args: argparse.Namespace) -> int:
     # The modules that write the table are loaded now, not when the hours of units end, so
     # that a process writes its table with the code it ran with, even if the files change.
-    from n2n_env.device import resolve_device, use_all_cores
+    from n2n_env.device import resolve_device
     from n2n_env.paper import figures, report, runner  # noqa: F401
-    from n2n_env.paper.plan import plan, pool
-    from n2n_env.paper.settings import table_list
 
     try:
         tables = _table_settings(args)
-        if len(tables) == 1:
-            if args.only:
-                runner.select(plan(tables[0]), args.only)
-        else:  # one unit asked for two things; --only matching no table's unit
-            runner.select([unit for unit, _ in pool(tables)], args.only or (),
-                          f"tables {table_list([settings.table for settings in tables])}")
+        _check_units(tables, args.only, running=not args.report)
         device = resolve_device(args.device)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     work = Path(args.work)
-    written: list[PaperSettings] = []
     try:
         if args.report:
             for settings in tables:
@@ -136,42 +128,97 @@ def _paper(args: argparse.Namespace) -> int:
             return 0
         for settings in tables:
             _check_extras(runner.states(settings, work))
-        try:
-            if args.jobs > 1:
-                failed = _jobs(tables, args, str(device))
-                for settings in tables:
-                    _write(settings, runner.states(settings, work), work, args.work, show=True)
-                return 1 if failed else 0
-            if device.type == "cpu":
-                use_all_cores()
-            for settings in tables:  # one after another, each with its own units
-                states = runner.run_table(
-                    settings, work, device=str(device), only=args.only,
-                    progress="lines" if args.no_progress else True,
-                    command=settings.command(args.work)
-                ).states if _runs_here(settings, args.only) else runner.states(settings, work)
-                _write(settings, states, work, args.work, show=True)
-                written.append(settings)
-        except KeyboardInterrupt:
-            for settings in tables:
-                if settings not in written:
-                    _write(settings, runner.states(settings, work), work, args.work,
-                           show=False)
-            print("n2n: interrupted; finished units are kept in "
-                  f"{work / 'units'}, and rerunning the same command resumes the "
-                  f"unfinished ones from {work / 'runs'}", file=sys.stderr)
-            return 130
     except (runner.UnitFileError, runner.UnitBusyError) as exc:
         print(f"n2n: error: {exc}", file=sys.stderr)
         return 1
-    return 0
+    try:
+        if args.jobs > 1:
+            failed = _jobs(tables, args, str(device))
+            for settings in tables:
+                _write(settings, runner.states(settings, work), work, args.work, show=True)
+            return 1 if failed else 0
+        return _one_after_another(tables, args, str(device))
+    except (runner.UnitFileError, runner.UnitBusyError) as exc:  # at a table's writing
+        print(f"n2n: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _one_after_another(tables: Sequence[PaperSettings], args: argparse.Namespace,
+                       device: str) -> int:
+    """Run the tables in this process, in the order given, writing each as it ends; one
+    whose unit fails on a result file or a lock is reported and left, and the others
+    run (exit status 1). Ctrl-C writes every table not yet written and returns 130."""
+    from n2n_env.device import use_all_cores
+    from n2n_env.paper import runner
+
+    work = Path(args.work)
+    if device == "cpu":
+        use_all_cores()
+    written: list[PaperSettings] = []
+    status = 0
+    try:
+        for settings in tables:
+            if _runs_here(settings, args.only):
+                try:
+                    states = runner.run_table(
+                        settings, work, device=device, only=args.only,
+                        progress="lines" if args.no_progress else True,
+                        command=settings.command(args.work)).states
+                except (runner.UnitFileError, runner.UnitBusyError) as exc:
+                    print(f"n2n: error: {exc}", file=sys.stderr)
+                    if len(tables) == 1:
+                        return 1
+                    print(f"n2n: table {settings.table} is left; the next table runs",
+                          file=sys.stderr)
+                    status = 1
+                    continue
+            else:
+                states = runner.states(settings, work)
+            _write(settings, states, work, args.work, show=True)
+            written.append(settings)
+    except KeyboardInterrupt:
+        for settings in tables:
+            if settings not in written:
+                _write(settings, runner.states(settings, work), work, args.work, show=False)
+        print("n2n: interrupted; finished units are kept in "
+              f"{work / 'units'}, and rerunning the same command resumes the "
+              f"unfinished ones from {work / 'runs'}", file=sys.stderr)
+        return 130
+    return status
+
+
+def _check_units(tables: Sequence[PaperSettings], only: Sequence[str] | None, *,
+                 running: bool) -> None:
+    """ValueError, before anything runs, if ``--only`` matches no unit of the tables, or
+    if two tables to be run ask one unit for different things (:func:`plan.pool`)."""
+    from n2n_env.paper.plan import plan, pool
+    from n2n_env.paper.runner import select
+    from n2n_env.paper.settings import table_list
+
+    if len(tables) == 1:
+        if only:
+            select(plan(tables[0]), only)
+        return
+    units = ([unit for unit, _ in pool(tables)] if running
+             else list({unit.id: unit for settings in tables for unit in plan(settings)}
+                       .values()))
+    select(units, only or (), f"tables {table_list([settings.table for settings in tables])}")
 
 
 def _table_settings(args: argparse.Namespace) -> list[PaperSettings]:
     """The settings of each table given: the settings flags it takes, over its recorded
-    settings with ``--report``. ValueError for a table given twice, or a flag that no
-    table given takes (one table refuses every flag it does not take)."""
-    from n2n_env.paper.settings import APPLIES, PaperSettings, flag, parse_table, table_list
+    settings with ``--report``. ValueError for a table given twice; for a flag that no
+    table given takes (one table refuses every flag it does not take); and for a flag
+    that would replace different defaults of two tables (``--teacher-width`` for Tables 1
+    and 5, say), which the tables should be given apart for."""
+    from n2n_env.paper.settings import (
+        APPLIES,
+        PaperSettings,
+        flag,
+        flag_value,
+        parse_table,
+        table_list,
+    )
 
     numbers = [parse_table(text) for text in args.table]
     if len(set(numbers)) != len(numbers):
@@ -183,6 +230,14 @@ def _table_settings(args: argparse.Namespace) -> list[PaperSettings]:
             raise ValueError(f"not a setting of tables {table_list(numbers)}: " + "; ".join(
                 f"{flag(name)} applies to table{'s' if len(APPLIES[name]) > 1 else ''} "
                 f"{table_list(APPLIES[name])}" for name in unused))
+        for name in given:
+            defaults = {table: getattr(PaperSettings(table), name) for table in numbers
+                        if table in APPLIES[name]}
+            if len({repr(value) for value in defaults.values()}) > 1:
+                shown = "; ".join(f"table {table}: {'none' if value is None else flag_value(value)}"
+                                  for table, value in defaults.items())
+                raise ValueError(f"{flag(name)} would replace different defaults of these "
+                                 f"tables ({shown}); give them in separate commands")
     tables = []
     for table in numbers:
         own = {name: value for name, value in given.items()
@@ -291,15 +346,16 @@ def _write(settings: PaperSettings, states: Sequence[UnitState], work: Path, lab
 def register(commands: argparse._SubParsersAction, add_command: AddCommand) -> None:
     """Add ``n2n paper`` to the parser's ``commands``."""
     cmd = add_command(commands, "paper", _paper,
-                      "reproduce one of the paper's Tables 1-5 on the data here, in units "
+                      "reproduce the paper's Tables 1-5 on the data here, in units "
                       "that resume and can be committed piece by piece")
     cmd.formatter_class = argparse.RawDescriptionHelpFormatter
     cmd.description = textwrap.fill(cmd.description or "", width=88)
     cmd.epilog = ESTIMATES
     cmd.add_argument("table", metavar="TABLE", nargs="+",
                      help="1 (compression), 2 (pruning), 3 (distillation), 4 (constraints) "
-                     "or 5 (transfer); several tables run in the order given (with --jobs, "
-                     "in one pool of workers), each with the settings flags it takes")
+                     "or 5 (transfer); several tables, given together, run in the order "
+                     "given (with --jobs, in one pool of workers), each with the settings "
+                     "flags it takes")
     cmd.add_argument("--work", required=True, metavar="DIR",
                      help="work folder: unit results, teachers, policies, run folders and "
                      "table-N.md (for example benchmarks/paper); tables may share one")

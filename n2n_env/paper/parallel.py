@@ -179,7 +179,7 @@ def run_jobs(tables: PaperSettings | Sequence[PaperSettings], work: str, *, jobs
 
 def _where(tables: Iterable[PaperSettings]) -> str:
     """``table N`` or ``tables N and M``, for messages."""
-    numbers = sorted({settings.table for settings in tables})
+    numbers = list(dict.fromkeys(settings.table for settings in tables))  # as given
     return f"table{'s' if len(numbers) > 1 else ''} {table_list(numbers)}"
 
 

@@ -217,7 +217,7 @@ class PaperSettings:
             value = getattr(self, field.name)
             if field.name == "table" or value == getattr(defaults, field.name):
                 continue
-            words += [flag(field.name), _flag_value(value)]
+            words += [flag(field.name), flag_value(value)]
         return shlex.join(words)
 
 
@@ -235,7 +235,8 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-def _flag_value(value: Any) -> str:
+def flag_value(value: Any) -> str:
+    """A setting's value as its flag takes it (``0.125``, ``reinforce,random``)."""
     if isinstance(value, tuple) and value and isinstance(value[0], tuple):
         return ",".join(f"{a}:{b}" for a, b in value)
     if isinstance(value, tuple):
