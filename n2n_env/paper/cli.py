@@ -8,13 +8,12 @@ a damaged or foreign result file with 1 (see :mod:`n2n_env.cli`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from n2n_env.cli import UsageError, _positive_float, _positive_int
 
@@ -113,6 +112,7 @@ def _paper(args: argparse.Namespace) -> int:
     # that a process writes its table with the code it ran with, even if the files change.
     from n2n_env.device import resolve_device
     from n2n_env.paper import figures, report, runner  # noqa: F401
+    from n2n_env.paper.table_files import write_table
 
     try:
         tables = _table_settings(args)
@@ -124,7 +124,7 @@ def _paper(args: argparse.Namespace) -> int:
     try:
         if args.report:
             for settings in tables:
-                _write(settings, runner.states(settings, work), work, args.work, show=True)
+                write_table(settings, runner.states(settings, work), work, args.work, show=True)
             return 0
         for settings in tables:
             _check_extras(runner.states(settings, work))
@@ -135,7 +135,7 @@ def _paper(args: argparse.Namespace) -> int:
         if args.jobs > 1:
             failed = _jobs(tables, args, str(device))
             for settings in tables:
-                _write(settings, runner.states(settings, work), work, args.work, show=True)
+                write_table(settings, runner.states(settings, work), work, args.work, show=True)
             return 1 if failed else 0
         return _one_after_another(tables, args, str(device))
     except (runner.UnitFileError, runner.UnitBusyError) as exc:  # at a table's writing
@@ -150,6 +150,7 @@ def _one_after_another(tables: Sequence[PaperSettings], args: argparse.Namespace
     run (exit status 1). Ctrl-C writes every table not yet written and returns 130."""
     from n2n_env.device import use_all_cores
     from n2n_env.paper import runner
+    from n2n_env.paper.table_files import write_table
 
     work = Path(args.work)
     if device == "cpu":
@@ -174,12 +175,12 @@ def _one_after_another(tables: Sequence[PaperSettings], args: argparse.Namespace
                     continue
             else:
                 states = runner.states(settings, work)
-            _write(settings, states, work, args.work, show=True)
+            write_table(settings, states, work, args.work, show=True)
             written.append(settings)
     except KeyboardInterrupt:
         for settings in tables:
             if settings not in written:
-                _write(settings, runner.states(settings, work), work, args.work, show=False)
+                write_table(settings, runner.states(settings, work), work, args.work, show=False)
         print("n2n: interrupted; finished units are kept in "
               f"{work / 'units'}, and rerunning the same command resumes the "
               f"unfinished ones from {work / 'runs'}", file=sys.stderr)
@@ -219,6 +220,7 @@ def _table_settings(args: argparse.Namespace) -> list[PaperSettings]:
         parse_table,
         table_list,
     )
+    from n2n_env.paper.table_files import recorded_settings
 
     numbers = [parse_table(text) for text in args.table]
     if len(set(numbers)) != len(numbers):
@@ -242,7 +244,7 @@ def _table_settings(args: argparse.Namespace) -> list[PaperSettings]:
     for table in numbers:
         own = {name: value for name, value in given.items()
                if len(numbers) == 1 or table in APPLIES[name]}
-        recorded = _recorded(Path(args.work), table) if args.report else None
+        recorded = recorded_settings(Path(args.work), table) if args.report else None
         tables.append(PaperSettings.from_dict({**recorded, **own}) if recorded
                       else PaperSettings(table, **own))
     return tables
@@ -288,59 +290,6 @@ def _check_extras(states: Sequence[UnitState]) -> None:
         except ImportError:
             raise UsageError('table 2 prunes with Torch-Pruning: pip install "n2n[pruning]"'
                              ) from None
-
-
-def _settings_path(work: Path, table: int) -> Path:
-    return work / f"table-{table}.settings.json"
-
-
-def _recorded(work: Path, table: int) -> dict[str, Any] | None:
-    """The settings ``table-N.md`` was last written with (``table-N.settings.json``), as
-    plain values, so that ``--report`` rewrites the table as it was made; None when there
-    are none. A file that is not such settings, or is another table's, is a UsageError."""
-    path = _settings_path(work, table)
-    if not path.is_file():
-        return None
-    try:
-        values = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path} is damaged ({exc}); delete it, or give the table's flags "
-                         "with --report") from None
-    if not isinstance(values, dict) or values.get("table") != table:
-        raise UsageError(f"{path} does not hold table {table}'s n2n paper settings; delete "
-                         "it, or give the table's flags with --report")
-    from n2n_env.paper.settings import PaperSettings
-
-    try:
-        PaperSettings.from_dict(values)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"{path}: {exc}") from None
-    return values
-
-
-def _write(settings: PaperSettings, states: Sequence[UnitState], work: Path, label: str, *,
-           show: bool) -> None:
-    """Write ``table-N.md``, the settings it shows (``table-N.settings.json``) and its
-    curves (``figure-N.png``, when it has some) in the work folder; print the table when
-    ``show``."""
-    from n2n_env.paper import figures, report
-
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        figure = figures.write(settings, states, work)
-    except Exception as exc:  # whatever went wrong with the figure must not cost the table
-        print(f"n2n: warning: figure-{settings.table}.png not drawn ({exc})", file=sys.stderr)
-        figure = None
-    text = report.render(settings, states, label, figure=figure.name if figure else None)
-    path = work / f"table-{settings.table}.md"
-    for target, content in ((_settings_path(work, settings.table),
-                             json.dumps(settings.to_dict(), indent=1)), (path, text)):
-        pending = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # --jobs workers too
-        pending.write_text(content + "\n")
-        pending.replace(target)
-    if show:
-        print(text)
-    print(f"wrote {path}")
 
 
 def register(commands: argparse._SubParsersAction, add_command: AddCommand) -> None:
