@@ -119,6 +119,15 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture()
+def private_n2n_home(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """The test's own ``N2N_HOME`` (``tmp_path/home``: teachers it trains stay out of the
+    user's cache and other tests'), and one thread for anything it starts."""
+    monkeypatch.setenv("N2N_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return tmp_path / "home"
+
+
 @pytest.fixture(scope="session")
 def small_zoo() -> type[SmallZoo]:
     return SmallZoo

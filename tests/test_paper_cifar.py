@@ -23,14 +23,7 @@ from n2n_env import zoo
 from n2n_env.paper import figures, runner
 from n2n_env.paper.settings import STUDENT_NAMES, PaperSettings
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test trains its teachers in its own N2N_HOME, on one thread."""
-    monkeypatch.setenv("N2N_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+pytestmark = pytest.mark.usefixtures("one_thread", "private_n2n_home")
 
 
 def test_table3_distils_the_hand_designed_students(tmp_path: Path,

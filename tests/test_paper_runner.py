@@ -17,14 +17,7 @@ from paper_runs import SEARCH, md_row, paper_cmd, results, unit_lines
 from n2n_env.paper import report, runner
 from n2n_env.paper.plan import Unit
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test trains its teachers in its own N2N_HOME, on one thread."""
-    monkeypatch.setenv("N2N_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+pytestmark = pytest.mark.usefixtures("one_thread", "private_n2n_home")
 
 
 def test_an_interrupted_unit_resumes_its_run(tmp_path: Path,

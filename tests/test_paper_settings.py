@@ -15,11 +15,7 @@ from n2n_env import cli
 from n2n_env.paper import cells, plan, reference
 from n2n_env.paper.settings import STUDENT_NAMES, PaperSettings
 
-
-@pytest.fixture(autouse=True)
-def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nothing here may train; a private N2N_HOME keeps a mistake out of the user's cache."""
-    monkeypatch.setenv("N2N_HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("private_n2n_home")  # nothing may train here
 
 
 def test_the_defaults_are_the_issues_real_runs() -> None:

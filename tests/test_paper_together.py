@@ -24,10 +24,7 @@ TINY = ["--dataset", "digits", "--teacher", "conv4", "--teacher-width", "0.25",
 BUSY = "compress-conv4-w0.25-digits-random-seed0"
 
 
-@pytest.fixture(autouse=True)
-def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nothing here may train; a private N2N_HOME keeps a mistake out of the user's cache."""
-    monkeypatch.setenv("N2N_HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("private_n2n_home")  # nothing may train here
 
 
 @pytest.fixture()
