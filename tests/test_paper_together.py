@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 from cli_runs import run
 
-from n2n_env.paper import runner
+from n2n_env.paper import parallel, runner
 from n2n_env.paper.settings import PaperSettings
 
 TINY = ["--dataset", "digits", "--teacher", "conv4", "--teacher-width", "0.25",
@@ -54,7 +54,26 @@ def test_a_table_that_fails_is_left_and_the_next_one_runs(
     assert f"n2n: error: {BUSY} is being run by another process" in err
     assert "n2n: table 1 is left; the next table runs" in err
     assert "# Table 2:" in out and (work / "table-2.md").is_file()
-    assert not (work / "table-1.md").exists()
+    assert "# Table 1:" not in out and (work / "table-1.md").is_file()  # written, not shown
+    code, _, err = run(["paper", "2", "1", "--work", str(work), *TINY], capsys)
+    assert code == 1 and tables_run == [1, 2, 2, 1]
+    assert err.endswith("n2n: table 1 is left\n")  # the last table: none runs next
+
+
+def test_ctrl_c_with_jobs_writes_every_table(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C, or SIGTERM (as when a machine is taken away), reaches the pool of workers,
+    which stops them, each saving its state, and is raised again."""
+    def run_jobs(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(parallel, "run_jobs", run_jobs)
+    work = tmp_path / "work"
+    code, _, err = run(["paper", "1", "4", "--work", str(work), *TINY, "--jobs", "2"], capsys)
+    assert code == 130
+    assert "n2n: interrupted; finished units are kept in" in err
+    assert (work / "table-1.md").is_file() and (work / "table-4.md").is_file()
 
 
 def test_ctrl_c_writes_every_table_not_yet_written(

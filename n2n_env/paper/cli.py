@@ -133,7 +133,10 @@ def _paper(args: argparse.Namespace) -> int:
         return 1
     try:
         if args.jobs > 1:
-            failed = _jobs(tables, args, str(device))
+            try:
+                failed = _jobs(tables, args, str(device))
+            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM: the workers have saved
+                return _interrupted(tables, (), args.work)
             for settings in tables:
                 write_table(settings, runner.states(settings, work), work, args.work, show=True)
             return 1 if failed else 0
@@ -169,7 +172,10 @@ def _one_after_another(tables: Sequence[PaperSettings], args: argparse.Namespace
                     print(f"n2n: error: {exc}", file=sys.stderr)
                     if len(tables) == 1:
                         return 1
-                    print(f"n2n: table {settings.table} is left; the next table runs",
+                    _write_quietly(settings, args.work)
+                    written.append(settings)
+                    print(f"n2n: table {settings.table} is left"
+                          + ("; the next table runs" if settings != tables[-1] else ""),
                           file=sys.stderr)
                     status = 1
                     continue
@@ -178,14 +184,35 @@ def _one_after_another(tables: Sequence[PaperSettings], args: argparse.Namespace
             write_table(settings, states, work, args.work, show=True)
             written.append(settings)
     except KeyboardInterrupt:
-        for settings in tables:
-            if settings not in written:
-                write_table(settings, runner.states(settings, work), work, args.work, show=False)
-        print("n2n: interrupted; finished units are kept in "
-              f"{work / 'units'}, and rerunning the same command resumes the "
-              f"unfinished ones from {work / 'runs'}", file=sys.stderr)
-        return 130
+        return _interrupted(tables, written, args.work)
     return status
+
+
+def _interrupted(tables: Sequence[PaperSettings], written: Sequence[PaperSettings],
+                 label: str) -> int:
+    """After Ctrl-C (or SIGTERM, with ``--jobs``): write every table not yet written as
+    far as its units got, say what the next run resumes, and return 130."""
+    for settings in tables:
+        if settings not in written:
+            _write_quietly(settings, label)
+    work = Path(label)
+    print("n2n: interrupted; finished units are kept in "
+          f"{work / 'units'}, and rerunning the same command resumes the "
+          f"unfinished ones from {work / 'runs'}", file=sys.stderr)
+    return 130
+
+
+def _write_quietly(settings: PaperSettings, label: str) -> None:
+    """Write a table from what its units hold, without printing it; a result file that
+    cannot be read is reported, and the table left unwritten."""
+    from n2n_env.paper import runner
+    from n2n_env.paper.table_files import write_table
+
+    work = Path(label)
+    try:
+        write_table(settings, runner.states(settings, work), work, label, show=False)
+    except runner.UnitFileError as exc:
+        print(f"n2n: error: table {settings.table} not written: {exc}", file=sys.stderr)
 
 
 def _check_units(tables: Sequence[PaperSettings], only: Sequence[str] | None, *,
@@ -302,14 +329,14 @@ def register(commands: argparse._SubParsersAction, add_command: AddCommand) -> N
     cmd.epilog = ESTIMATES
     cmd.add_argument("table", metavar="TABLE", nargs="+",
                      help="1 (compression), 2 (pruning), 3 (distillation), 4 (constraints) "
-                     "or 5 (transfer); several tables, given together, run in the order "
+                     "or 5 (transfer); several, listed together (1 4), run in the order "
                      "given (with --jobs, in one pool of workers), each with the settings "
                      "flags it takes")
     cmd.add_argument("--work", required=True, metavar="DIR",
                      help="work folder: unit results, teachers, policies, run folders and "
                      "table-N.md (for example benchmarks/paper); tables may share one")
     cmd.add_argument("--report", action="store_true",
-                     help="run nothing: print and write the table from the finished units, "
+                     help="run nothing: print and write each table from the finished units, "
                           "with the settings it was last written with (table-N.settings.json"
                           "), changed by any settings flags given")
     cmd.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
