@@ -101,7 +101,7 @@ def test_a_worker_that_fails_after_its_result_has_still_finished_its_unit(
         "evaluator": "mock"}})
     lines: list[str] = []
     units = [UNITS[0], UNITS[2]]  # the teacher, and a search that needs it
-    result = parallel.run_jobs(settings, str(work), jobs=2, threads=2, device="cpu",
+    result = parallel.run_jobs([settings], str(work), jobs=2, threads=2, device="cpu",
                                only=units, log=lines.append)
     assert result.finished == tuple(units)
     assert result.failed == () and result.blocked == ()

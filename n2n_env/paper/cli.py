@@ -149,8 +149,9 @@ def _paper(args: argparse.Namespace) -> int:
 def _one_after_another(tables: Sequence[PaperSettings], args: argparse.Namespace,
                        device: str) -> int:
     """Run the tables in this process, in the order given, writing each as it ends; one
-    whose unit fails on a result file or a lock is reported and left, and the others
-    run (exit status 1). Ctrl-C writes every table not yet written and returns 130."""
+    whose unit fails on a result file or a lock is reported, written as far as it got and
+    left, and the others run (exit status 1). Ctrl-C writes every table not yet written
+    and returns 130."""
     from n2n_env.device import use_all_cores
     from n2n_env.paper import runner
     from n2n_env.paper.table_files import write_table
@@ -162,26 +163,22 @@ def _one_after_another(tables: Sequence[PaperSettings], args: argparse.Namespace
     status = 0
     try:
         for settings in tables:
-            if _runs_here(settings, args.only):
-                try:
-                    states = runner.run_table(
-                        settings, work, device=device, only=args.only,
-                        progress="lines" if args.no_progress else True,
-                        command=settings.command(args.work)).states
-                except (runner.UnitFileError, runner.UnitBusyError) as exc:
-                    print(f"n2n: error: {exc}", file=sys.stderr)
-                    if len(tables) == 1:
-                        return 1
-                    _write_quietly(settings, args.work)
-                    written.append(settings)
-                    print(f"n2n: table {settings.table} is left"
-                          + ("; the next table runs" if settings != tables[-1] else ""),
-                          file=sys.stderr)
-                    status = 1
-                    continue
+            try:
+                states = (runner.run_table(settings, work, device=device, only=args.only,
+                                           progress="lines" if args.no_progress else True,
+                                           command=settings.command(args.work)).states
+                          if _runs_here(settings, args.only) else runner.states(settings, work))
+            except (runner.UnitFileError, runner.UnitBusyError) as exc:
+                print(f"n2n: error: {exc}", file=sys.stderr)
+                if len(tables) == 1:
+                    return 1
+                _write_quietly(settings, args.work)
+                print(f"n2n: table {settings.table} is left"
+                      + ("; the next table runs" if settings != tables[-1] else ""),
+                      file=sys.stderr)
+                status = 1
             else:
-                states = runner.states(settings, work)
-            write_table(settings, states, work, args.work, show=True)
+                write_table(settings, states, work, args.work, show=True)
             written.append(settings)
     except KeyboardInterrupt:
         return _interrupted(tables, written, args.work)
@@ -221,7 +218,7 @@ def _check_units(tables: Sequence[PaperSettings], only: Sequence[str] | None, *,
     if two tables to be run ask one unit for different things (:func:`plan.pool`)."""
     from n2n_env.paper.plan import plan, pool
     from n2n_env.paper.runner import select
-    from n2n_env.paper.settings import table_list
+    from n2n_env.paper.settings import tables_named
 
     if len(tables) == 1:
         if only:
@@ -230,7 +227,7 @@ def _check_units(tables: Sequence[PaperSettings], only: Sequence[str] | None, *,
     units = ([unit for unit, _ in pool(tables)] if running
              else list({unit.id: unit for settings in tables for unit in plan(settings)}
                        .values()))
-    select(units, only or (), f"tables {table_list([settings.table for settings in tables])}")
+    select(units, only or (), tables_named(settings.table for settings in tables))
 
 
 def _table_settings(args: argparse.Namespace) -> list[PaperSettings]:
@@ -245,7 +242,7 @@ def _table_settings(args: argparse.Namespace) -> list[PaperSettings]:
         flag,
         flag_value,
         parse_table,
-        table_list,
+        tables_named,
     )
     from n2n_env.paper.table_files import recorded_settings
 
@@ -256,9 +253,8 @@ def _table_settings(args: argparse.Namespace) -> list[PaperSettings]:
     if len(numbers) > 1:
         unused = [name for name in given if not set(numbers) & set(APPLIES[name])]
         if unused:
-            raise ValueError(f"not a setting of tables {table_list(numbers)}: " + "; ".join(
-                f"{flag(name)} applies to table{'s' if len(APPLIES[name]) > 1 else ''} "
-                f"{table_list(APPLIES[name])}" for name in unused))
+            raise ValueError(f"not a setting of {tables_named(numbers)}: " + "; ".join(
+                f"{flag(name)} applies to {tables_named(APPLIES[name])}" for name in unused))
         for name in given:
             defaults = {table: getattr(PaperSettings(table), name) for table in numbers
                         if table in APPLIES[name]}

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from n2n_env.paper.plan import Unit, pool
 from n2n_env.paper.runner import select
-from n2n_env.paper.settings import PaperSettings, table_list
+from n2n_env.paper.settings import PaperSettings, tables_named
 from n2n_env.paper.units import artefact, result_file
 
 __all__ = ["JobsResult", "run_jobs", "threads_each", "worker_command"]
@@ -70,10 +70,10 @@ def worker_command(settings: PaperSettings, work: str, unit_id: str, device: str
             "--no-progress", "--only", unit_id]
 
 
-def run_jobs(tables: PaperSettings | Sequence[PaperSettings], work: str, *, jobs: int,
-             threads: int, device: str, only: Sequence[str] = (),
+def run_jobs(tables: Sequence[PaperSettings], work: str, *, jobs: int, threads: int,
+             device: str, only: Sequence[str] = (),
              log: Callable[[str], None] | None = None) -> JobsResult:
-    """Run the unfinished units of ``tables`` (one table's settings, or several tables'
+    """Run the unfinished units of ``tables`` (the settings of one table or of several
     sharing ``work``) in ``work``, ``jobs`` at a time, each with ``max(1, threads // jobs)``
     threads (more when fewer can run, :func:`threads_each`). ``only`` as for
     :func:`~n2n_env.paper.runner.run_table`, over all the tables' units. Ctrl-C stops the
@@ -81,10 +81,10 @@ def run_jobs(tables: PaperSettings | Sequence[PaperSettings], work: str, *, jobs
     again here. ValueError as :func:`~n2n_env.paper.plan.pool` raises it."""
     say = log or (lambda line: print(line, flush=True))
     folder = Path(work)
-    pooled = pool([tables] if isinstance(tables, PaperSettings) else tables)
+    pooled = pool(tables)
     units = [unit for unit, _ in pooled]
     owner = {unit.id: settings for unit, settings in pooled}
-    wanted = select(units, only, _where(owner.values()))
+    wanted = select(units, only, tables_named(settings.table for settings in tables))
     per_job = max(1, threads // jobs)
     running: dict[str, subprocess.Popen[str]] = {}
     readers: dict[str, threading.Thread] = {}
@@ -175,12 +175,6 @@ def run_jobs(tables: PaperSettings | Sequence[PaperSettings], work: str, *, jobs
     left = tuple(unit.id for unit in units
                  if unit.id in wanted and not done(unit) and unit.id not in failed)
     return JobsResult(tuple(finished), tuple(failed.items()), left)
-
-
-def _where(tables: Iterable[PaperSettings]) -> str:
-    """``table N`` or ``tables N and M``, for messages."""
-    numbers = list(dict.fromkeys(settings.table for settings in tables))  # as given
-    return f"table{'s' if len(numbers) > 1 else ''} {table_list(numbers)}"
 
 
 def threads_each(threads: int, jobs: int, at_once: int) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,9 +128,9 @@ class PaperSettings:
                  if f.name != "table" and getattr(self, f.name) is not None]
         misplaced = [name for name in given if self.table not in APPLIES[name]]
         if misplaced:
-            where = "; ".join(f"{flag(n)} applies to table{'s' if len(APPLIES[n]) > 1 else ''} "
-                              f"{table_list(APPLIES[n])}" for n in misplaced)
-            raise ValueError(f"not a setting of table {self.table}: {where}")
+            where = "; ".join(f"{flag(n)} applies to {tables_named(APPLIES[n])}"
+                              for n in misplaced)
+            raise ValueError(f"not a setting of {tables_named([self.table])}: {where}")
         defaults = {**COMMON_DEFAULTS, **TABLE_DEFAULTS[self.table]}
         for name, tables in APPLIES.items():
             if self.table in tables and getattr(self, name) is None:
@@ -246,11 +246,13 @@ def flag_value(value: Any) -> str:
     return str(value)
 
 
-def table_list(tables: Sequence[int]) -> str:
-    """``1``, ``1 and 4`` or ``1, 3 and 4``, for messages."""
-    tables = list(tables)
-    return ", ".join(map(str, tables[:-1])) + (" and " if len(tables) > 1 else "") + str(
-        tables[-1])
+def tables_named(tables: Iterable[int]) -> str:
+    """``table 1``, ``tables 1 and 4`` or ``tables 1, 3 and 4`` (in the order given, each
+    once), for messages."""
+    numbers = [str(table) for table in dict.fromkeys(tables)]
+    if len(numbers) == 1:
+        return f"table {numbers[0]}"
+    return f"tables {', '.join(numbers[:-1])} and {numbers[-1]}"
 
 
 def _seed_list(name: str, seeds: Any) -> None:
