@@ -32,6 +32,7 @@ from n2n_env.baselines import (
     torch_flops,
     vgg_small,
 )
+from n2n_env.baselines import pruning as pruning_mod
 from n2n_env.baselines import runs as runs_mod
 from n2n_env.baselines.pruning import LoopOutcome, pruning_loop
 from n2n_env.build import build_model
@@ -213,6 +214,67 @@ def test_best_of_runs_every_seed_and_reads_finished_ones_back(synthetic_teacher,
                             directory=tmp_path)
     assert resumed.architecture == best.runs[0].architecture
     assert resumed.history == best.runs[0].history
+
+
+class Interrupted(Exception):
+    """Stands for a kill in the middle of a pruning step."""
+
+
+def test_an_interrupted_pruning_loop_goes_on_from_its_last_step(synthetic_teacher, synthetic,
+                                                                tmp_path: Path,
+                                                                monkeypatch) -> None:
+    stop = StopRule(0.0, 0)
+    whole = prune_filters(synthetic_teacher, synthetic, stop, TINY, device="cpu",
+                          directory=tmp_path / "whole")
+    real_kd_steps = pruning_mod._Pruner.kd_steps
+    calls = []
+
+    def kd_steps(self, model) -> None:
+        calls.append(model.architecture.num_params())
+        if len(calls) == 3 and not hasattr(self, "resumed"):
+            raise Interrupted
+        real_kd_steps(self, model)
+
+    monkeypatch.setattr(pruning_mod._Pruner, "kd_steps", kd_steps)
+    broken = tmp_path / "broken"
+    with pytest.raises(Interrupted):
+        prune_filters(synthetic_teacher, synthetic, stop, TINY, device="cpu",
+                      directory=broken)
+    assert (broken / "seed-0.loop.pt").is_file() and not (broken / "seed-0.pruned.pt").exists()
+    checkpoint, seconds = runs_mod._RunFiles(broken, 0, runs_mod._identity(
+        synthetic_teacher, synthetic, stop, TINY, 0)).load_loop()
+    assert checkpoint is not None and checkpoint.step == 2 and seconds > 0
+    assert checkpoint.history == whole.history[:3]
+
+    monkeypatch.setattr(pruning_mod._Pruner, "resumed", True, raising=False)
+    resumed = prune_filters(synthetic_teacher, synthetic, stop, TINY, device="cpu",
+                            directory=broken)
+    assert calls[3:] == [step.params for step in whole.history[3:]]  # steps 3 and 4 only
+    assert resumed.history == whole.history and resumed.architecture == whole.architecture
+    assert all(torch.equal(a, b) for a, b in zip(whole.model.state_dict().values(),
+                                                 resumed.model.state_dict().values()))
+    assert resumed.val_accuracy == whole.val_accuracy and resumed.seconds > seconds
+    assert not (broken / "seed-0.loop.pt").exists()  # the loop ended: its network is kept
+
+
+def test_the_loop_checkpoints_only_steps_that_meet_the_stopping_rule(synthetic_teacher,
+                                                                    synthetic) -> None:
+    teacher_params = synthetic_teacher.architecture.num_params()
+    checkpoints = []
+    outcome = pruning_loop(copy.deepcopy(synthetic_teacher), synthetic.to(CPU),
+                           StopRule(0.0, int(teacher_params * 0.6)), TINY, device=CPU,
+                           on_step=checkpoints.append)
+    assert outcome.stop_reason == "params" and outcome.steps >= 1
+    assert [c.step for c in checkpoints] == list(range(1, outcome.steps + 1))
+    last = checkpoints[-1]
+    assert last.architecture == outcome.model.architecture
+    assert last.val_accuracy == outcome.val_accuracy
+    assert all(torch.equal(last.state_dict[k], v) for k, v in outcome.model.state_dict().items())
+    # Resumed from its last checkpoint, the loop only finds the step that breaks the rule.
+    again = pruning_loop(copy.deepcopy(synthetic_teacher), synthetic.to(CPU),
+                         StopRule(0.0, int(teacher_params * 0.6)), TINY, device=CPU,
+                         resume=last)
+    assert again.history == outcome.history and again.steps == outcome.steps
 
 
 # ------------------------------------------------------------------ students

@@ -149,6 +149,19 @@ def test_large_files_are_left_out_only_when_a_resume_recomputes_them(tmp_path: P
     assert (target / "removal_policy.pt").read_text() == "policy-2"  # the old copy stays
 
 
+def test_a_pruning_loops_checkpoint_is_never_carried_but_its_seeds_files_are(
+        tmp_path: Path) -> None:
+    run_folder = tmp_path / "runs" / "prune-a"
+    write(run_folder / "unit.json", json.dumps({"identity": {}, "seconds": 1.0, "sittings": 1}))
+    write(run_folder / "seed-0.result.json", "{}")
+    write(run_folder / "seed-1.loop.pt", "l")
+    target = carry.carry_dir(tmp_path, "prune-a")
+    done = carry.snapshot(run_folder, target)
+    assert done.copied, done.note
+    assert sorted(p.name for p in target.iterdir()) == [
+        "carry.json", "seed-0.result.json", "unit.json"]
+
+
 def test_the_copy_counts_the_sittings_time_up_to_its_last_write(tmp_path: Path) -> None:
     run_folder = a_run(tmp_path)
     began = (run_folder / "unit.json").stat().st_mtime

@@ -39,6 +39,10 @@ the best performing model is reported."
    both conditions (the teacher itself when it does not), which is why the paper's
    pruned models are never smaller than its students and never more than 1% worse.
 
+After every step that meets the rule, the loop can hand a :class:`LoopCheckpoint` to a
+callback; given back as ``resume``, it continues the loop exactly where it stopped (the
+random streams included), so that an interrupted run loses at most one step.
+
 The network kept is then trained by the package's final fine-tuning
 (:func:`n2n_env.finetune.finetune`) on the same recipe as the N2N students. Its
 :class:`~n2n_env.arch.Architecture` is the teacher's with smaller widths, so it is saved,
@@ -56,7 +60,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,8 +84,8 @@ from n2n_env.training import (
     train_steps,
 )
 
-__all__ = ["LoopOutcome", "PruneStep", "PruningConfig", "StopRule", "lowest_channels",
-           "pruned_architecture", "pruning_loop"]
+__all__ = ["LoopCheckpoint", "LoopOutcome", "PruneStep", "PruningConfig", "StopRule",
+           "lowest_channels", "pruned_architecture", "pruning_loop"]
 
 PRUNING_EXTRA = 'pip install "n2n[pruning]"'
 """How to install Torch-Pruning."""
@@ -196,6 +200,28 @@ class LoopOutcome:
     """Every step measured, the one that stopped the loop included."""
 
 
+@dataclass(frozen=True)
+class LoopCheckpoint:
+    """Where a pruning loop stood after a step that met the stopping rule: what it needs to
+    go on as if it had never stopped."""
+
+    architecture: Architecture
+    """The network after the step (the one the loop keeps so far)."""
+    state_dict: dict[str, torch.Tensor]
+    """Its weights, on the CPU."""
+    val_accuracy: float
+    """Its validation accuracy after the step's fine-tuning."""
+    history: tuple[PruneStep, ...]
+    """Every step so far; the last one is this step."""
+    random_state: dict[str, torch.Tensor]
+    """The loop's random streams: ``shuffle``, ``augment``, ``torch`` (and ``cuda``)."""
+
+    @property
+    def step(self) -> int:
+        """The step it was taken after."""
+        return self.history[-1].step
+
+
 def pruned_architecture(model: N2NNet, name: str | None = None) -> Architecture:
     """The architecture of ``model`` as its modules are now: its own architecture with
     every conv, linear and projection width read from the (pruned) modules."""
@@ -247,6 +273,22 @@ class _Pruner:
         self.fixed_logits = None if recipe.augment else teacher_logits(teacher, data.train.x)
         self.importance = self.tp.importance.TaylorImportance(
             group_reduction="mean", normalizer=None, multivariable=True)
+
+    def random_state(self) -> dict[str, torch.Tensor]:
+        """The loop's random streams, as :class:`LoopCheckpoint` keeps them."""
+        state = {"shuffle": self.shuffle.get_state(), "augment": self.augment.get_state().cpu(),
+                 "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def set_random_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Put back what :meth:`random_state` returned."""
+        self.shuffle.set_state(state["shuffle"])
+        self.augment.set_state(state["augment"])
+        torch.set_rng_state(state["torch"])
+        if self.device.type == "cuda" and "cuda" in state:
+            torch.cuda.set_rng_state(state["cuda"], self.device)
 
     def groups(self, model: N2NNet) -> list[Any]:
         """The prunable groups of Torch-Pruning's dependency graph of ``model``: each holds
@@ -326,9 +368,13 @@ def lowest_channels(scores: Sequence[torch.Tensor | None], count: int) -> list[l
 @torch.enable_grad()
 def pruning_loop(teacher: N2NNet, data: data_mod.Dataset, stop: StopRule,
                  config: PruningConfig, *, seed: int = 0, device: torch.device,
-                 progress: Progress = False) -> LoopOutcome:
+                 progress: Progress = False, resume: LoopCheckpoint | None = None,
+                 on_step: Callable[[LoopCheckpoint], None] | None = None) -> LoopOutcome:
     """Steps 1-4 of the module docstring on a copy of ``teacher`` (``data`` and
-    ``teacher`` already on ``device``): the network the stopping rule keeps."""
+    ``teacher`` already on ``device``): the network the stopping rule keeps.
+
+    ``on_step`` receives a :class:`LoopCheckpoint` after every step that meets the rule;
+    ``resume``, one such checkpoint of a loop with the same arguments, continues it."""
     if any(layer.groups > 1 for layer in teacher.architecture.layers):
         raise ValueError("filter pruning does not support grouped convolutions (groups > 1)")
     recipe = config.recipe or recipe_for(data.name)
@@ -337,16 +383,23 @@ def pruning_loop(teacher: N2NNet, data: data_mod.Dataset, stop: StopRule,
         pruner = _Pruner(teacher, data, config, recipe, seed, device)
         name = f"{teacher.architecture.name}-pruned" if teacher.architecture.name else "pruned"
         model = _rebuild(teacher, pruned_architecture(teacher, name), device)
-        accuracy = evaluate_accuracy(model, data.val)
-        arch = model.architecture
-        reason = stop.violation(accuracy, arch.num_params())
-        history = [PruneStep(0, arch.num_params(), arch.flops(), accuracy, reason is None)]
-        kept = (arch, copy.deepcopy(model.state_dict()), accuracy, 0)
         channels = sum(len(group[0].idxs) for group in pruner.groups(model))
         per_step = max(1, round(config.prune_fraction * channels))
+        if resume is None:
+            accuracy = evaluate_accuracy(model, data.val)
+            arch = model.architecture
+            reason = stop.violation(accuracy, arch.num_params())
+            history = [PruneStep(0, arch.num_params(), arch.flops(), accuracy, reason is None)]
+            kept = (arch, copy.deepcopy(model.state_dict()), accuracy, 0)
+        else:
+            model = _load_weights(resume.architecture, resume.state_dict, device)
+            accuracy, reason, history = resume.val_accuracy, None, list(resume.history)
+            kept = (model.architecture, copy.deepcopy(model.state_dict()), accuracy,
+                    resume.step)
+            pruner.set_random_state(resume.random_state)
         bar = progress_bar(progress, total=config.max_steps, desc=f"prune {name}",
-                           unit="step")
-        for step in range(1, config.max_steps + 1):
+                           unit="step", initial=kept[3])
+        for step in range(kept[3] + 1, config.max_steps + 1):
             if reason is not None:
                 break
             groups = pruner.groups(model)
@@ -373,10 +426,18 @@ def pruning_loop(teacher: N2NNet, data: data_mod.Dataset, stop: StopRule,
             if reason is not None:
                 break
             kept = (arch, copy.deepcopy(model.state_dict()), accuracy, step)
+            if on_step is not None:
+                on_step(LoopCheckpoint(arch, {k: v.detach().cpu() for k, v in kept[1].items()},
+                                       accuracy, tuple(history), pruner.random_state()))
         reason = reason or "max_steps"
         bar.close()
     arch, state, accuracy, steps = kept
+    return LoopOutcome(_load_weights(arch, state, device).eval(), accuracy, steps, reason,
+                       tuple(history))
+
+
+def _load_weights(arch: Architecture, state: dict[str, torch.Tensor],
+                  device: torch.device) -> N2NNet:
     model = build_model(arch, device=device)
     model.load_state_dict(state)
-    return LoopOutcome(prepare_model(model, device).eval(), accuracy, steps, reason,  # type: ignore[arg-type]
-                       tuple(history))
+    return prepare_model(model, device)  # type: ignore[return-value]

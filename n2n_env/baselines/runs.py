@@ -9,6 +9,9 @@ is only reported, never used to choose.
 With ``directory``, a run keeps its work there, per seed, so that an interrupted table is
 cheap to finish and a finished seed is never pruned again:
 
+* ``seed-K.loop.pt``: the loop's :class:`~n2n_env.baselines.pruning.LoopCheckpoint` after
+  its last step that met the stopping rule, while the loop runs (a rerun continues the
+  loop from it);
 * ``seed-K.pruned.pt``: the network the loop kept, with its record (written once the loop
   ends; a rerun goes straight to the fine-tuning);
 * ``seed-K.finetune.partial``: the fine-tuning's per-epoch state while it runs;
@@ -37,7 +40,13 @@ from torch import nn
 from n2n_env import data as data_mod
 from n2n_env import validate
 from n2n_env.arch import Architecture
-from n2n_env.baselines.pruning import PruneStep, PruningConfig, StopRule, pruning_loop
+from n2n_env.baselines.pruning import (
+    LoopCheckpoint,
+    PruneStep,
+    PruningConfig,
+    StopRule,
+    pruning_loop,
+)
 from n2n_env.build import N2NNet, build_model
 from n2n_env.checkpoints import CheckpointError, _atomic_save, _read_checkpoint
 from n2n_env.device import prepare_model, resolve_device
@@ -145,10 +154,16 @@ def prune_filters(teacher: nn.Module, data: data_mod.Dataset, stop: StopRule,
     data = data.to(dev)
     loop = files.load_pruned(dev) if files is not None else None
     if loop is None:
+        resume, earlier = files.load_loop() if files is not None else (None, 0.0)
+
+        def save_step(checkpoint: LoopCheckpoint) -> None:
+            files.save_loop(checkpoint, earlier + time.perf_counter() - started)  # type: ignore[union-attr]
+
         outcome = pruning_loop(teacher, data, stop, config, seed=seed, device=dev,  # type: ignore[arg-type]
-                               progress=progress)
+                               progress=progress, resume=resume,
+                               on_step=None if files is None else save_step)
         loop = (outcome.model, outcome.val_accuracy, outcome.steps, outcome.stop_reason,
-                outcome.history, time.perf_counter() - started)
+                outcome.history, earlier + time.perf_counter() - started)
         if files is not None:
             files.save_pruned(*loop)
     model, pruned_accuracy, steps, reason, history, loop_seconds = loop
@@ -196,6 +211,7 @@ class _RunFiles:
     def __init__(self, directory: Path, seed: int, identity: dict[str, Any]) -> None:
         self.identity = identity
         stem = directory / f"seed-{seed}"
+        self.loop = stem.with_name(f"{stem.name}.loop.pt")
         self.pruned = stem.with_name(f"{stem.name}.pruned.pt")
         self.partial = stem.with_name(f"{stem.name}.finetune.partial")
         self.weights = stem.with_name(f"{stem.name}.pt")
@@ -210,6 +226,32 @@ class _RunFiles:
                       "val_accuracy": accuracy, "steps": steps, "stop_reason": reason,
                       "history": [dataclasses.asdict(step) for step in history],
                       "seconds": seconds}, self.pruned)
+        self.loop.unlink(missing_ok=True)
+
+    def save_loop(self, checkpoint: LoopCheckpoint, seconds: float) -> None:
+        _atomic_save({"kind": "n2n-pruning-loop", "identity": self.identity,
+                      "architecture": checkpoint.architecture.to_json(),
+                      "state_dict": checkpoint.state_dict,
+                      "val_accuracy": checkpoint.val_accuracy,
+                      "history": [dataclasses.asdict(step) for step in checkpoint.history],
+                      "random_state": checkpoint.random_state, "seconds": seconds}, self.loop)
+
+    def load_loop(self) -> tuple[LoopCheckpoint | None, float]:
+        """The loop's last checkpoint and the seconds spent up to it ((None, 0.0): none
+        of this run)."""
+        if not self.loop.is_file():
+            return None, 0.0
+        try:
+            saved = _read_checkpoint(self.loop)
+            if saved.get("kind") != "n2n-pruning-loop" or saved.get("identity") != self.identity:
+                return None, 0.0
+            checkpoint = LoopCheckpoint(
+                Architecture.from_json(saved["architecture"]), saved["state_dict"],
+                saved["val_accuracy"], tuple(PruneStep(**step) for step in saved["history"]),
+                saved["random_state"])
+            return checkpoint, float(saved["seconds"])
+        except UNREADABLE:
+            return None, 0.0
 
     def load_pruned(self, device: torch.device) -> tuple[Any, ...] | None:
         if not self.pruned.is_file():

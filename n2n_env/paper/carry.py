@@ -11,7 +11,8 @@ every 30 minutes), and puts it back before the unit runs on a machine without th
   the file would lose them), every other file as it is, and the copy is kept only if no
   file of the folder changed while it was taken (otherwise taken again). The copy is
   then a state that a kill at that instant would have left, which every unit resumes.
-  TensorBoard logs are not carried (``metrics_*.csv`` holds the same numbers).
+  TensorBoard logs are not carried (``metrics_*.csv`` holds the same numbers), nor a
+  pruning loop's per-step checkpoint (:data:`NOT_CARRIED`).
 * Files over ``limit`` bytes are left out when a resume recomputes them (:data:`OPTIONAL`:
   partial and finished trainings); a larger file of any other kind means the unit is not
   carried at all, since its copy could not be resumed.
@@ -42,8 +43,8 @@ from pathlib import Path
 
 from n2n_env.paper.units import result_file
 
-__all__ = ["DEFAULT_LIMIT", "MANIFEST", "OPTIONAL", "Carried", "carry_dir", "discard",
-           "main", "restore", "snapshot", "snapshot_unfinished"]
+__all__ = ["DEFAULT_LIMIT", "MANIFEST", "NOT_CARRIED", "OPTIONAL", "Carried", "carry_dir",
+           "discard", "main", "restore", "snapshot", "snapshot_unfinished"]
 
 FORMAT = "n2n-paper-carry-v1"
 MANIFEST = "carry.json"
@@ -55,6 +56,10 @@ OPTIONAL = ("*.partial", "finetune_*.pt", "seed-*")
 fine-tuned student, a pruning seed's files."""
 SKIPPED = ("tensorboard",)
 """Top-level folders never carried."""
+NOT_CARRIED = ("*.loop.pt",)
+"""Files never carried: a pruning loop's checkpoint is as large as the network and rewritten
+at every step, so committing it every half hour would add tens of MB to the repository
+each time; without it, the pruning seed's loop starts over (the copy stays consistent)."""
 DATABASES = ("*.sqlite",)
 """Files copied through SQLite's backup API; their ``-wal`` and ``-shm`` files are not copied."""
 ATTEMPTS = 5
@@ -90,6 +95,7 @@ def _files(run: Path) -> list[Path]:
         relative = path.relative_to(run)
         if (not path.is_file() or relative.parts[0] in SKIPPED
                 or any(part.startswith(".") for part in relative.parts)
+                or any(fnmatch.fnmatch(path.name, pattern) for pattern in NOT_CARRIED)
                 or _is_database_side_file(path.name)):
             continue
         found.append(path)
