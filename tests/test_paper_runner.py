@@ -116,3 +116,19 @@ def test_an_interrupted_teacher_continues_on_a_fresh_machine_from_the_work_folde
     assert record["result"]["train_seconds"] >= 6 > record["seconds"]
     assert report.wall_seconds(record) == record["result"]["train_seconds"]
     assert (work / "teachers" / f"{unit}.pt").is_file() and not state.exists()
+
+
+def test_an_unfinished_pruning_unit_reports_its_finished_runs(tmp_path: Path) -> None:
+    from n2n_env.paper.settings import PaperSettings
+
+    settings = PaperSettings(2)
+    prune = next(state.unit for state in runner.states(settings, tmp_path)
+                 if state.unit.kind == "prune")
+    run_folder = tmp_path / "runs" / prune.id
+    run_folder.mkdir(parents=True)
+    (run_folder / "unit.json").write_text(json.dumps({"seconds": 4000.0, "sittings": 1}))
+    for name in ("seed-0.result.json", "seed-2.result.json", "seed-1.loop.pt"):
+        (run_folder / name).write_text("{}")
+    state = next(s for s in runner.states(settings, tmp_path) if s.unit == prune)
+    assert state.status == "partial" and state.progress == "2/5 pruning runs finished"
+    assert state.seconds == 4000.0

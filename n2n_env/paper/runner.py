@@ -82,7 +82,8 @@ class UnitState:
     record: Mapping[str, Any] | None = None
     """The result file's content when done."""
     progress: str = ""
-    """How far a partial unit got, in a few words (a search's iterations per stage)."""
+    """How far a partial unit got, in a few words (a search's iterations per stage, a
+    pruning unit's finished runs)."""
     seconds: float | None = None
     """The seconds a partial unit has spent so far, over its sittings (its ``unit.json``)."""
 
@@ -140,13 +141,18 @@ def states(settings: PaperSettings, work: str | os.PathLike[str]) -> tuple[UnitS
 def _progress(folder: Path, unit: Unit) -> tuple[str, float | None]:
     """How far the unfinished ``unit`` got and the seconds it has spent, read from its run
     folder, or from its carried copy when the run folder is missing or has no tally
-    (a fresh machine). A search reports each stage's iterations from its ``state.json``;
-    damaged or missing files report nothing rather than fail the table."""
+    (a fresh machine). A search reports each stage's iterations from its ``state.json``, a
+    pruning unit its finished runs (their ``seed-K.result.json``); damaged or missing
+    files report nothing rather than fail the table."""
     run = folder / "runs" / unit.id
     if not (run / "unit.json").is_file():
         run = carry.carry_dir(folder, unit.id)
     tally = read_tally(run)
     seconds = float(tally["seconds"]) if tally is not None else None
+    if unit.kind == "prune":
+        runs = int(unit.spec["runs"])
+        done = sum((run / f"seed-{seed}.result.json").is_file() for seed in range(runs))
+        return f"{done}/{runs} pruning runs finished", seconds
     if unit.kind != "compress":
         return "", seconds
     stages: Mapping[str, Any] = {}
