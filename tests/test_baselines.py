@@ -7,6 +7,7 @@ trained conv4 teacher (``synthetic_teacher``) or a random ResNet-18 at width 0.1
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import math
@@ -224,7 +225,8 @@ def test_an_interrupted_pruning_loop_goes_on_from_its_last_step(synthetic_teache
                                                                 tmp_path: Path,
                                                                 monkeypatch) -> None:
     stop = StopRule(0.0, 0)
-    whole = prune_filters(synthetic_teacher, synthetic, stop, TINY, device="cpu",
+    config = dataclasses.replace(TINY, recipe=dataclasses.replace(RECIPE, augment=True))
+    whole = prune_filters(synthetic_teacher, synthetic, stop, config, device="cpu",
                           directory=tmp_path / "whole")
     real_kd_steps = pruning_mod._Pruner.kd_steps
     calls = []
@@ -238,22 +240,30 @@ def test_an_interrupted_pruning_loop_goes_on_from_its_last_step(synthetic_teache
     monkeypatch.setattr(pruning_mod._Pruner, "kd_steps", kd_steps)
     broken = tmp_path / "broken"
     with pytest.raises(Interrupted):
-        prune_filters(synthetic_teacher, synthetic, stop, TINY, device="cpu",
+        prune_filters(synthetic_teacher, synthetic, stop, config, device="cpu",
                       directory=broken)
     assert (broken / "seed-0.loop.pt").is_file() and not (broken / "seed-0.pruned.pt").exists()
-    checkpoint, seconds = runs_mod._RunFiles(broken, 0, runs_mod._identity(
-        synthetic_teacher, synthetic, stop, TINY, 0)).load_loop()
+    files = runs_mod._RunFiles(broken, 0, runs_mod._identity(synthetic_teacher, synthetic,
+                                                              stop, config, 0))
+    checkpoint, seconds = files.load_loop(CPU)
     assert checkpoint is not None and checkpoint.step == 2 and seconds > 0
     assert checkpoint.history == whole.history[:3]
+    # Another run's checkpoint, or one whose random streams live on another device, is
+    # never used.
+    assert runs_mod._RunFiles(broken, 0, runs_mod._identity(
+        synthetic_teacher, synthetic, stop, config, 1)).load_loop(CPU) == (None, 0.0)
+    assert files.load_loop(torch.device("cuda")) == (None, 0.0)
 
     monkeypatch.setattr(pruning_mod._Pruner, "resumed", True, raising=False)
-    resumed = prune_filters(synthetic_teacher, synthetic, stop, TINY, device="cpu",
+    resumed = prune_filters(synthetic_teacher, synthetic, stop, config, device="cpu",
                             directory=broken)
     assert calls[3:] == [step.params for step in whole.history[3:]]  # steps 3 and 4 only
     assert resumed.history == whole.history and resumed.architecture == whole.architecture
     assert all(torch.equal(a, b) for a, b in zip(whole.model.state_dict().values(),
                                                  resumed.model.state_dict().values()))
-    assert resumed.val_accuracy == whole.val_accuracy and resumed.seconds > seconds
+    assert resumed.val_accuracy == whole.val_accuracy
+    loop_seconds = torch.load(broken / "seed-0.pruned.pt", weights_only=True)["seconds"]
+    assert loop_seconds > seconds  # the first attempt's time is counted
     assert not (broken / "seed-0.loop.pt").exists()  # the loop ended: its network is kept
 
 

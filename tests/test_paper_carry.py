@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -160,6 +161,10 @@ def test_a_pruning_loops_checkpoint_is_never_carried_but_its_seeds_files_are(
     assert done.copied, done.note
     assert sorted(p.name for p in target.iterdir()) == [
         "carry.json", "seed-0.result.json", "unit.json"]
+    # A new checkpoint alone asks for no new copy: the copy would be the same.
+    time.sleep(0.01)
+    write(run_folder / "seed-1.loop.pt", "step 2")
+    assert carry.snapshot_unfinished(tmp_path) == []
 
 
 def test_the_copy_counts_the_sittings_time_up_to_its_last_write(tmp_path: Path) -> None:

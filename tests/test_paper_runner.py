@@ -127,7 +127,9 @@ def test_an_unfinished_pruning_unit_reports_its_finished_runs(tmp_path: Path) ->
     run_folder = tmp_path / "runs" / prune.id
     run_folder.mkdir(parents=True)
     (run_folder / "unit.json").write_text(json.dumps({"seconds": 4000.0, "sittings": 1}))
-    for name in ("seed-0.result.json", "seed-2.result.json", "seed-1.loop.pt"):
+    for name in ("seed-0.result.json", "seed-0.pt", "seed-0.json", "seed-1.loop.pt",
+                 "seed-2.result.json", "seed-2.pt", "seed-2.json",
+                 "seed-3.result.json", "seed-3.json"):  # seed 3's weights were not carried
         (run_folder / name).write_text("{}")
     state = next(s for s in runner.states(settings, tmp_path) if s.unit == prune)
     assert state.status == "partial" and state.progress == "2/5 pruning runs finished"

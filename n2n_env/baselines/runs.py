@@ -154,10 +154,10 @@ def prune_filters(teacher: nn.Module, data: data_mod.Dataset, stop: StopRule,
     data = data.to(dev)
     loop = files.load_pruned(dev) if files is not None else None
     if loop is None:
-        resume, earlier = files.load_loop() if files is not None else (None, 0.0)
+        resume, earlier = files.load_loop(dev) if files is not None else (None, 0.0)
 
         def save_step(checkpoint: LoopCheckpoint) -> None:
-            files.save_loop(checkpoint, earlier + time.perf_counter() - started)  # type: ignore[union-attr]
+            files.save_loop(checkpoint, dev, earlier + time.perf_counter() - started)  # type: ignore[union-attr]
 
         outcome = pruning_loop(teacher, data, stop, config, seed=seed, device=dev,  # type: ignore[arg-type]
                                progress=progress, resume=resume,
@@ -228,22 +228,26 @@ class _RunFiles:
                       "seconds": seconds}, self.pruned)
         self.loop.unlink(missing_ok=True)
 
-    def save_loop(self, checkpoint: LoopCheckpoint, seconds: float) -> None:
+    def save_loop(self, checkpoint: LoopCheckpoint, device: torch.device,
+                  seconds: float) -> None:
         _atomic_save({"kind": "n2n-pruning-loop", "identity": self.identity,
+                      "device_type": device.type,
                       "architecture": checkpoint.architecture.to_json(),
                       "state_dict": checkpoint.state_dict,
                       "val_accuracy": checkpoint.val_accuracy,
                       "history": [dataclasses.asdict(step) for step in checkpoint.history],
                       "random_state": checkpoint.random_state, "seconds": seconds}, self.loop)
 
-    def load_loop(self) -> tuple[LoopCheckpoint | None, float]:
+    def load_loop(self, device: torch.device) -> tuple[LoopCheckpoint | None, float]:
         """The loop's last checkpoint and the seconds spent up to it ((None, 0.0): none
-        of this run)."""
+        of this run, or one made on another kind of device, whose random streams this
+        device cannot take)."""
         if not self.loop.is_file():
             return None, 0.0
         try:
             saved = _read_checkpoint(self.loop)
-            if saved.get("kind") != "n2n-pruning-loop" or saved.get("identity") != self.identity:
+            if (saved.get("kind") != "n2n-pruning-loop" or saved.get("identity") != self.identity
+                    or saved.get("device_type") != device.type):
                 return None, 0.0
             checkpoint = LoopCheckpoint(
                 Architecture.from_json(saved["architecture"]), saved["state_dict"],
@@ -276,6 +280,7 @@ class _RunFiles:
         _write_text(self.result, json.dumps({"identity": self.identity, **result.summary()},
                                             indent=2))
         self.partial.unlink(missing_ok=True)
+        self.loop.unlink(missing_ok=True)  # left when a kill came right after save_pruned
 
     def load_result(self, device: torch.device) -> PruningResult | None:
         if not (self.result.is_file() and self.weights.is_file()

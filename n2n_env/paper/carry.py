@@ -103,11 +103,13 @@ def _files(run: Path) -> list[Path]:
 
 
 def _stamps(run: Path) -> dict[str, tuple[int, int, int]]:
-    """Modification time, size and inode of every file (a database's log included; the
-    inode tells a file replaced through a rename within one clock tick)."""
+    """Modification time, size and inode of every file that a copy could hold (a
+    database's log included; the inode tells a file replaced through a rename within one
+    clock tick): a file never carried neither asks for a new copy nor spoils one."""
     stamps = {}
     for path in run.rglob("*"):
-        if path.is_file() and not path.name.endswith("-shm"):  # -shm changes on reads
+        if (path.is_file() and not path.name.endswith("-shm")  # -shm changes on reads
+                and not any(fnmatch.fnmatch(path.name, p) for p in NOT_CARRIED)):
             with contextlib.suppress(FileNotFoundError):  # removed meanwhile: a change
                 info = path.stat()
                 stamps[path.relative_to(run).as_posix()] = (info.st_mtime_ns, info.st_size,

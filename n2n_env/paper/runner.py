@@ -142,7 +142,8 @@ def _progress(folder: Path, unit: Unit) -> tuple[str, float | None]:
     """How far the unfinished ``unit`` got and the seconds it has spent, read from its run
     folder, or from its carried copy when the run folder is missing or has no tally
     (a fresh machine). A search reports each stage's iterations from its ``state.json``, a
-    pruning unit its finished runs (their ``seed-K.result.json``); damaged or missing
+    pruning unit its finished runs (their result, weights and architecture files:
+    a carried copy may lack the weights, and then the run is done again); damaged or missing
     files report nothing rather than fail the table."""
     run = folder / "runs" / unit.id
     if not (run / "unit.json").is_file():
@@ -151,7 +152,8 @@ def _progress(folder: Path, unit: Unit) -> tuple[str, float | None]:
     seconds = float(tally["seconds"]) if tally is not None else None
     if unit.kind == "prune":
         runs = int(unit.spec["runs"])
-        done = sum((run / f"seed-{seed}.result.json").is_file() for seed in range(runs))
+        done = sum(all((run / f"seed-{seed}{end}").is_file()
+                       for end in (".result.json", ".pt", ".json")) for seed in range(runs))
         return f"{done}/{runs} pruning runs finished", seconds
     if unit.kind != "compress":
         return "", seconds
