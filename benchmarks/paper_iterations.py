@@ -2,8 +2,11 @@
 
 Reads each search's metrics CSVs from ``DIR/runs/<unit>/`` (this machine's run folders),
 else from ``DIR/carry/<unit>/`` (their committed copies): iterations done, their seconds
-(sum, median, range) and the best reward so far. The seconds are wall time of each
-iteration of 5 students, so they include whatever else ran on the machine meanwhile. Then,
+(sum, median, range), the best reward so far, and the mean reward and mean validation
+accuracy of the students of the last 10 iterations (a degenerate student counts reward -1
+and accuracy 0, so the accuracy says how many of them the policy still proposes). The
+seconds are wall time of each iteration of 5 students, so they include whatever else ran
+on the machine meanwhile. Then,
 from the run's evaluation cache (``rewards.sqlite``), how many distinct students both
 stages evaluated and how many of them were degenerate (reward -1, never trained): a
 policy that learns avoids them, random search does not.
@@ -39,11 +42,15 @@ def summary(work: Path) -> list[str]:
                 continue
             seconds = [row["seconds"] for row in rows]
             best = rows[-1]["best_reward_so_far"]
+            last = rows[-10:]
             lines.append(
                 f"{unit} {stage}: {len(rows)} iterations, {sum(seconds) / 3600:.2f} h, "
                 f"median {statistics.median(seconds):.0f} s ({min(seconds):.0f}-"
                 f"{max(seconds):.0f} s), best reward "
                 + ("none" if math.isnan(best) else f"{best:.4f}")
+                + f"; last {len(last)}: mean reward "
+                f"{statistics.fmean(row['reward_mean'] for row in last):.3f}, mean accuracy "
+                f"{statistics.fmean(row['accuracy_mean'] for row in last):.3f}"
                 + f" [{run.parent.name}/]")
         if (run / "rewards.sqlite").is_file():
             lines.append(f"{unit}: {students(run / 'rewards.sqlite')} [{run.parent.name}/]")

@@ -42,7 +42,7 @@ def test_paper_unit_costs_times_the_teacher_and_stage_one_candidates(
 def test_paper_iterations_sums_each_searchs_stages_preferring_this_machines_runs(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from n2n_env.run_files import METRIC_FIELDS, write_metrics
+    from n2n_env.run_files import METRIC_FIELDS, read_metrics, write_metrics
 
     def metrics(folder: Path, stage: str, seconds: list[float], best: float) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -54,6 +54,10 @@ def test_paper_iterations_sums_each_searchs_stages_preferring_this_machines_runs
     here = work / "runs" / "compress-a-seed0"
     metrics(here, "removal", [100.0, 300.0, 200.0], 0.9)
     metrics(here, "shrink", [50.0], float("nan"))
+    rows = read_metrics(here / "metrics_removal.csv")
+    for row, (reward, accuracy) in zip(rows, [(0.1, 0.2), (-0.2, 0.6), (0.4, 0.9)]):
+        row.update(reward_mean=reward, accuracy_mean=accuracy)
+    write_metrics(here / "metrics_removal.csv", rows)
     metrics(work / "carry" / "compress-a-seed0", "removal", [1.0], 0.1)  # older copy
     metrics(work / "carry" / "compress-b-seed0", "removal", [3600.0, 3600.0], 0.8)
     teacher = zoo.get("conv4", (1, 64, 64), 10, width=0.25)
@@ -73,14 +77,15 @@ def test_paper_iterations_sums_each_searchs_stages_preferring_this_machines_runs
     lines = capsys.readouterr().out.splitlines()
     assert lines[:3] == [
         "compress-a-seed0 removal: 3 iterations, 0.17 h, median 200 s (100-300 s), best "
-        "reward 0.9000 [runs/]",
+        "reward 0.9000; last 3: mean reward 0.100, mean accuracy 0.567 [runs/]",
         "compress-a-seed0 shrink: 1 iterations, 0.01 h, median 50 s (50-50 s), best reward "
-        "none [runs/]",
+        "none; last 1: mean reward 0.500, mean accuracy 0.500 [runs/]",
         "compress-a-seed0: 4 distinct students evaluated (under 2 evaluator identities), "
         "2 degenerate (classifier input of N features exceeds the limit of N: 1, empty "
         "architecture: 1) [runs/]"]
     assert lines[3] == ("compress-b-seed0 removal: 2 iterations, 2.00 h, median 3600 s "
-                        "(3600-3600 s), best reward 0.8000 [carry/]")
+                        "(3600-3600 s), best reward 0.8000; last 2: mean reward 0.500, "
+                        "mean accuracy 0.500 [carry/]")
     assert len(lines) == 5
     assert lines[4].startswith("compress-b-seed0: evaluation cache unreadable (")
     assert lines[4].endswith("[carry/]")
