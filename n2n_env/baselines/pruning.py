@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,9 +247,15 @@ def pruned_architecture(model: N2NNet, name: str | None = None) -> Architecture:
 def _rebuild(model: N2NNet, arch: Architecture, device: torch.device) -> N2NNet:
     """A fresh ``N2NNet`` of ``arch`` holding ``model``'s weights (so that its modules are
     the ones ``build_model`` picks for those widths, and ``.architecture`` is current)."""
-    fresh = build_model(arch, device=device)
-    fresh.load_state_dict(model.state_dict())
-    return prepare_model(fresh, device)  # type: ignore[return-value]
+    return network(arch, model.state_dict(), device)
+
+
+def network(arch: Architecture, state: Mapping[str, torch.Tensor],
+            device: torch.device) -> N2NNet:
+    """``arch`` built on ``device`` with the weights ``state``, ready to run there."""
+    model = build_model(arch, device=device)
+    model.load_state_dict(state)
+    return prepare_model(model, device)  # type: ignore[return-value]
 
 
 def _torch_pruning() -> Any:
@@ -392,10 +398,9 @@ def pruning_loop(teacher: N2NNet, data: data_mod.Dataset, stop: StopRule,
             history = [PruneStep(0, arch.num_params(), arch.flops(), accuracy, reason is None)]
             kept = (arch, copy.deepcopy(model.state_dict()), accuracy, 0)
         else:
-            model = _load_weights(resume.architecture, resume.state_dict, device)
+            model = network(resume.architecture, resume.state_dict, device)
             accuracy, reason, history = resume.val_accuracy, None, list(resume.history)
-            kept = (model.architecture, copy.deepcopy(model.state_dict()), accuracy,
-                    resume.step)
+            kept = (resume.architecture, resume.state_dict, accuracy, resume.step)
             pruner.set_random_state(resume.random_state)
         bar = progress_bar(progress, total=config.max_steps, desc=f"prune {name}",
                            unit="step", initial=kept[3])
@@ -432,12 +437,5 @@ def pruning_loop(teacher: N2NNet, data: data_mod.Dataset, stop: StopRule,
         reason = reason or "max_steps"
         bar.close()
     arch, state, accuracy, steps = kept
-    return LoopOutcome(_load_weights(arch, state, device).eval(), accuracy, steps, reason,
+    return LoopOutcome(network(arch, state, device).eval(), accuracy, steps, reason,
                        tuple(history))
-
-
-def _load_weights(arch: Architecture, state: dict[str, torch.Tensor],
-                  device: torch.device) -> N2NNet:
-    model = build_model(arch, device=device)
-    model.load_state_dict(state)
-    return prepare_model(model, device)  # type: ignore[return-value]

@@ -45,9 +45,10 @@ from n2n_env.baselines.pruning import (
     PruneStep,
     PruningConfig,
     StopRule,
+    network,
     pruning_loop,
 )
-from n2n_env.build import N2NNet, build_model
+from n2n_env.build import N2NNet
 from n2n_env.checkpoints import CheckpointError, _atomic_save, _read_checkpoint
 from n2n_env.device import prepare_model, resolve_device
 from n2n_env.finetune import finetune
@@ -55,7 +56,8 @@ from n2n_env.progress import Progress
 from n2n_env.recipes import recipe_for
 from n2n_env.training import model_fingerprint
 
-__all__ = ["BestOf", "PruningResult", "best_run", "prune_best_of", "prune_filters"]
+__all__ = ["BestOf", "PruningResult", "best_run", "finished_seeds", "prune_best_of",
+           "prune_filters"]
 
 PAPER_RUNS = (0, 1, 2, 3, 4)
 """The seeds of the paper's five pruning runs."""
@@ -196,6 +198,12 @@ def prune_best_of(teacher: nn.Module, data: data_mod.Dataset, stop: StopRule,
     return BestOf(best_run(runs), runs)
 
 
+def finished_seeds(directory: str | os.PathLike[str], seeds: Iterable[int]) -> list[int]:
+    """The seeds whose final student and result are in ``directory``, as a progress report
+    counts them (their identity is not checked: a run of other settings is redone)."""
+    return [seed for seed in seeds if _RunFiles(Path(directory), seed, {}).has_result()]
+
+
 def _identity(teacher: N2NNet, data: data_mod.Dataset, stop: StopRule, config: PruningConfig,
               seed: int) -> dict[str, Any]:
     """What a run's files must match to be reused (as its JSON round trip)."""
@@ -282,9 +290,12 @@ class _RunFiles:
         self.partial.unlink(missing_ok=True)
         self.loop.unlink(missing_ok=True)  # left when a kill came right after save_pruned
 
+    def has_result(self) -> bool:
+        """Whether the final student and its result are all here (of any identity)."""
+        return all(path.is_file() for path in (self.result, self.weights, self.architecture))
+
     def load_result(self, device: torch.device) -> PruningResult | None:
-        if not (self.result.is_file() and self.weights.is_file()
-                and self.architecture.is_file()):
+        if not self.has_result():
             return None
         try:
             saved = json.loads(self.result.read_text())
@@ -303,9 +314,7 @@ class _RunFiles:
 
 
 def _load(arch: Architecture, state: dict[str, torch.Tensor], device: torch.device) -> N2NNet:
-    model = build_model(arch, device=device)
-    model.load_state_dict(state)
-    return prepare_model(model, device).eval()  # type: ignore[return-value]
+    return network(arch, state, device).eval()  # type: ignore[return-value]
 
 
 def _write_text(path: Path, text: str) -> None:

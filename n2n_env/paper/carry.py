@@ -84,8 +84,12 @@ def carry_dir(work: Path, unit_id: str) -> Path:
 def _is_database_side_file(name: str) -> bool:
     """A database's write-ahead log, shared-memory index or rollback journal."""
     stem, _, suffix = name.rpartition("-")
-    return suffix in ("wal", "shm", "journal") and any(
-        fnmatch.fnmatch(stem, pattern) for pattern in DATABASES)
+    return suffix in ("wal", "shm", "journal") and _matches(stem, DATABASES)
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    """Whether the file name ``name`` matches one of the glob ``patterns``."""
+    return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
 
 
 def _files(run: Path) -> list[Path]:
@@ -95,8 +99,7 @@ def _files(run: Path) -> list[Path]:
         relative = path.relative_to(run)
         if (not path.is_file() or relative.parts[0] in SKIPPED
                 or any(part.startswith(".") for part in relative.parts)
-                or any(fnmatch.fnmatch(path.name, pattern) for pattern in NOT_CARRIED)
-                or _is_database_side_file(path.name)):
+                or _matches(path.name, NOT_CARRIED) or _is_database_side_file(path.name)):
             continue
         found.append(path)
     return found
@@ -109,7 +112,7 @@ def _stamps(run: Path) -> dict[str, tuple[int, int, int]]:
     stamps = {}
     for path in run.rglob("*"):
         if (path.is_file() and not path.name.endswith("-shm")  # -shm changes on reads
-                and not any(fnmatch.fnmatch(path.name, p) for p in NOT_CARRIED)):
+                and not _matches(path.name, NOT_CARRIED)):
             with contextlib.suppress(FileNotFoundError):  # removed meanwhile: a change
                 info = path.stat()
                 stamps[path.relative_to(run).as_posix()] = (info.st_mtime_ns, info.st_size,
@@ -142,7 +145,7 @@ def _copy(run: Path, files: Sequence[Path], target: Path) -> None:
     for path in files:
         destination = target / path.relative_to(run)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        if any(fnmatch.fnmatch(path.name, pattern) for pattern in DATABASES):
+        if _matches(path.name, DATABASES):
             _backup(path, destination)
         else:
             shutil.copyfile(path, destination)
@@ -173,7 +176,7 @@ def snapshot(run: Path, target: Path, *, limit: int = DEFAULT_LIMIT) -> Carried:
             with contextlib.suppress(FileNotFoundError):  # removed meanwhile: copied again
                 if path.stat().st_size <= limit:
                     files.append(path)
-                elif any(fnmatch.fnmatch(path.name, pattern) for pattern in OPTIONAL):
+                elif _matches(path.name, OPTIONAL):
                     left_out.append(path.relative_to(run).as_posix())
                 else:
                     return Carried(unit, False, f"not carried: {path.name} is "

@@ -151,10 +151,10 @@ def _progress(folder: Path, unit: Unit) -> tuple[str, float | None]:
     tally = read_tally(run)
     seconds = float(tally["seconds"]) if tally is not None else None
     if unit.kind == "prune":
+        from n2n_env.baselines.runs import finished_seeds
+
         runs = int(unit.spec["runs"])
-        done = sum(all((run / f"seed-{seed}{end}").is_file()
-                       for end in (".result.json", ".pt", ".json")) for seed in range(runs))
-        return f"{done}/{runs} pruning runs finished", seconds
+        return f"{len(finished_seeds(run, range(runs)))}/{runs} pruning runs finished", seconds
     if unit.kind != "compress":
         return "", seconds
     stages: Mapping[str, Any] = {}
