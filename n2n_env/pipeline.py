@@ -40,7 +40,7 @@ import n2n_env  # noqa: F401  (registers the environments)
 from agents import registry
 from agents.agent_spec import AgentSpec
 from agents.observations import env_kind
-from agents.search import EPISODES_PER_UPDATE, BestStudent
+from agents.search import EPISODES_PER_UPDATE, BestStudent, NearestStudent
 from n2n_env import data as data_mod
 from n2n_env.arch import Architecture
 from n2n_env.device import resolve_device
@@ -139,7 +139,10 @@ def compress(config: RunConfig | None = None, *, out: str | os.PathLike[str] | N
 
     Constraints are relaxed as in the paper's section 3.3.1: a violating student scores
     eps_t(R+1)-1, eps_t falling from 1 to 0 over ``config.anneal_episodes`` episodes of
-    each stage. Only students that meet every constraint can become a stage's best.
+    each stage. Only students that meet every constraint can become a stage's best. A
+    stage that found none hands the next stage the valid student nearest to meeting them
+    (:class:`agents.search.NearestStudent`), which shrinking may still bring within them;
+    the last stage then keeps its start.
     """
     config = (config or RunConfig()).resolved()
     check_progress(progress)
@@ -239,16 +242,21 @@ def _search(stage: str, index: int, start: Architecture, evaluator: Evaluator,
     """Run one stage's search (resuming it if ``state`` has it) and return its best student.
 
     A stage saved with a different start (stage 1 found a better student after a resume)
-    starts over; the reward cache still answers every candidate seen before.
+    starts over, as does a constrained stage saved without its nearest student (by an
+    earlier version); the reward cache still answers every candidate seen before, so the
+    same seeds replay the same students without training them again.
     """
     policy_path = run / f"{stage}_policy.pt"
     metrics_path = run / f"metrics_{stage}.csv"
     saved = state["stages"].get(stage)
     if saved is not None and saved["start"] != start.to_json():
         saved = None
+    if saved is not None and config.constraints and "nearest" not in saved:
+        saved = None
     if saved is None:
         saved = {"start": start.to_json(), "iteration": 0, "best_reward": None,
-                 "best_architecture": None, "evaluations": 0, "cache_hits": 0}
+                 "best_architecture": None, "nearest": None, "evaluations": 0,
+                 "cache_hits": 0}
         metrics_path.unlink(missing_ok=True)
     env = _environment(stage, start, evaluator, config,
                        episodes_played=saved["evaluations"] + saved["cache_hits"])
@@ -256,6 +264,7 @@ def _search(stage: str, index: int, start: Architecture, evaluator: Evaluator,
     learner = _agent(config, env, policy_path, resumed=saved["iteration"] > 0)
     best = BestStudent(-math.inf if saved["best_reward"] is None else saved["best_reward"],
                        saved["best_architecture"])
+    nearest = NearestStudent(**saved.get("nearest") or {})
     rows = read_metrics(metrics_path)[: saved["iteration"]]
     writer = board(run, stage, saved["iteration"])
     bar = progress_bar(progress, total=config.iterations,
@@ -271,6 +280,8 @@ def _search(stage: str, index: int, start: Architecture, evaluator: Evaluator,
                 if best.offer(reward, info):
                     saved["best_reward"], saved["best_architecture"] = (best.reward,
                                                                         best.architecture)
+                if config.constraints and nearest.offer(info):
+                    saved["nearest"] = asdict(nearest)
             row = _metrics_row(iteration, outcomes, saved, time.perf_counter() - tick)
             rows.append(row)
             pending = pending_policy(policy_path, iteration)
@@ -290,11 +301,18 @@ def _search(stage: str, index: int, start: Architecture, evaluator: Evaluator,
     finally:
         bar.close()
         writer.close()
-    if saved["best_architecture"] is None:
+    if saved["best_architecture"] is not None:
+        return Architecture.from_json(saved["best_architecture"])
+    if saved.get("nearest") and index + 1 < len(config.stages):
+        student = Architecture.from_json(saved["nearest"]["architecture"])
         warnings.warn(f"stage {stage}: no valid student within the constraints was found; "
-                      f"keeping its start", stacklevel=3)
-        return start
-    return Architecture.from_json(saved["best_architecture"])
+                      f"the next stage starts from the nearest one ({student.num_params():,} "
+                      f"parameters, {saved['nearest']['excess']:.2f} over the bounds)",
+                      stacklevel=3)
+        return student
+    warnings.warn(f"stage {stage}: no valid student within the constraints was found; "
+                  f"keeping its start", stacklevel=3)
+    return start
 
 
 def _environment(stage: str, start: Architecture, evaluator: Evaluator,

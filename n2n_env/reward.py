@@ -93,6 +93,11 @@ class LinearConstraint:
     def satisfied(self, measured: Mapping[str, float]) -> bool:
         return self.value(measured) <= self.bound
 
+    def excess(self, measured: Mapping[str, float]) -> float:
+        """How far ``measured`` is over this row, relative to its bound: 0 when the row
+        is met, 0.5 for a student at 1.5 times an upper bound (a zero bound counts as 1)."""
+        return max(0.0, self.value(measured) - self.bound) / (abs(self.bound) or 1.0)
+
     def describe(self) -> str:
         if self.name:
             return self.name
@@ -149,6 +154,11 @@ class RewardBreakdown:
     epsilon: float
     violated: tuple[str, ...]
     degenerate: bool
+    excess: float
+    """The student's relative excess over its constraints, summed over the rows
+    (:meth:`LinearConstraint.excess`): 0 when it meets them all, and for a degenerate
+    student, which is not measured. A two-stage run hands the next stage the valid
+    student with the least excess when no student met the constraints."""
 
 
 def constrained_reward(
@@ -162,12 +172,14 @@ def constrained_reward(
 ) -> RewardBreakdown:
     """The full terminal reward: -1 if degenerate, else R, relaxed if constraints fail."""
     if degenerate:
-        return RewardBreakdown(DEGENERATE_REWARD, 0.0, 0.0, DEGENERATE_REWARD, epsilon, (), True)
+        return RewardBreakdown(DEGENERATE_REWARD, 0.0, 0.0, DEGENERATE_REWARD, epsilon, (), True,
+                               0.0)
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
     base = n2n_reward(compression, accuracy, teacher_accuracy)
     violated = tuple(c.describe() for c in constraints if not c.satisfied(measured or {}))
     reward = epsilon * (base + 1.0) - 1.0 if violated else base
     clipped = max(compression, 0.0)
+    excess = sum(c.excess(measured or {}) for c in constraints) if violated else 0.0
     return RewardBreakdown(reward, clipped * (2.0 - clipped),
-                           accuracy / teacher_accuracy, base, epsilon, violated, False)
+                           accuracy / teacher_accuracy, base, epsilon, violated, False, excess)

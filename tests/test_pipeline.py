@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
 
 import gymnasium as gym
 import pytest
@@ -272,6 +273,67 @@ def test_an_impossible_constraint_keeps_the_start_and_says_so(first_run, tmp_pat
         result = compress(str(checkpoint), tmp_path / "run", iterations=1,
                                    stages=("removal",), constraints={"params": 1}, **FAST)
     assert result.student.architecture == result.teacher.architecture
+
+
+def _valid_params(run):
+    """The parameter counts of the valid students in a run's reward cache."""
+    with sqlite3.connect(run / "rewards.sqlite") as db:
+        rows = db.execute("SELECT evaluation_json FROM evaluations").fetchall()
+    evaluations = [json.loads(row[0]) for row in rows]
+    return [e["params"] for e in evaluations if e["degenerate_reason"] is None]
+
+
+def test_a_stage_that_meets_no_constraint_hands_the_next_its_nearest_student(first_run,
+                                                                            tmp_path):
+    _, checkpoint = first_run
+    kwargs = {**FAST, "iterations": 2, "constraints": {"params": 1}}
+    with pytest.warns(UserWarning, match="keeping its start"):
+        compress(str(checkpoint), tmp_path / "removal", stages=("removal",), **kwargs)
+    with pytest.warns(UserWarning, match="the next stage starts from the nearest one"):
+        both = compress(str(checkpoint), tmp_path / "both", **kwargs)
+    smallest = min(_valid_params(tmp_path / "removal"))  # the same seeds: stage 1's students
+    state = json.loads((tmp_path / "both" / "state.json").read_text())
+    nearest = Architecture.from_json(state["stages"]["removal"]["nearest"]["architecture"])
+    assert nearest.num_params() == smallest < both.rows[0].params
+    assert state["stages"]["shrink"]["start"] == nearest.to_json()
+    assert both.rows[1].params == smallest
+
+
+def test_a_constrained_stage_saved_without_its_nearest_student_replays_from_the_cache(
+        first_run, tmp_path, monkeypatch):
+    _, checkpoint = first_run
+    bound = Architecture.from_json(first_run[0].rows[0].architecture).num_params() // 8
+    kwargs = {**FAST, "iterations": 3, "constraints": {"params": bound}, "anneal_episodes": 8}
+    trained = []
+    original = MockEvaluator.evaluate
+
+    def counted(self, arch):
+        trained.append(arch.signature())
+        return original(self, arch)
+
+    monkeypatch.setattr(MockEvaluator, "evaluate", counted)
+    clean = compress(str(checkpoint), tmp_path / "clean", **kwargs)
+    clean_trained = list(trained)
+    trained.clear()
+    interrupt_evaluation(monkeypatch, 8)
+    with pytest.raises(KeyboardInterrupt):
+        compress(str(checkpoint), tmp_path / "run", **kwargs)
+    monkeypatch.setattr(MockEvaluator, "evaluate", counted)
+    state_path = tmp_path / "run" / "state.json"
+    state = json.loads(state_path.read_text())
+    assert state["stages"]["removal"]["iteration"] >= 1
+    del state["stages"]["removal"]["nearest"]  # as an earlier version saved it
+    state_path.write_text(json.dumps(state))
+    trained.clear()
+    resumed = compress(str(checkpoint), tmp_path / "run", resume=True, **kwargs)
+    assert len(trained) == len(clean_trained) - 7  # the 7 trained before the kill replay
+    for stage in pipeline.STAGES:
+        assert _column(tmp_path / "run" / f"metrics_{stage}.csv", "reward_mean") == _column(
+            tmp_path / "clean" / f"metrics_{stage}.csv", "reward_mean")
+    assert resumed.student.architecture == clean.student.architecture
+    saved = json.loads(state_path.read_text())["stages"]["removal"]["nearest"]
+    assert saved == json.loads((tmp_path / "clean" / "state.json").read_text())[
+        "stages"]["removal"]["nearest"] is not None
 
 
 @pytest.mark.parametrize("agent", ["reinforce", "ppo"])

@@ -76,6 +76,20 @@ def test_constraints_relax_with_epsilon() -> None:
     assert ok.reward == pytest.approx(base) and ok.violated == ()
 
 
+def test_excess_sums_each_violated_row_relative_to_its_bound() -> None:
+    rows = parse_constraints({"params": 20_000, "flops": 1_000})
+    over_both = constrained_reward(0.5, 0.9, 0.9, {"params": 30_000.0, "flops": 1_500.0},
+                                   rows, epsilon=0.0)
+    assert over_both.excess == pytest.approx(0.5 + 0.5)
+    over_one = constrained_reward(0.5, 0.9, 0.9, {"params": 30_000.0, "flops": 10.0}, rows)
+    assert over_one.excess == pytest.approx(0.5)
+    met = constrained_reward(0.5, 0.9, 0.9, {"params": 20_000.0, "flops": 1_000.0}, rows)
+    assert met.excess == 0.0 and met.violated == ()
+    assert constrained_reward(0.5, 0.9, 0.9, degenerate=True).excess == 0.0
+    zero_bound = LinearConstraint({"params": 1.0, "flops": -1.0}, bound=0.0)
+    assert zero_bound.excess({"params": 7.0, "flops": 4.0}) == pytest.approx(3.0)
+
+
 def test_general_linear_constraint_rows() -> None:
     row = LinearConstraint({"params": 1.0, "flops": 0.5}, bound=100.0)
     assert row.satisfied({"params": 50, "flops": 100})
