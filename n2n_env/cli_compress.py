@@ -203,7 +203,8 @@ def register(commands: argparse._SubParsersAction,
     cmd.add_argument("--constraint", type=_constraint, action="append", default=[],
                      metavar="Q<=N", help="upper bound, e.g. params<=20000 (repeatable); "
                      "relaxed early in each stage, see --anneal-episodes; a stage "
-                     "that meets it with no student hands the next stage its nearest one")
+                     "that finds no student within them hands the next stage the "
+                     "nearest one")
     cmd.add_argument("--anneal-episodes", type=_non_negative_int, metavar="N",
                      help="episodes per stage over which eps_t, the share of its reward a "
                      "student over a constraint keeps, falls from 1 to 0 (paper 3.3.1; "

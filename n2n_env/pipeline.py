@@ -26,6 +26,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -242,22 +243,27 @@ def _search(stage: str, index: int, start: Architecture, evaluator: Evaluator,
     """Run one stage's search (resuming it if ``state`` has it) and return its best student.
 
     A stage saved with a different start (stage 1 found a better student after a resume)
-    starts over, as does a constrained stage saved without its nearest student (by an
-    earlier version); the reward cache still answers every candidate seen before, so the
-    same seeds replay the same students without training them again.
+    starts over, as does a stage that would hand on its nearest student but was saved
+    without it (by an earlier version, before any student met the constraints). The
+    reward cache still answers every candidate seen before, so the same seeds replay the
+    same students without training them again; only students whose training failed are
+    not cached, and are trained again. The replayed students count as cache hits.
     """
     policy_path = run / f"{stage}_policy.pt"
     metrics_path = run / f"metrics_{stage}.csv"
     saved = state["stages"].get(stage)
     if saved is not None and saved["start"] != start.to_json():
         saved = None
-    if saved is not None and config.constraints and "nearest" not in saved:
+    hands_on = bool(config.constraints) and index + 1 < len(config.stages)
+    if (saved is not None and hands_on and saved["best_architecture"] is None
+            and "nearest" not in saved):
         saved = None
     if saved is None:
         saved = {"start": start.to_json(), "iteration": 0, "best_reward": None,
                  "best_architecture": None, "nearest": None, "evaluations": 0,
                  "cache_hits": 0}
         metrics_path.unlink(missing_ok=True)
+        shutil.rmtree(run / "tensorboard" / stage, ignore_errors=True)
     env = _environment(stage, start, evaluator, config,
                        episodes_played=saved["evaluations"] + saved["cache_hits"])
     settle_policy(policy_path, saved["iteration"])
@@ -280,7 +286,7 @@ def _search(stage: str, index: int, start: Architecture, evaluator: Evaluator,
                 if best.offer(reward, info):
                     saved["best_reward"], saved["best_architecture"] = (best.reward,
                                                                         best.architecture)
-                if config.constraints and nearest.offer(info):
+                if hands_on and nearest.offer(info):
                     saved["nearest"] = asdict(nearest)
             row = _metrics_row(iteration, outcomes, saved, time.perf_counter() - tick)
             rows.append(row)
@@ -307,7 +313,7 @@ def _search(stage: str, index: int, start: Architecture, evaluator: Evaluator,
         student = Architecture.from_json(saved["nearest"]["architecture"])
         warnings.warn(f"stage {stage}: no valid student within the constraints was found; "
                       f"the next stage starts from the nearest one ({student.num_params():,} "
-                      f"parameters, {saved['nearest']['excess']:.2f} over the bounds)",
+                      f"parameters, relative excess {saved['nearest']['excess']:.2f})",
                       stacklevel=3)
         return student
     warnings.warn(f"stage {stage}: no valid student within the constraints was found; "

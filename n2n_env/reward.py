@@ -17,6 +17,7 @@ cliff of -1 rewards.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -95,8 +96,15 @@ class LinearConstraint:
 
     def excess(self, measured: Mapping[str, float]) -> float:
         """How far ``measured`` is over this row, relative to its bound: 0 when the row
-        is met, 0.5 for a student at 1.5 times an upper bound (a zero bound counts as 1)."""
-        return max(0.0, self.value(measured) - self.bound) / (abs(self.bound) or 1.0)
+        is met, 0.5 for a student at 1.5 times an upper bound, inf when a quantity is
+        NaN. A row bounded by 0 (possible only with a negative coefficient) is measured
+        against the size of its terms, sum(|w_q * m_q|), so it stays scale-free."""
+        value = self.value(measured)
+        if math.isnan(value):
+            return math.inf
+        scale = abs(self.bound) or sum(abs(weight * float(measured[quantity]))
+                                       for quantity, weight in self.coefficients.items())
+        return max(0.0, value - self.bound) / (scale or 1.0)
 
     def describe(self) -> str:
         if self.name:

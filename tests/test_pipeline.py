@@ -302,8 +302,7 @@ def test_a_stage_that_meets_no_constraint_hands_the_next_its_nearest_student(fir
 def test_a_constrained_stage_saved_without_its_nearest_student_replays_from_the_cache(
         first_run, tmp_path, monkeypatch):
     _, checkpoint = first_run
-    bound = Architecture.from_json(first_run[0].rows[0].architecture).num_params() // 8
-    kwargs = {**FAST, "iterations": 3, "constraints": {"params": bound}, "anneal_episodes": 8}
+    kwargs = {**FAST, "iterations": 3, "constraints": {"params": 1}, "anneal_episodes": 8}
     trained = []
     original = MockEvaluator.evaluate
 
@@ -334,6 +333,28 @@ def test_a_constrained_stage_saved_without_its_nearest_student_replays_from_the_
     saved = json.loads(state_path.read_text())["stages"]["removal"]["nearest"]
     assert saved == json.loads((tmp_path / "clean" / "state.json").read_text())[
         "stages"]["removal"]["nearest"] is not None
+    assert [step for step, _ in _scalars(tmp_path / "run", "removal", "reward_mean")] == [
+        1, 2, 3]  # the replay's events replace the first attempt's
+
+
+def test_a_resumed_stage_keeps_the_nearest_student_found_before(first_run, tmp_path):
+    _, checkpoint = first_run
+    kwargs = {**FAST, "constraints": {"params": 1}}
+    with pytest.warns(UserWarning):
+        compress(str(checkpoint), tmp_path / "run", iterations=2, **kwargs)
+    state_path = tmp_path / "run" / "state.json"
+    state = json.loads(state_path.read_text())
+    planted = Architecture.from_json(state["stages"]["removal"]["start"])
+    state["stages"]["removal"]["nearest"] = {"excess": 1e-3, "unconstrained": 0.0,
+                                             "architecture": planted.to_json()}
+    del state["stages"]["shrink"]
+    state_path.write_text(json.dumps(state))
+    with pytest.warns(UserWarning, match="the next stage starts from the nearest one"):
+        resumed = compress(str(checkpoint), tmp_path / "run", resume=True, iterations=3,
+                           **kwargs)
+    assert json.loads(state_path.read_text())["stages"]["shrink"]["start"] == (
+        planted.to_json())
+    assert resumed.rows[1].architecture == planted.to_json()
 
 
 @pytest.mark.parametrize("agent", ["reinforce", "ppo"])

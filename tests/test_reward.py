@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -87,7 +89,14 @@ def test_excess_sums_each_violated_row_relative_to_its_bound() -> None:
     assert met.excess == 0.0 and met.violated == ()
     assert constrained_reward(0.5, 0.9, 0.9, degenerate=True).excess == 0.0
     zero_bound = LinearConstraint({"params": 1.0, "flops": -1.0}, bound=0.0)
-    assert zero_bound.excess({"params": 7.0, "flops": 4.0}) == pytest.approx(3.0)
+    assert zero_bound.excess({"params": 7.0, "flops": 4.0}) == pytest.approx(3 / 11)
+    assert zero_bound.excess({"params": 7e6, "flops": 4e6}) == pytest.approx(3 / 11)
+    accuracy_floor = LinearConstraint({"accuracy": -1.0}, bound=-0.9)
+    assert accuracy_floor.excess({"accuracy": 0.45}) == pytest.approx(0.5)
+    assert accuracy_floor.excess({"accuracy": 0.95}) == 0.0
+    latency = LinearConstraint.upper_bound("latency_ms", 2.0)
+    assert latency.excess({"latency_ms": 3.0}) == pytest.approx(0.5)
+    assert latency.excess({"latency_ms": float("nan")}) == math.inf
 
 
 def test_general_linear_constraint_rows() -> None:

@@ -132,8 +132,9 @@ def _notes(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
            "1.1 on SVHN; here all three share the table's data.",
         4: "- The constraint enters the reward as in the paper's section 3.3.1, relaxed early "
            "in each stage; 'Within it' counts the seeds whose final student meets it. A "
-           "stage 1 that meets it with no student hands stage 2 its valid student nearest "
-           "to it (the fewest parameters here), which shrinking may bring within it.",
+           "stage 1 that finds no student within it hands stage 2 its valid student "
+           "nearest to it (the fewest parameters here), which shrinking may bring within "
+           "it.",
         5: f"- Reward, Comp. and Acc. are means over the students of the first "
            f"{settings.transfer_iterations} policy updates (5 students each) on the target "
            f"teacher; the pre-trained policy first trained {settings.pretrain_iterations} "
