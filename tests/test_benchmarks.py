@@ -411,3 +411,25 @@ def test_degenerate_rates_counts_each_teachers_students_by_reason(
         else:
             assert values[3] == 0.0  # no residual blocks in a VGG
             assert usable_if_repaired == values[0]
+
+
+def test_constraint_reach_counts_students_within_a_budget_before_and_after_shrinking(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from n2n_env import zoo
+
+    script = runpy.run_path(str(BENCHMARKS / "constraint_reach.py"))
+    vgg13 = zoo.get("vgg13", input_shape=(1, 28, 28))
+    teacher_only = script["reach"](vgg13, 20_000, 1.0, 3, np.random.default_rng(0))
+    assert (teacher_only.valid, teacher_only.within, teacher_only.reachable) == (3, 0, 0)
+    assert teacher_only.smallest_params == vgg13.num_params()
+    assert teacher_only.smallest_convs == 10
+    roomy = script["reach"](vgg13, vgg13.num_params(), 0.5, 40, np.random.default_rng(0))
+    assert roomy.within == roomy.reachable == roomy.valid > 0
+    tight = script["reach"](vgg13, 20_000, 0.5, 400, np.random.default_rng(0))
+    assert tight.within <= tight.reachable < tight.valid
+    assert tight.reachable > 0  # shrinking reaches the budget where removal alone rarely does
+    monkeypatch.setattr(sys, "argv", ["constraint_reach.py", "--samples", "50"])
+    runpy.run_path(str(BENCHMARKS / "constraint_reach.py"), run_name="__main__")
+    assert "within it after shrinking to 0.1" in capsys.readouterr().out
