@@ -51,6 +51,7 @@ from n2n_env.finetune import FinetuneResult
 from n2n_env.progress import Progress, progress_bar
 from n2n_env.progress import check as check_progress
 from n2n_env.recipes import recipe_for
+from n2n_env.reward import parse_constraints
 from n2n_env.run_config import DEFAULT_ITERATIONS, STAGES, RunConfig
 from n2n_env.run_files import (
     STAGE_LABELS,
@@ -309,7 +310,8 @@ def _search(stage: str, index: int, start: Architecture, evaluator: Evaluator,
         writer.close()
     if saved["best_architecture"] is not None:
         return Architecture.from_json(saved["best_architecture"])
-    if saved.get("nearest") and index + 1 < len(config.stages):
+    if (saved.get("nearest") and index + 1 < len(config.stages)
+            and saved["nearest"]["excess"] < _start_excess(start, config)):
         student = Architecture.from_json(saved["nearest"]["architecture"])
         warnings.warn(f"stage {stage}: no valid student within the constraints was found; "
                       f"the next stage starts from the nearest one ({student.num_params():,} "
@@ -319,6 +321,18 @@ def _search(stage: str, index: int, start: Architecture, evaluator: Evaluator,
     warnings.warn(f"stage {stage}: no valid student within the constraints was found; "
                   f"keeping its start", stacklevel=3)
     return start
+
+
+def _start_excess(start: Architecture, config: RunConfig) -> float:
+    """The relative excess of a stage's start over the constraints (inf when a row reads
+    something the architecture alone does not give, such as accuracy or latency): a
+    nearest student is handed on only when it is nearer than that. Removing poolings can
+    make every valid student larger than its teacher."""
+    measured = {"params": float(start.num_params()), "flops": float(start.flops())}
+    rows = parse_constraints(config.constraints)
+    if any(quantity not in measured for row in rows for quantity in row.coefficients):
+        return math.inf
+    return sum(row.excess(measured) for row in rows)
 
 
 def _environment(stage: str, start: Architecture, evaluator: Evaluator,

@@ -498,3 +498,22 @@ def test_curves_of_a_run_are_plain_json_one_value_per_iteration(tmp_path) -> Non
     assert curves["removal"]["reward_mean"] == [0.25, None]  # NaN: no valid student
     assert curves["removal"]["accuracy_mean"] == [0.5, 0.75]
     json.dumps(curves, allow_nan=False)
+
+
+def test_a_nearest_student_farther_than_the_start_is_not_handed_on(first_run, tmp_path):
+    _, checkpoint = first_run
+    kwargs = {**FAST, "constraints": {"params": 1}}
+    with pytest.warns(UserWarning):
+        compress(str(checkpoint), tmp_path / "run", iterations=1, **kwargs)
+    state_path = tmp_path / "run" / "state.json"
+    state = json.loads(state_path.read_text())
+    teacher = Architecture.from_json(state["stages"]["removal"]["start"])
+    larger = teacher.remove([layer.kind != "maxpool" for layer in teacher.layers])
+    assert larger.num_params() > teacher.num_params()  # a bigger classifier input
+    state["stages"]["removal"]["nearest"] = {
+        "excess": float(larger.num_params() - 1), "unconstrained": 0.0,
+        "architecture": larger.to_json()}
+    state_path.write_text(json.dumps(state))
+    with pytest.warns(UserWarning, match="keeping its start"):
+        resumed = compress(str(checkpoint), tmp_path / "run", resume=True, **kwargs)
+    assert resumed.rows[1].architecture == teacher.to_json()
