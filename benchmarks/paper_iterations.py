@@ -9,7 +9,9 @@ seconds are wall time of each iteration of 5 students, so they include whatever 
 on the machine meanwhile. Then,
 from the run's evaluation cache (``rewards.sqlite``), how many distinct students both
 stages evaluated and how many of them were degenerate (reward -1, never trained): a
-policy that learns avoids them, random search does not.
+policy that learns avoids them, random search does not. For a run under constraints
+(its ``state.json`` says which), also how many valid students met them all, and the
+parameters of the smallest valid one.
 
     python benchmarks/paper_iterations.py benchmarks/paper
 """
@@ -22,9 +24,11 @@ import math
 import re
 import statistics
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from n2n_env.cache import CacheFileError, stored_evaluations
+from n2n_env.reward import LinearConstraint, parse_constraints
 from n2n_env.run_files import read_metrics
 
 
@@ -53,13 +57,24 @@ def summary(work: Path) -> list[str]:
                 f"{statistics.fmean(row['accuracy_mean'] for row in last):.3f}"
                 + f" [{run.parent.name}/]")
         if (run / "rewards.sqlite").is_file():
-            lines.append(f"{unit}: {students(run / 'rewards.sqlite')} [{run.parent.name}/]")
+            lines.append(f"{unit}: {students(run / 'rewards.sqlite', constraints_of(run))} "
+                         f"[{run.parent.name}/]")
     return lines
 
 
-def students(cache: Path) -> str:
+def constraints_of(run: Path) -> tuple[LinearConstraint, ...]:
+    """The constraints in a run's ``state.json`` (none when it has none or is missing)."""
+    try:
+        config = json.loads((run / "state.json").read_text()).get("config", {})
+    except (OSError, ValueError):
+        return ()
+    return parse_constraints(config.get("constraints") or None)
+
+
+def students(cache: Path, constraints: Sequence[LinearConstraint] = ()) -> str:
     """How many distinct students a run's evaluation cache holds, and how many of them were
-    degenerate, by reason (its words before any detail, numbers as N)."""
+    degenerate, by reason (its words before any detail, numbers as N); under
+    ``constraints``, how many valid ones met them and the smallest valid one's size."""
     try:
         entries = stored_evaluations(cache)
     except CacheFileError as exc:
@@ -72,8 +87,18 @@ def students(cache: Path) -> str:
             + (f" (under {len(identities)} evaluator identities)" if len(identities) > 1
                else "")
             + f", {sum(reasons.values())} degenerate")
-    return text + (f" ({', '.join(f'{r}: {n}' for r, n in reasons.most_common())})"
-                   if reasons else "")
+    text += (f" ({', '.join(f'{r}: {n}' for r, n in reasons.most_common())})"
+             if reasons else "")
+    if not constraints:
+        return text
+    valid = {e.architecture.signature(): e.evaluation for e in entries
+             if e.evaluation.degenerate_reason is None}
+    within = sum(all(row.satisfied(evaluation.measured()) for row in constraints)
+                 for evaluation in valid.values())
+    smallest = min((evaluation.params for evaluation in valid.values()), default=None)
+    return (text + f"; {' and '.join(row.describe() for row in constraints)}: {within} of "
+            f"{len(valid)} valid students within"
+            + (f", the smallest valid one {smallest:,} parameters" if valid else ""))
 
 
 def main() -> None:

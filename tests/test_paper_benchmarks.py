@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import runpy
@@ -72,6 +73,13 @@ def test_paper_iterations_sums_each_searchs_stages_preferring_this_machines_runs
     with CachedEvaluator(elsewhere, here / "rewards.sqlite") as cache:
         cache.evaluate_many([teacher, no_pooling])
     (work / "carry" / "compress-b-seed0" / "rewards.sqlite").write_text("not a database")
+    half = teacher.remove([not r or i % 2 == 0 for i, r in enumerate(removable)])
+    constrained = work / "runs" / "compress-c-params-seed0"
+    with CachedEvaluator(MockEvaluator(teacher), constrained / "rewards.sqlite") as cache:
+        cache.evaluate_many([empty, half, teacher])
+    (constrained / "state.json").write_text(json.dumps(
+        {"config": {"constraints": {"params": teacher.num_params()}}, "stages": {}}))
+    assert half.num_params() > teacher.num_params()  # its classifier input grew
     monkeypatch.setattr(sys, "argv", ["paper_iterations.py", str(work)])
     runpy.run_path(str(BENCHMARKS / "paper_iterations.py"), run_name="__main__")
     lines = capsys.readouterr().out.splitlines()
@@ -86,6 +94,10 @@ def test_paper_iterations_sums_each_searchs_stages_preferring_this_machines_runs
     assert lines[3] == ("compress-b-seed0 removal: 2 iterations, 2.00 h, median 3600 s "
                         "(3600-3600 s), best reward 0.8000; last 2: mean reward 0.500, "
                         "mean accuracy 0.500 [carry/]")
-    assert len(lines) == 5
+    assert len(lines) == 6
     assert lines[4].startswith("compress-b-seed0: evaluation cache unreadable (")
     assert lines[4].endswith("[carry/]")
+    assert lines[5] == (
+        f"compress-c-params-seed0: 3 distinct students evaluated, 1 degenerate (empty "
+        f"architecture: 1); params <= {teacher.num_params()}: 1 of 2 valid students "
+        f"within, the smallest valid one {teacher.num_params():,} parameters [runs/]")
