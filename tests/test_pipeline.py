@@ -337,23 +337,30 @@ def test_a_constrained_stage_saved_without_its_nearest_student_replays_from_the_
         1, 2, 3]  # the replay's events replace the first attempt's
 
 
+def _plant_nearest(run, excess, choose=lambda start: start):
+    """Record ``choose(start)`` as stage 1's nearest student in ``run``'s state, with
+    this ``excess``; return the start and the planted student."""
+    state_path = run / "state.json"
+    state = json.loads(state_path.read_text())
+    start = Architecture.from_json(state["stages"]["removal"]["start"])
+    planted = choose(start)
+    state["stages"]["removal"]["nearest"] = {"excess": excess, "unconstrained": 0.0,
+                                             "architecture": planted.to_json()}
+    state_path.write_text(json.dumps(state))
+    return start, planted
+
+
 def test_a_resumed_stage_keeps_the_nearest_student_found_before(first_run, tmp_path):
     _, checkpoint = first_run
     kwargs = {**FAST, "constraints": {"params": 1}}
     with pytest.warns(UserWarning):
         compress(str(checkpoint), tmp_path / "run", iterations=2, **kwargs)
-    state_path = tmp_path / "run" / "state.json"
-    state = json.loads(state_path.read_text())
-    planted = Architecture.from_json(state["stages"]["removal"]["start"])
-    state["stages"]["removal"]["nearest"] = {"excess": 1e-3, "unconstrained": 0.0,
-                                             "architecture": planted.to_json()}
-    del state["stages"]["shrink"]
-    state_path.write_text(json.dumps(state))
+    _, planted = _plant_nearest(tmp_path / "run", 1e-3)
     with pytest.warns(UserWarning, match="the next stage starts from the nearest one"):
         resumed = compress(str(checkpoint), tmp_path / "run", resume=True, iterations=3,
                            **kwargs)
-    assert json.loads(state_path.read_text())["stages"]["shrink"]["start"] == (
-        planted.to_json())
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["stages"]["shrink"]["start"] == planted.to_json()
     assert resumed.rows[1].architecture == planted.to_json()
 
 
@@ -505,15 +512,10 @@ def test_a_nearest_student_farther_than_the_start_is_not_handed_on(first_run, tm
     kwargs = {**FAST, "constraints": {"params": 1}}
     with pytest.warns(UserWarning):
         compress(str(checkpoint), tmp_path / "run", iterations=1, **kwargs)
-    state_path = tmp_path / "run" / "state.json"
-    state = json.loads(state_path.read_text())
-    teacher = Architecture.from_json(state["stages"]["removal"]["start"])
-    larger = teacher.remove([layer.kind != "maxpool" for layer in teacher.layers])
+    teacher, larger = _plant_nearest(
+        tmp_path / "run", 1e12,
+        lambda start: start.remove([layer.kind != "maxpool" for layer in start.layers]))
     assert larger.num_params() > teacher.num_params()  # a bigger classifier input
-    state["stages"]["removal"]["nearest"] = {
-        "excess": float(larger.num_params() - 1), "unconstrained": 0.0,
-        "architecture": larger.to_json()}
-    state_path.write_text(json.dumps(state))
     with pytest.warns(UserWarning, match="keeping its start"):
         resumed = compress(str(checkpoint), tmp_path / "run", resume=True, **kwargs)
     assert resumed.rows[1].architecture == teacher.to_json()
