@@ -51,7 +51,7 @@ from n2n_env.finetune import FinetuneResult
 from n2n_env.progress import Progress, progress_bar
 from n2n_env.progress import check as check_progress
 from n2n_env.recipes import recipe_for
-from n2n_env.reward import parse_constraints
+from n2n_env.reward import parse_constraints, total_excess
 from n2n_env.run_config import DEFAULT_ITERATIONS, STAGES, RunConfig
 from n2n_env.run_files import (
     STAGE_LABELS,
@@ -332,7 +332,7 @@ def _start_excess(start: Architecture, config: RunConfig) -> float:
     rows = parse_constraints(config.constraints)
     if any(quantity not in measured for row in rows for quantity in row.coefficients):
         return math.inf
-    return sum(row.excess(measured) for row in rows)
+    return total_excess(rows, measured)
 
 
 def _environment(stage: str, start: Architecture, evaluator: Evaluator,

@@ -129,6 +129,13 @@ def parse_constraints(
     return rows
 
 
+def total_excess(constraints: Sequence[LinearConstraint],
+                 measured: Mapping[str, float]) -> float:
+    """The summed relative excess of ``measured`` over ``constraints`` (0 when all are
+    met): how a stage ranks students that meet none of them."""
+    return sum(row.excess(measured) for row in constraints)
+
+
 @dataclass
 class EpsilonSchedule:
     """eps_t for the relaxed constraint penalty: 1 at episode 0, falling linearly to 0 at
@@ -188,6 +195,6 @@ def constrained_reward(
     violated = tuple(c.describe() for c in constraints if not c.satisfied(measured or {}))
     reward = epsilon * (base + 1.0) - 1.0 if violated else base
     clipped = max(compression, 0.0)
-    excess = sum(c.excess(measured or {}) for c in constraints) if violated else 0.0
+    excess = total_excess(constraints, measured or {}) if violated else 0.0
     return RewardBreakdown(reward, clipped * (2.0 - clipped),
                            accuracy / teacher_accuracy, base, epsilon, violated, False, excess)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import sqlite3
 
 import gymnasium as gym
 import pytest
 import torch
+from pipeline_runs import (
+    FAST,
+    column,
+    compress,
+    first_run_fixture,  # noqa: F401  (the first_run fixture)
+    interrupt_evaluation,
+    scalars,
+)
 
 from agents import registry
 from agents.agent_spec import AgentSpec
@@ -19,37 +25,7 @@ from n2n_env.build import build_model
 from n2n_env.cli import main
 from n2n_env.distill import DistillRecipe
 from n2n_env.evaluators import MockEvaluator
-from n2n_env.run_config import RunConfig
 from n2n_env.stack import BackendSettings
-
-FAST = {"dataset": "synthetic", "evaluator": "mock", "finetune_epochs": 1}
-
-
-def compress(teacher, out, *, resume=False, **settings):
-    """``pipeline.compress`` of a RunConfig from ``settings`` (or ``pipeline.resume``,
-    which takes only the budgets), without progress bars."""
-    if resume:
-        return pipeline.resume(out, iterations=settings.get("iterations"),
-                               finetune_epochs=settings.get("finetune_epochs"),
-                               progress=False)
-    return pipeline.compress(RunConfig(teacher=str(teacher), **settings), out=out,
-                             progress=False)
-
-
-@pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
-    """A full run from a zoo name (trains a tiny teacher under a private N2N_HOME)."""
-    home = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("N2N_HOME", str(home))
-        result = compress("conv4", home / "run", iterations=3, teacher_width=0.25,
-                          teacher_epochs=2, **FAST)
-    return result, home / "teachers" / "conv4-synthetic-w0.25-s0.pt"
-
-
-def _column(path, name):
-    with open(path, newline="") as handle:
-        return [row[name] for row in csv.DictReader(handle)]
 
 
 def test_run_directory_has_every_file(first_run):
@@ -59,9 +35,9 @@ def test_run_directory_has_every_file(first_run):
             "metrics_removal.csv", "metrics_shrink.csv", "reward.png", "accuracy.png",
             "compression.png", "result.json", "state.json", "rewards.sqlite"} <= names
     for stage in pipeline.STAGES:
-        assert _column(result.out / f"metrics_{stage}.csv", "iteration") == ["1", "2", "3"]
-        assert int(_column(result.out / f"metrics_{stage}.csv", "evaluations")[-1]) + int(
-            _column(result.out / f"metrics_{stage}.csv", "cache_hits")[-1]) == 15
+        assert column(result.out / f"metrics_{stage}.csv", "iteration") == ["1", "2", "3"]
+        assert int(column(result.out / f"metrics_{stage}.csv", "evaluations")[-1]) + int(
+            column(result.out / f"metrics_{stage}.csv", "cache_hits")[-1]) == 15
     arch = Architecture.from_json((result.out / "student.json").read_text())
     model = build_model(arch)
     model.load_state_dict(torch.load(result.out / "student.pt", weights_only=True))
@@ -91,20 +67,12 @@ def test_table_matches_the_student_architectures(first_run):
     assert [r["finetune_lr"] for r in saved["rows"]] == [None, recipe_lr, recipe_lr]
 
 
-def _scalars(run, stage, name):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run / "tensorboard" / stage))
-    events.Reload()
-    return [(event.step, event.value) for event in events.Scalars(f"{stage}/{name}")]
-
-
 def test_tensorboard_logs_match_the_metrics(first_run):
     result, _ = first_run
     for stage in pipeline.STAGES:
-        logged = _scalars(result.out, stage, "reward_mean")
+        logged = scalars(result.out, stage, "reward_mean")
         assert [step for step, _ in logged] == [1, 2, 3]
-        expected = [float(v) for v in _column(result.out / f"metrics_{stage}.csv",
+        expected = [float(v) for v in column(result.out / f"metrics_{stage}.csv",
                                               "reward_mean")]
         assert [value for _, value in logged] == pytest.approx(expected, rel=1e-6)
 
@@ -134,19 +102,19 @@ def test_resume_continues_and_never_reevaluates(first_run, tmp_path, monkeypatch
     assert len(set(seen)) == len(seen)  # no candidate evaluated twice across the two runs
     for stage in pipeline.STAGES:
         path = f"metrics_{stage}.csv"
-        assert _column(tmp_path / "run" / path, "iteration") == ["1", "2", "3", "4"]
+        assert column(tmp_path / "run" / path, "iteration") == ["1", "2", "3", "4"]
         for name in run_files.METRIC_FIELDS:  # as docs/agents.md says, all but three agree
             if name not in ("evaluations", "cache_hits", "seconds"):
-                assert _column(tmp_path / "run" / path, name) == _column(
+                assert column(tmp_path / "run" / path, name) == column(
                     tmp_path / "clean" / path, name), name
-        done = [int(e) + int(h) for e, h in zip(_column(tmp_path / "run" / path, "evaluations"),
-                                                _column(tmp_path / "run" / path, "cache_hits"))]
+        done = [int(e) + int(h) for e, h in zip(column(tmp_path / "run" / path, "evaluations"),
+                                                column(tmp_path / "run" / path, "cache_hits"))]
         assert done == [int(e) + int(h) for e, h in zip(
-            _column(tmp_path / "clean" / path, "evaluations"),
-            _column(tmp_path / "clean" / path, "cache_hits"))]
+            column(tmp_path / "clean" / path, "evaluations"),
+            column(tmp_path / "clean" / path, "cache_hits"))]
         # The resumed run's log continues without repeating a step. (Its events are in a
         # second file; files written within one second may be read in either order.)
-        assert sorted(step for step, _ in _scalars(tmp_path / "run", stage,
+        assert sorted(step for step, _ in scalars(tmp_path / "run", stage,
                                                    "reward_mean")) == [1, 2, 3, 4]
         if agent != "random":
             start = Architecture.from_json(resumed.rows[1].architecture)
@@ -168,7 +136,7 @@ def test_random_agent_and_bad_names(first_run, tmp_path):
                                stages=("removal",), iterations=2, **FAST)
     assert [r.name for r in result.rows] == ["Teacher", "Student (Stage1)"]
     assert not (tmp_path / "r" / "removal_policy.pt").exists()
-    assert _column(tmp_path / "r" / "metrics_removal.csv", "cache_hits")[-1] != ""
+    assert column(tmp_path / "r" / "metrics_removal.csv", "cache_hits")[-1] != ""
     with pytest.raises(ValueError, match=r"reinforce, actor-critic, ppo, .*, random"):
         compress(str(checkpoint), agent="dqn", out=tmp_path / "x", **FAST)
     with pytest.raises(ValueError, match=r"policy_init needs .* reinforce, actor-critic"):
@@ -202,20 +170,6 @@ def test_cli_compress(first_run, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "reinforce, actor-critic, ppo" in err
 
 
-def interrupt_evaluation(monkeypatch, number):
-    """Make the mock evaluator's ``number``-th call raise KeyboardInterrupt (a Ctrl-C)."""
-    calls = []
-    original = MockEvaluator.evaluate
-
-    def interrupted(self, arch):
-        calls.append(arch)
-        if len(calls) == number:
-            raise KeyboardInterrupt
-        return original(self, arch)
-
-    monkeypatch.setattr(MockEvaluator, "evaluate", interrupted)
-
-
 def test_cli_ctrl_c_names_the_resume_command(first_run, tmp_path, capsys, monkeypatch):
     _, checkpoint = first_run
     interrupt_evaluation(monkeypatch, 7)
@@ -229,7 +183,7 @@ def test_cli_ctrl_c_names_the_resume_command(first_run, tmp_path, capsys, monkey
     # The printed command alone continues the same run: 2 iterations, 1 fine-tuning epoch.
     assert main(printed[-1].split("continue with: ")[-1].split()[1:]) == 0
     assert "Student (Stage1+Stage2)" in capsys.readouterr().out
-    assert _column(run / "metrics_shrink.csv", "iteration") == ["1", "2"]
+    assert column(run / "metrics_shrink.csv", "iteration") == ["1", "2"]
     assert json.loads((run / "result.json").read_text())["finetune_epochs"] == 1
 
 
@@ -242,126 +196,6 @@ def test_cli_trains_a_zoo_teacher_at_the_given_width(tmp_path, capsys, monkeypat
     assert (tmp_path / "home" / "teachers" / "conv4-synthetic-w0.25-s0.pt").is_file()
     settings = json.loads((tmp_path / "run" / "result.json").read_text())["config"]
     assert settings["teacher_width"] == 0.25 and settings["teacher_epochs"] == 1
-
-
-def test_constraints_anneal_and_only_feasible_students_win(first_run, tmp_path, monkeypatch):
-    _, checkpoint = first_run
-    teacher_params = Architecture.from_json(first_run[0].rows[0].architecture).num_params()
-    bound = teacher_params // 8
-    kwargs = {**FAST, "iterations": 4, "constraints": {"params": bound}, "anneal_episodes": 12}
-    clean = compress(str(checkpoint), tmp_path / "clean", **kwargs)
-    assert all(row.params <= bound for row in clean.rows[1:])
-    interrupt_evaluation(monkeypatch, 8)
-    with pytest.raises(KeyboardInterrupt):
-        compress(str(checkpoint), tmp_path / "run", **kwargs)
-    resumed = compress(str(checkpoint), tmp_path / "run", resume=True, **kwargs)
-    for stage in pipeline.STAGES:  # equal rewards: the penalty schedule resumed where it was
-        assert _column(tmp_path / "run" / f"metrics_{stage}.csv", "reward_mean") == _column(
-            tmp_path / "clean" / f"metrics_{stage}.csv", "reward_mean")
-    assert resumed.student.architecture == clean.student.architecture
-    settings = json.loads((tmp_path / "run" / "result.json").read_text())["config"]
-    assert settings["anneal_episodes"] == 12
-    default = compress(str(checkpoint), tmp_path / "default", stages=("removal",),
-                                **{**kwargs, "anneal_episodes": None})
-    assert json.loads((default.out / "result.json").read_text())["config"][
-        "anneal_episodes"] == 10  # half of 4 iterations x 5 episodes
-
-
-def test_an_impossible_constraint_keeps_the_start_and_says_so(first_run, tmp_path):
-    _, checkpoint = first_run
-    with pytest.warns(UserWarning, match="no valid student within the constraints"):
-        result = compress(str(checkpoint), tmp_path / "run", iterations=1,
-                                   stages=("removal",), constraints={"params": 1}, **FAST)
-    assert result.student.architecture == result.teacher.architecture
-
-
-def _valid_params(run):
-    """The parameter counts of the valid students in a run's reward cache."""
-    with sqlite3.connect(run / "rewards.sqlite") as db:
-        rows = db.execute("SELECT evaluation_json FROM evaluations").fetchall()
-    evaluations = [json.loads(row[0]) for row in rows]
-    return [e["params"] for e in evaluations if e["degenerate_reason"] is None]
-
-
-def test_a_stage_that_meets_no_constraint_hands_the_next_its_nearest_student(first_run,
-                                                                            tmp_path):
-    _, checkpoint = first_run
-    kwargs = {**FAST, "iterations": 2, "constraints": {"params": 1}}
-    with pytest.warns(UserWarning, match="keeping its start"):
-        compress(str(checkpoint), tmp_path / "removal", stages=("removal",), **kwargs)
-    with pytest.warns(UserWarning, match="the next stage starts from the nearest one"):
-        both = compress(str(checkpoint), tmp_path / "both", **kwargs)
-    smallest = min(_valid_params(tmp_path / "removal"))  # the same seeds: stage 1's students
-    state = json.loads((tmp_path / "both" / "state.json").read_text())
-    nearest = Architecture.from_json(state["stages"]["removal"]["nearest"]["architecture"])
-    assert nearest.num_params() == smallest < both.rows[0].params
-    assert state["stages"]["shrink"]["start"] == nearest.to_json()
-    assert both.rows[1].params == smallest
-
-
-def test_a_constrained_stage_saved_without_its_nearest_student_replays_from_the_cache(
-        first_run, tmp_path, monkeypatch):
-    _, checkpoint = first_run
-    kwargs = {**FAST, "iterations": 3, "constraints": {"params": 1}, "anneal_episodes": 8}
-    trained = []
-    original = MockEvaluator.evaluate
-
-    def counted(self, arch):
-        trained.append(arch.signature())
-        return original(self, arch)
-
-    monkeypatch.setattr(MockEvaluator, "evaluate", counted)
-    clean = compress(str(checkpoint), tmp_path / "clean", **kwargs)
-    clean_trained = list(trained)
-    trained.clear()
-    interrupt_evaluation(monkeypatch, 8)
-    with pytest.raises(KeyboardInterrupt):
-        compress(str(checkpoint), tmp_path / "run", **kwargs)
-    monkeypatch.setattr(MockEvaluator, "evaluate", counted)
-    state_path = tmp_path / "run" / "state.json"
-    state = json.loads(state_path.read_text())
-    assert state["stages"]["removal"]["iteration"] >= 1
-    del state["stages"]["removal"]["nearest"]  # as an earlier version saved it
-    state_path.write_text(json.dumps(state))
-    trained.clear()
-    resumed = compress(str(checkpoint), tmp_path / "run", resume=True, **kwargs)
-    assert len(trained) == len(clean_trained) - 7  # the 7 trained before the kill replay
-    for stage in pipeline.STAGES:
-        assert _column(tmp_path / "run" / f"metrics_{stage}.csv", "reward_mean") == _column(
-            tmp_path / "clean" / f"metrics_{stage}.csv", "reward_mean")
-    assert resumed.student.architecture == clean.student.architecture
-    saved = json.loads(state_path.read_text())["stages"]["removal"]["nearest"]
-    assert saved == json.loads((tmp_path / "clean" / "state.json").read_text())[
-        "stages"]["removal"]["nearest"] is not None
-    assert [step for step, _ in _scalars(tmp_path / "run", "removal", "reward_mean")] == [
-        1, 2, 3]  # the replay's events replace the first attempt's
-
-
-def _plant_nearest(run, excess, choose=lambda start: start):
-    """Record ``choose(start)`` as stage 1's nearest student in ``run``'s state, with
-    this ``excess``; return the start and the planted student."""
-    state_path = run / "state.json"
-    state = json.loads(state_path.read_text())
-    start = Architecture.from_json(state["stages"]["removal"]["start"])
-    planted = choose(start)
-    state["stages"]["removal"]["nearest"] = {"excess": excess, "unconstrained": 0.0,
-                                             "architecture": planted.to_json()}
-    state_path.write_text(json.dumps(state))
-    return start, planted
-
-
-def test_a_resumed_stage_keeps_the_nearest_student_found_before(first_run, tmp_path):
-    _, checkpoint = first_run
-    kwargs = {**FAST, "constraints": {"params": 1}}
-    with pytest.warns(UserWarning):
-        compress(str(checkpoint), tmp_path / "run", iterations=2, **kwargs)
-    _, planted = _plant_nearest(tmp_path / "run", 1e-3)
-    with pytest.warns(UserWarning, match="the next stage starts from the nearest one"):
-        resumed = compress(str(checkpoint), tmp_path / "run", resume=True, iterations=3,
-                           **kwargs)
-    state = json.loads((tmp_path / "run" / "state.json").read_text())
-    assert state["stages"]["shrink"]["start"] == planted.to_json()
-    assert resumed.rows[1].architecture == planted.to_json()
 
 
 @pytest.mark.parametrize("agent", ["reinforce", "ppo"])
@@ -385,9 +219,9 @@ def test_a_kill_between_policy_and_state_applies_no_update_twice(first_run, tmp_
     monkeypatch.setattr(pipeline, "atomic_json", original)
     resumed = compress(str(checkpoint), tmp_path / "run", resume=True, **kwargs)
     for stage in pipeline.STAGES:
-        assert _column(tmp_path / "run" / f"metrics_{stage}.csv", "reward_mean") == _column(
+        assert column(tmp_path / "run" / f"metrics_{stage}.csv", "reward_mean") == column(
             tmp_path / "clean" / f"metrics_{stage}.csv", "reward_mean")
-        steps = [step for step, _ in _scalars(tmp_path / "run", stage, "reward_mean")]
+        steps = [step for step, _ in scalars(tmp_path / "run", stage, "reward_mean")]
         assert sorted(steps) == [1, 2, 3, 4]  # iteration 2's stale log entry was purged
     assert not list((tmp_path / "run").glob("*_policy.pt.*"))
     assert resumed.student.architecture == clean.student.architecture
@@ -464,16 +298,16 @@ def test_every_backend_runs_through_compress_and_resumes(first_run, tmp_path, ba
                 "stages": ("removal",), "recipe": DistillRecipe(steps=2),
                 "backend": BackendSettings(backend, 2)}
     result = compress(str(checkpoint), tmp_path / "run", **settings)
-    assert _column(result.out / "metrics_removal.csv", "iteration") == ["1", "2"]
+    assert column(result.out / "metrics_removal.csv", "iteration") == ["1", "2"]
     total = [int(a) + int(b) for a, b in zip(
-        _column(result.out / "metrics_removal.csv", "evaluations"),
-        _column(result.out / "metrics_removal.csv", "cache_hits"))]
+        column(result.out / "metrics_removal.csv", "evaluations"),
+        column(result.out / "metrics_removal.csv", "cache_hits"))]
     assert total == [5, 10]
     state = json.loads((result.out / "state.json").read_text())
     assert state["config"]["backend"] == {"kind": backend, "workers": 2, "ray_address": None,
                                           "gpus_per_student": 0.0}
     extended = pipeline.resume(result.out, iterations=3, progress=False)
-    assert _column(extended.out / "metrics_removal.csv", "iteration") == ["1", "2", "3"]
+    assert column(extended.out / "metrics_removal.csv", "iteration") == ["1", "2", "3"]
     with pytest.raises(ValueError, match="keeps local or parallel sampling"):
         pipeline.resume(result.out, backend=BackendSettings(), progress=False)
 
@@ -505,17 +339,3 @@ def test_curves_of_a_run_are_plain_json_one_value_per_iteration(tmp_path) -> Non
     assert curves["removal"]["reward_mean"] == [0.25, None]  # NaN: no valid student
     assert curves["removal"]["accuracy_mean"] == [0.5, 0.75]
     json.dumps(curves, allow_nan=False)
-
-
-def test_a_nearest_student_farther_than_the_start_is_not_handed_on(first_run, tmp_path):
-    _, checkpoint = first_run
-    kwargs = {**FAST, "constraints": {"params": 1}}
-    with pytest.warns(UserWarning):
-        compress(str(checkpoint), tmp_path / "run", iterations=1, **kwargs)
-    teacher, larger = _plant_nearest(
-        tmp_path / "run", 1e12,
-        lambda start: start.remove([layer.kind != "maxpool" for layer in start.layers]))
-    assert larger.num_params() > teacher.num_params()  # a bigger classifier input
-    with pytest.warns(UserWarning, match="keeping its start"):
-        resumed = compress(str(checkpoint), tmp_path / "run", resume=True, **kwargs)
-    assert resumed.rows[1].architecture == teacher.to_json()
