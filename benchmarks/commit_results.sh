@@ -4,7 +4,8 @@
 # teachers, policies, tables with their settings and figures, unfinished teachers' resume states up to RESUME_LIMIT bytes
 # (default 20,000,000) and copies of unfinished units' run folders (carry/, refreshed at most
 # every CARRY_EVERY seconds, default 1800, and at the end of with_commits; $PYTHON, default
-# python3, -m n2n_env.paper.carry). Commits only these
+# python3, -m n2n_env.paper.carry; with CARRY_LOOPS=1, as at the end of with_commits, the
+# copies also hold pruning loops' per-step checkpoints). Commits only these
 # paths, and only when one changed.
 #   bash benchmarks/commit_results.sh "MESSAGE"
 # Sourced, it defines `with_commits MESSAGE CMD...`: run CMD, committing every 10 minutes
@@ -22,8 +23,10 @@ commit_results() {
   local paths=() path
   # Copies of unfinished units' run folders, so that a fresh machine continues them.
   if [ -d benchmarks/paper/runs ]; then
+    local loops=()
+    [ "${CARRY_LOOPS:-0}" = 1 ] && loops=(--loops)
     "${PYTHON:-python3}" -m n2n_env.paper.carry benchmarks/paper --every "${CARRY_EVERY:-1800}" \
-      --limit "${RESUME_LIMIT:-20000000}" || echo "commit_results: carry failed" >&2
+      --limit "${RESUME_LIMIT:-20000000}" "${loops[@]}" || echo "commit_results: carry failed" >&2
   fi
   [ -d benchmarks/paper/carry ] && paths+=(benchmarks/paper/carry)
   for path in "${candidates[@]}" benchmarks/n2n-bench/*-mnist-10k benchmarks/paper/table-*.md \
@@ -77,7 +80,7 @@ with_commits() {
   status=$?
   kill "$loop" 2> /dev/null
   wait "$loop" 2> /dev/null  # a commit under way finishes before the last one starts
-  CARRY_EVERY=0 commit_results "$message: finished pieces"  # the state it stopped in
+  CARRY_EVERY=0 CARRY_LOOPS=1 commit_results "$message: finished pieces"  # the state it stopped in
   return "$status"
 }
 

@@ -163,6 +163,25 @@ def test_commits_a_copy_of_an_unfinished_run_and_its_removal_once_finished(
                                "D\tbenchmarks/paper/carry/compress-a/state.json"]
 
 
+def test_a_pruning_loops_checkpoint_is_committed_only_when_the_command_ends(
+        repo: Path) -> None:
+    """Every half hour the copy of a pruning unit leaves out its loop's checkpoint (as large
+    as the network); the commit made when the command ends (the end of a sitting) has it."""
+    run = repo / "benchmarks/paper/runs/prune-a"
+    write(run / "unit.json", '{"identity": {}, "seconds": 1.0, "sittings": 1}')
+    write(run / "seed-0.loop.pt", "step 1")
+    subprocess.run(["bash", "benchmarks/commit_results.sh", "pieces"], cwd=repo, check=True)
+    assert committed_files(repo) == {"benchmarks/paper/carry/prune-a/unit.json",
+                                     "benchmarks/paper/carry/prune-a/carry.json"}
+    command = ("source benchmarks/commit_results.sh; "
+               "with_commits 'table 2' bash -c 'echo step 2 > "
+               "benchmarks/paper/runs/prune-a/seed-0.loop.pt'")
+    subprocess.run(["bash", "-c", command], cwd=repo, check=True, timeout=60)
+    assert git(repo, "log", "-1", "--format=%s").strip() == "table 2: finished pieces"
+    assert "benchmarks/paper/carry/prune-a/seed-0.loop.pt" in committed_files(repo)
+    assert git(repo, "show", "HEAD:benchmarks/paper/carry/prune-a/seed-0.loop.pt") == "step 2\n"
+
+
 def test_makes_no_commit_when_nothing_changed(repo: Path) -> None:
     before = git(repo, "rev-parse", "HEAD")
     subprocess.run(["bash", "benchmarks/commit_results.sh", "nothing"], cwd=repo, check=True)

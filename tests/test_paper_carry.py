@@ -150,7 +150,7 @@ def test_large_files_are_left_out_only_when_a_resume_recomputes_them(tmp_path: P
     assert (target / "removal_policy.pt").read_text() == "policy-2"  # the old copy stays
 
 
-def test_a_pruning_loops_checkpoint_is_never_carried_but_its_seeds_files_are(
+def test_a_pruning_loops_checkpoint_is_carried_only_when_asked(
         tmp_path: Path) -> None:
     run_folder = tmp_path / "runs" / "prune-a"
     write(run_folder / "unit.json", json.dumps({"identity": {}, "seconds": 1.0, "sittings": 1}))
@@ -165,6 +165,29 @@ def test_a_pruning_loops_checkpoint_is_never_carried_but_its_seeds_files_are(
     time.sleep(0.01)
     write(run_folder / "seed-1.loop.pt", "step 2")
     assert carry.snapshot_unfinished(tmp_path) == []
+
+    # Asked (the end of a sitting): the checkpoint is news, is copied, and a fresh machine
+    # gets it back as it was.
+    assert carry.main([str(tmp_path), "--loops"]) == 0
+    assert sorted(p.name for p in target.iterdir()) == [
+        "carry.json", "seed-0.result.json", "seed-1.loop.pt", "unit.json"]
+    assert (target / "seed-1.loop.pt").read_text() == "step 2"
+    assert carry.snapshot_unfinished(tmp_path, loops=True) == []  # nothing new since
+    # A later copy without it, of an unchanged folder, keeps the copy that has it.
+    assert carry.snapshot_unfinished(tmp_path) == []
+    shutil.rmtree(run_folder)
+    assert carry.restore(tmp_path, "prune-a", run_folder) is not None
+    assert (run_folder / "seed-1.loop.pt").read_text() == "step 2"
+    # The machine that ran it, one step further, keeps its own folder.
+    time.sleep(0.01)
+    write(run_folder / "seed-1.loop.pt", "step 3")
+    assert carry.restore(tmp_path, "prune-a", run_folder) is None
+    assert (run_folder / "seed-1.loop.pt").read_text() == "step 3"
+    # Too large (full-width VGG-13's first steps): left out, and the loop starts over.
+    write(run_folder / "seed-1.loop.pt", "step 4" * 20)
+    done = carry.snapshot(run_folder, target, loops=True, limit=100)
+    assert done.copied and "seed-1.loop.pt" in done.note
+    assert not (target / "seed-1.loop.pt").exists()
 
 
 def test_the_copy_counts_the_sittings_time_up_to_its_last_write(tmp_path: Path) -> None:

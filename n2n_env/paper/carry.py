@@ -11,8 +11,9 @@ every 30 minutes), and puts it back before the unit runs on a machine without th
   the file would lose them), every other file as it is, and the copy is kept only if no
   file of the folder changed while it was taken (otherwise taken again). The copy is
   then a state that a kill at that instant would have left, which every unit resumes.
-  TensorBoard logs are not carried (``metrics_*.csv`` holds the same numbers), nor a
-  pruning loop's per-step checkpoint (:data:`NOT_CARRIED`).
+  TensorBoard logs are not carried (``metrics_*.csv`` holds the same numbers), and a
+  pruning loop's per-step checkpoint (:data:`LOOPS`) only when asked, at the end of a
+  sitting.
 * Files over ``limit`` bytes are left out when a resume recomputes them (:data:`OPTIONAL`:
   partial and finished trainings); a larger file of any other kind means the unit is not
   carried at all, since its copy could not be resumed.
@@ -22,7 +23,7 @@ every 30 minutes), and puts it back before the unit runs on a machine without th
 
 Command line (what ``benchmarks/commit_results.sh`` runs)::
 
-    python -m n2n_env.paper.carry WORK [--every SECONDS] [--limit BYTES]
+    python -m n2n_env.paper.carry WORK [--every SECONDS] [--limit BYTES] [--loops]
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from pathlib import Path
 
 from n2n_env.paper.units import result_file
 
-__all__ = ["DEFAULT_LIMIT", "MANIFEST", "NOT_CARRIED", "OPTIONAL", "Carried", "carry_dir",
+__all__ = ["DEFAULT_LIMIT", "LOOPS", "MANIFEST", "OPTIONAL", "Carried", "carry_dir",
            "discard", "main", "restore", "snapshot", "snapshot_unfinished"]
 
 FORMAT = "n2n-paper-carry-v1"
@@ -56,10 +57,12 @@ OPTIONAL = ("*.partial", "finetune_*.pt", "seed-*")
 fine-tuned student, a pruning seed's files."""
 SKIPPED = ("tensorboard",)
 """Top-level folders never carried."""
-NOT_CARRIED = ("*.loop.pt",)
-"""Files never carried: a pruning loop's checkpoint is as large as the network and rewritten
-at every step, so committing it every half hour would add tens of MB to the repository
-each time; without it, the pruning seed's loop starts over (the copy stays consistent)."""
+LOOPS = ("*.loop.pt",)
+"""Files carried only with ``loops=True``: a pruning loop's checkpoint is as large as the
+network and rewritten at every step, so committing it every half hour would add tens of MB
+to the repository each time. Carried once, at the end of a sitting, it saves a fresh
+machine the loop's steps so far (hours at full width); without it, the pruning seed's loop
+starts over (the copy stays consistent either way)."""
 DATABASES = ("*.sqlite",)
 """Files copied through SQLite's backup API; their ``-wal`` and ``-shm`` files are not copied."""
 ATTEMPTS = 5
@@ -92,27 +95,29 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
 
 
-def _files(run: Path) -> list[Path]:
-    """The files of ``run`` that make up its state, in a stable order."""
+def _files(run: Path, loops: bool) -> list[Path]:
+    """The files of ``run`` that make up its state, in a stable order (with
+    :data:`LOOPS` only when ``loops``)."""
     found = []
     for path in sorted(run.rglob("*")):
         relative = path.relative_to(run)
         if (not path.is_file() or relative.parts[0] in SKIPPED
                 or any(part.startswith(".") for part in relative.parts)
-                or _matches(path.name, NOT_CARRIED) or _is_database_side_file(path.name)):
+                or (not loops and _matches(path.name, LOOPS))
+                or _is_database_side_file(path.name)):
             continue
         found.append(path)
     return found
 
 
-def _stamps(run: Path) -> dict[str, tuple[int, int, int]]:
+def _stamps(run: Path, loops: bool) -> dict[str, tuple[int, int, int]]:
     """Modification time, size and inode of every file that a copy could hold (a
     database's log included; the inode tells a file replaced through a rename within one
-    clock tick): a file never carried neither asks for a new copy nor spoils one."""
+    clock tick): a file not carried neither asks for a new copy nor spoils one."""
     stamps = {}
     for path in run.rglob("*"):
         if (path.is_file() and not path.name.endswith("-shm")  # -shm changes on reads
-                and not _matches(path.name, NOT_CARRIED)):
+                and (loops or not _matches(path.name, LOOPS))):
             with contextlib.suppress(FileNotFoundError):  # removed meanwhile: a change
                 info = path.stat()
                 stamps[path.relative_to(run).as_posix()] = (info.st_mtime_ns, info.st_size,
@@ -162,17 +167,19 @@ def _seconds(run: Path, stamps: dict[str, tuple[int, int, int]]) -> float | None
         return None
 
 
-def snapshot(run: Path, target: Path, *, limit: int = DEFAULT_LIMIT) -> Carried:
-    """Copy the run folder ``run`` to ``target`` (replaced only once the copy is complete).
+def snapshot(run: Path, target: Path, *, limit: int = DEFAULT_LIMIT,
+             loops: bool = False) -> Carried:
+    """Copy the run folder ``run`` to ``target`` (replaced only once the copy is complete),
+    with a pruning loop's checkpoint when ``loops`` (:data:`LOOPS`).
 
     Returns what was done; nothing is written when a file that a resume needs is over
     ``limit`` bytes, or when the folder kept changing over :data:`ATTEMPTS` tries.
     """
     unit = run.name
     for _ in range(ATTEMPTS):
-        before = _stamps(run)
+        before = _stamps(run, loops)
         files, left_out = [], []
-        for path in _files(run):
+        for path in _files(run, loops):
             with contextlib.suppress(FileNotFoundError):  # removed meanwhile: copied again
                 if path.stat().st_size <= limit:
                     files.append(path)
@@ -191,7 +198,7 @@ def snapshot(run: Path, target: Path, *, limit: int = DEFAULT_LIMIT) -> Carried:
             shutil.rmtree(pending, ignore_errors=True)
             time.sleep(1)
             continue
-        if _stamps(run) != before:
+        if _stamps(run, loops) != before:
             shutil.rmtree(pending, ignore_errors=True)
             time.sleep(1)
             continue
@@ -230,11 +237,11 @@ def _manifest(folder: Path) -> dict | None:
     return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None
 
 
-def snapshot_unfinished(work: Path, *, every: float = 0.0,
-                        limit: int = DEFAULT_LIMIT) -> list[Carried]:
+def snapshot_unfinished(work: Path, *, every: float = 0.0, limit: int = DEFAULT_LIMIT,
+                        loops: bool = False) -> list[Carried]:
     """Snapshot every run folder of ``work`` whose unit has no result yet, unless its copy
-    is under ``every`` seconds old or nothing in it changed since; and discard the copies
-    of units that have finished."""
+    is under ``every`` seconds old or nothing in it changed since (pruning loops' checkpoints
+    counted only when ``loops``); and discard the copies of units that have finished."""
     done = []
     for folder in sorted((work / "carry").glob("*")):
         if folder.is_dir() and not folder.name.startswith(".") \
@@ -246,11 +253,11 @@ def snapshot_unfinished(work: Path, *, every: float = 0.0,
         target = carry_dir(work, run.name)
         manifest = _manifest(target)
         if manifest is not None:
-            if _newest(_stamps(run)) <= manifest["source_newest_ns"]:
+            if _newest(_stamps(run, loops)) <= manifest["source_newest_ns"]:
                 continue  # nothing changed since the copy (or the copy is from elsewhere)
             if time.time() - manifest["saved_at"] < every:
                 continue
-        done.append(snapshot(run, target, limit=limit))
+        done.append(snapshot(run, target, limit=limit, loops=loops))
     return done
 
 
@@ -261,7 +268,7 @@ def restore(work: Path, unit_id: str, run: Path) -> str | None:
     manifest = _manifest(source)
     if manifest is None:
         return None
-    if run.exists() and _newest(_stamps(run)) >= manifest["source_newest_ns"]:
+    if run.exists() and _newest(_stamps(run, True)) >= manifest["source_newest_ns"]:
         return None
     pending = run.with_name(f".{run.name}.{os.getpid()}.tmp")
     shutil.rmtree(pending, ignore_errors=True)
@@ -295,12 +302,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="skip a unit whose copy is younger than this (default 0)")
     parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="BYTES",
                         help=f"largest file carried (default {DEFAULT_LIMIT:,})")
+    parser.add_argument("--loops", action="store_true",
+                        help="also carry pruning loops' per-step checkpoints (seed-K.loop.pt, "
+                             "as large as the pruned network): once, at the end of a sitting")
     args = parser.parse_args(argv)
     if not args.work.is_dir():
         parser.error(f"{args.work} is not a folder")
     if args.every < 0 or args.limit < 1:
         parser.error("--every must be >= 0 and --limit >= 1")
-    for carried in snapshot_unfinished(args.work, every=args.every, limit=args.limit):
+    for carried in snapshot_unfinished(args.work, every=args.every, limit=args.limit,
+                                       loops=args.loops):
         print(f"carry {carried.unit}: {carried.note}", file=sys.stdout if carried.copied
               else sys.stderr)
     return 0
