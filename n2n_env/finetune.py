@@ -44,6 +44,7 @@ from n2n_env.checkpoints import CheckpointError, _atomic_save, _cpu_state, _read
 from n2n_env.device import autocast_context, in_memory_format, prepare_model, resolve_device
 from n2n_env.progress import Progress, progress_bar
 from n2n_env.progress import check as check_progress
+from n2n_env.random_streams import TrainingStreams
 from n2n_env.recipes import Recipe, recipe_for
 from n2n_env.training import (
     evaluate_accuracy,
@@ -175,16 +176,13 @@ def _train(student: nn.Module, teacher: nn.Module, data: data_mod.Dataset, recip
     dev = next(student.parameters()).device
     optimizer = make_optimizer(student, recipe)
     schedule = make_schedule(optimizer, recipe)
-    shuffle = torch.Generator().manual_seed(seed)
-    augment_rng = torch.Generator(device=dev).manual_seed(seed)
+    streams = TrainingStreams.seeded(dev, seed, seed)
     val_accuracy, first = 0.0, 0
     if saved is not None:
         student.load_state_dict(saved["student"])
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
-        shuffle.set_state(saved["shuffle"])
-        augment_rng.set_state(saved["augment"].to(augment_rng.device))
-        torch.set_rng_state(saved["torch"])
+        streams.restore(saved)
         first, val_accuracy = saved["epoch"], saved["val_accuracy"]
     bar = progress_bar(progress, range(first, recipe.epochs), total=recipe.epochs, desc=desc,
                        unit="epoch", initial=first)
@@ -192,7 +190,7 @@ def _train(student: nn.Module, teacher: nn.Module, data: data_mod.Dataset, recip
     def batch_loss(index: torch.Tensor) -> torch.Tensor:
         inputs = data.train.x[index]
         if recipe.augment:
-            inputs = data_mod.random_crop_flip(inputs, generator=augment_rng)
+            inputs = data_mod.random_crop_flip(inputs, generator=streams.augment)
         inputs = in_memory_format(inputs, dev)
         targets = teacher_logits(teacher, inputs) if fixed_logits is None else fixed_logits[index]
         with autocast_context(dev):
@@ -200,7 +198,7 @@ def _train(student: nn.Module, teacher: nn.Module, data: data_mod.Dataset, recip
         return final_loss(logits, data.train.y[index], targets, kd_weight)
 
     for epoch in bar:
-        batches = shuffled_batches(len(data.train), recipe.batch_size, shuffle, dev)
+        batches = shuffled_batches(len(data.train), recipe.batch_size, streams.shuffle, dev)
         stats = train_steps(student, optimizer, batches, batch_loss)
         if not bool(stats.finite):
             bar.close()
@@ -215,8 +213,7 @@ def _train(student: nn.Module, teacher: nn.Module, data: data_mod.Dataset, recip
                 "seconds": time.perf_counter() - started,
                 "student": _cpu_state(student.state_dict()),
                 "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "shuffle": shuffle.get_state(), "augment": augment_rng.get_state().cpu(),
-                "torch": torch.get_rng_state()})
+                **streams.state()})
     return val_accuracy
 
 

@@ -39,6 +39,7 @@ from n2n_env.checkpoints import (
 from n2n_env.device import autocast_context, in_memory_format, prepare_model, resolve_device
 from n2n_env.progress import Progress, progress_bar
 from n2n_env.progress import check as check_progress
+from n2n_env.random_streams import STREAMS, TrainingStreams
 from n2n_env.recipes import Recipe, recipe_for
 from n2n_env.teacher_spec import TeacherSpec, cache_name, parse_teacher_spec
 from n2n_env.training import (
@@ -116,8 +117,7 @@ def train_teacher(
         model = prepare_model(build_model(arch), dev)
         optimizer = make_optimizer(model, recipe)
         scheduler = make_schedule(optimizer, recipe)
-        shuffle = torch.Generator().manual_seed(seed)
-        augment_rng = torch.Generator(device=dev).manual_seed(seed + 1)
+        streams = TrainingStreams.seeded(dev, seed, seed + 1)
         identity = {"architecture": arch.signature(), "dataset_fingerprint": data.fingerprint,
                     "recipe": recipe.to_dict(), "seed": seed}
         start_epoch, val_acc = 0, float("nan")
@@ -127,11 +127,8 @@ def train_teacher(
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            shuffle.set_state(state["shuffle_rng"])
-            augment_rng.set_state(state["augment_rng"])
-            torch.set_rng_state(state["torch_rng"])
-            if dev.type == "cuda" and "cuda_rng" in state:
-                torch.cuda.set_rng_state(state["cuda_rng"], dev)
+            streams.restore({name: state[f"{name}_rng"] for name in STREAMS
+                             if f"{name}_rng" in state})
             start_epoch, val_acc = state["epoch"], state["val_accuracy"]
             started -= state["seconds"]
 
@@ -140,7 +137,7 @@ def train_teacher(
                            initial=start_epoch, desc=f"teacher {arch.name}/{data.name}",
                            unit="epoch")
         for epoch in bar:  # the bar closes itself when the loop ends
-            loss = _train_epoch(model, optimizer, train, recipe, shuffle, augment_rng)
+            loss = _train_epoch(model, optimizer, train, recipe, streams.shuffle, streams.augment)
             scheduler.step()
             val_acc = evaluate_accuracy(model, data.val)
             bar.set_postfix(loss=f"{loss:.4f}", val_acc=f"{val_acc:.4f}")
@@ -155,12 +152,8 @@ def train_teacher(
                     "seconds": time.perf_counter() - started,
                     "model": _cpu_state(model.state_dict()),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "shuffle_rng": shuffle.get_state(),
-                    "augment_rng": augment_rng.get_state().cpu(),
-                    "torch_rng": torch.get_rng_state(),
+                    **{f"{name}_rng": tensor for name, tensor in streams.state().items()},
                 }
-                if dev.type == "cuda":
-                    snapshot["cuda_rng"] = torch.cuda.get_rng_state(dev)
                 _atomic_save(snapshot, partial)
     test_acc = evaluate_accuracy(model, data.test)
     return TrainedTeacher(model=model.eval(), val_accuracy=val_acc, test_accuracy=test_acc,

@@ -74,6 +74,7 @@ from n2n_env.build import N2NNet, build_model
 from n2n_env.device import autocast_context, in_memory_format, prepare_model
 from n2n_env.finetune import DEFAULT_KD_WEIGHT
 from n2n_env.progress import Progress, progress_bar
+from n2n_env.random_streams import TrainingStreams
 from n2n_env.recipes import Recipe, recipe_for
 from n2n_env.training import (
     batch_stream,
@@ -274,27 +275,10 @@ class _Pruner:
         self.tp = _torch_pruning()
         self.teacher, self.data, self.config, self.recipe = teacher, data, config, recipe
         self.device = device
-        self.shuffle = torch.Generator().manual_seed(seed)
-        self.augment = torch.Generator(device=device).manual_seed(seed)
+        self.streams = TrainingStreams.seeded(device, seed, seed)
         self.fixed_logits = None if recipe.augment else teacher_logits(teacher, data.train.x)
         self.importance = self.tp.importance.TaylorImportance(
             group_reduction="mean", normalizer=None, multivariable=True)
-
-    def random_state(self) -> dict[str, torch.Tensor]:
-        """The loop's random streams, as :class:`LoopCheckpoint` keeps them."""
-        state = {"shuffle": self.shuffle.get_state(), "augment": self.augment.get_state().cpu(),
-                 "torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            state["cuda"] = torch.cuda.get_rng_state(self.device)
-        return state
-
-    def set_random_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Put back what :meth:`random_state` returned."""
-        self.shuffle.set_state(state["shuffle"])
-        self.augment.set_state(state["augment"])
-        torch.set_rng_state(state["torch"])
-        if self.device.type == "cuda" and "cuda" in state:
-            torch.cuda.set_rng_state(state["cuda"], self.device)
 
     def groups(self, model: N2NNet) -> list[Any]:
         """The prunable groups of Torch-Pruning's dependency graph of ``model``: each holds
@@ -311,7 +295,7 @@ class _Pruner:
         """Every group's channel scores: per-example Taylor importance, averaged over the
         examples, each group's scores divided by their L2 norm."""
         config, train = self.config, self.data.train
-        picks = torch.randperm(len(train), generator=self.shuffle)[:config.taylor_examples]
+        picks = torch.randperm(len(train), generator=self.streams.shuffle)[:config.taylor_examples]
         sums: list[torch.Tensor | None] = [None] * len(groups)
         model.eval()  # batch norm on its running statistics: batches may hold one example
         for start in range(0, len(picks), config.taylor_batch_size):
@@ -339,7 +323,7 @@ class _Pruner:
         def batch_loss(index: torch.Tensor) -> torch.Tensor:
             inputs = train.x[index]
             if recipe.augment:
-                inputs = data_mod.random_crop_flip(inputs, generator=self.augment)
+                inputs = data_mod.random_crop_flip(inputs, generator=self.streams.augment)
             inputs = in_memory_format(inputs, dev)
             targets = (teacher_logits(self.teacher, inputs) if self.fixed_logits is None
                        else self.fixed_logits[index])
@@ -348,7 +332,7 @@ class _Pruner:
             return final_loss(logits, train.y[index], targets, self.config.kd_weight)
 
         batch_size = min(recipe.batch_size, len(train))
-        batches = batch_stream(len(train), batch_size, self.shuffle, dev,
+        batches = batch_stream(len(train), batch_size, self.streams.shuffle, dev,
                                self.config.finetune_steps)
         train_steps(model, optimizer, batches, batch_loss)
 
@@ -401,7 +385,7 @@ def pruning_loop(teacher: N2NNet, data: data_mod.Dataset, stop: StopRule,
             model = network(resume.architecture, resume.state_dict, device)
             accuracy, reason, history = resume.val_accuracy, None, list(resume.history)
             kept = (resume.architecture, resume.state_dict, accuracy, resume.step)
-            pruner.set_random_state(resume.random_state)
+            pruner.streams.restore(resume.random_state)
         bar = progress_bar(progress, total=config.max_steps, desc=f"prune {name}",
                            unit="step", initial=kept[3])
         for step in range(kept[3] + 1, config.max_steps + 1):
@@ -433,7 +417,7 @@ def pruning_loop(teacher: N2NNet, data: data_mod.Dataset, stop: StopRule,
             kept = (arch, copy.deepcopy(model.state_dict()), accuracy, step)
             if on_step is not None:
                 on_step(LoopCheckpoint(arch, {k: v.detach().cpu() for k, v in kept[1].items()},
-                                       accuracy, tuple(history), pruner.random_state()))
+                                       accuracy, tuple(history), pruner.streams.state()))
         reason = reason or "max_steps"
         bar.close()
     arch, state, accuracy, steps = kept
