@@ -153,3 +153,12 @@ def test_tables_given_together_pool_their_units_each_once() -> None:
                        "compress-vgg13-w1-mnist-10k-reinforce-seed0 for different things "
                        r"\(iterations 40 in one, 7 in the other\)"):
         plan.pool([one, PaperSettings(2, iterations=7), four])
+
+
+def test_a_spec_difference_names_every_differing_key_once_in_order() -> None:
+    saved = {"seed": 0, "iterations": 40, "dataset": "mnist-10k", "width": 1.0}
+    now = {"width": 1.0, "seed": 1, "iterations": 7, "agent": "random"}
+    assert plan.spec_difference(saved, now, ("there", "now")) == (
+        "agent None there, 'random' now, dataset 'mnist-10k' there, None now, "
+        "iterations 40 there, 7 now, seed 0 there, 1 now")
+    assert plan.spec_difference(now, now) == ""

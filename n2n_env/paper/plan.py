@@ -22,7 +22,7 @@ from typing import Any
 
 from n2n_env.paper.settings import PaperSettings, json_ready
 
-__all__ = ["KINDS", "Unit", "plan", "pool"]
+__all__ = ["KINDS", "Unit", "plan", "pool", "spec_difference"]
 
 KINDS = ("teacher", "compress", "prune", "kd", "pretrain", "transfer")
 """The kinds of unit (:mod:`n2n_env.paper.units` runs each)."""
@@ -78,15 +78,18 @@ def pool(tables: Sequence[PaperSettings]) -> tuple[tuple[Unit, PaperSettings], .
             if first.spec != unit.spec:
                 raise ValueError(
                     f"tables {owner.table} and {settings.table} ask unit {unit.id} for "
-                    f"different things ({_difference(first.spec, unit.spec)}); run them "
+                    f"different things ({spec_difference(first.spec, unit.spec)}); run them "
                     "in separate work folders, or with the same settings")
     return tuple(pooled.values())
 
 
-def _difference(first: Mapping[str, Any], second: Mapping[str, Any]) -> str:
-    """The first key whose value differs, as ``key a there, b here``."""
-    key = next(k for k in (*first, *second) if first.get(k) != second.get(k))
-    return f"{key} {first.get(key)!r} in one, {second.get(key)!r} in the other"
+def spec_difference(first: Mapping[str, Any], second: Mapping[str, Any],
+                    labels: tuple[str, str] = ("in one", "in the other")) -> str:
+    """Every key whose value differs between two specs, in sorted order, as
+    ``key a in one, b in the other`` (``labels`` name the two sides)."""
+    keys = sorted(k for k in {*first, *second} if first.get(k) != second.get(k))
+    return ", ".join(f"{k} {first.get(k)!r} {labels[0]}, {second.get(k)!r} {labels[1]}"
+                     for k in keys)
 
 
 def teacher_unit(settings: PaperSettings, model: str) -> Unit:

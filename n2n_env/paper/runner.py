@@ -49,7 +49,7 @@ import torch
 
 from n2n_env.device import resolve_device
 from n2n_env.paper import carry
-from n2n_env.paper.plan import Unit, plan
+from n2n_env.paper.plan import Unit, plan, spec_difference
 from n2n_env.paper.settings import PaperSettings
 from n2n_env.paper.units import EXECUTORS, Context, artefact, result_file
 from n2n_env.progress import Progress
@@ -114,9 +114,7 @@ def read_record(work: Path, unit: Unit) -> dict[str, Any] | None:
         raise UnitFileError(f"{path} is not an n2n paper unit result (format {FORMAT}); "
                             "delete it to run the unit again")
     if record.get("spec") != unit.spec:
-        saved = record.get("spec") or {}
-        keys = sorted(k for k in set(saved) | set(unit.spec) if saved.get(k) != unit.spec.get(k))
-        diffs = ", ".join(f"{k} {saved.get(k)!r} there, {unit.spec.get(k)!r} now" for k in keys)
+        diffs = spec_difference(record.get("spec") or {}, unit.spec, ("there", "now"))
         raise UnitFileError(f"{path} was made with other settings ({diffs}); use another "
                             "--work folder, give the same settings, or delete the file to "
                             "run the unit again")
