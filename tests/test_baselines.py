@@ -164,9 +164,9 @@ def test_pruning_stops_when_accuracy_falls_more_than_a_point(synthetic_teacher,
     assert outcome.steps == accepted[-1].step and outcome.val_accuracy == accepted[-1].val_accuracy
 
 
-def fake_run(seed: int, val_accuracy: float, params: int) -> PruningResult:
+def fake_run(seed: int, val_accuracy: float, params: int, steps: int = 1) -> PruningResult:
     arch = zoo.get("conv3", (3, 8, 8), 10, width=0.25)
-    return PruningResult(arch, None, params, 0, val_accuracy, 0.0, val_accuracy, 1,  # type: ignore[arg-type]
+    return PruningResult(arch, None, params, 0, val_accuracy, 0.0, val_accuracy, steps,  # type: ignore[arg-type]
                          "params", (), seed, 0.0, 0.01)
 
 
@@ -177,6 +177,37 @@ def test_best_of_n_picks_the_highest_validation_accuracy_then_the_smallest() -> 
     assert best_run(runs[:1]).seed == 0
     with pytest.raises(ValueError):
         best_run([])
+    # A run that pruned nothing is the teacher: better accuracy, but no pruned model.
+    teacher_run = fake_run(5, 0.95, 1000, steps=0)
+    assert best_run([*runs, teacher_run]).seed == 2
+    assert best_run([teacher_run, fake_run(6, 0.99, 1000, steps=0)]).seed == 6
+
+
+def test_a_run_that_prunes_nothing_is_the_teacher_and_is_not_trained_again(
+        synthetic_teacher, synthetic, tmp_path: Path, monkeypatch) -> None:
+    """Its first step breaks the rule: the result is the teacher as it is. Fine-tuning it
+    would spend the whole final recipe (hours at full width) on a network already trained."""
+    from n2n_env.training import evaluate_accuracy
+
+    teacher_accuracy = evaluate_accuracy(synthetic_teacher, synthetic.val)
+    stop = StopRule(teacher_accuracy + 0.015, 0)  # the teacher itself misses it
+
+    def never(*args, **kwargs):
+        raise AssertionError("the unpruned teacher was fine-tuned")
+
+    monkeypatch.setattr(runs_mod, "finetune", never)
+    result = prune_filters(synthetic_teacher, synthetic, stop, TINY, seed=3, device="cpu",
+                           directory=tmp_path)
+    assert result.steps == 0 and result.stop_reason == "accuracy" and result.lr == 0.0
+    assert result.architecture == synthetic_teacher.architecture
+    assert result.params == synthetic_teacher.architecture.num_params()
+    assert result.val_accuracy == result.pruned_val_accuracy == teacher_accuracy
+    assert result.test_accuracy == evaluate_accuracy(synthetic_teacher, synthetic.test)
+    assert all(torch.equal(a, b) for a, b in zip(result.model.state_dict().values(),
+                                                 synthetic_teacher.state_dict().values()))
+    again = prune_filters(synthetic_teacher, synthetic, stop, TINY, seed=3, device="cpu",
+                          directory=tmp_path)
+    assert again.summary() == result.summary()
 
 
 def test_best_of_runs_every_seed_and_reads_finished_ones_back(synthetic_teacher, synthetic,

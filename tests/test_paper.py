@@ -391,7 +391,7 @@ def test_table2_prunes_against_the_best_reinforce_student(
     assert pruning["reference"]["params"] == ref["params"]
     runs = pruning["runs"]
     assert [r["seed"] for r in runs] == [0, 1]
-    best = max(runs, key=lambda r: (r["val_accuracy"], -r["params"], -r["seed"]))
+    best = max(runs, key=lambda r: (r["steps"] > 0, r["val_accuracy"], -r["params"], -r["seed"]))
     assert pruning["best_seed"] == best["seed"]
     for r in runs:  # the stopping rule: never below our student's size
         assert r["params"] >= ref["params"] and r["stop_reason"] in ("params", "accuracy",
@@ -400,6 +400,9 @@ def test_table2_prunes_against_the_best_reinforce_student(
     row = md_row(text, "Pruning (best of 2")
     assert row[1:5] == ["99.12%", "162K", "58x", "-0.42%"]
     assert row[5:7] == [f"{100 * best['test_accuracy']:.2f}%", f"{best['params']:,}"]
+    for r in runs:  # each run's steps, and whether it pruned anything at all
+        assert (f"{r['steps']} steps{' (nothing pruned)' if r['steps'] == 0 else ''}, "
+                f"stopped by {r['stop_reason']}") in row[-1]
     ours = md_row(text, "Ours: Student (Stage1), REINFORCE, seed")
     assert f"seed {best_seed}, the pruning reference" in ours[0]
     assert ours[1:5] == ["99.55%", "73K", "127x", "+0.01%"]

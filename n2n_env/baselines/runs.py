@@ -6,6 +6,11 @@ paper: "Pruning is done 5 times to control for variance and the best performing 
 reported") and picks the best by validation accuracy (:func:`best_run`); the test split
 is only reported, never used to choose.
 
+A run whose first pruning step already breaks the stopping rule keeps the teacher itself
+(0 steps). That is no pruned model: it is not fine-tuned again (the teacher is trained;
+KD from itself would only spend hours at full width), its result is the teacher as it is,
+and :func:`best_run` picks it only when no run pruned anything.
+
 With ``directory``, a run keeps its work there, per seed, so that an interrupted table is
 cheap to finish and a finished seed is never pruned again:
 
@@ -54,7 +59,7 @@ from n2n_env.device import prepare_model, resolve_device
 from n2n_env.finetune import finetune
 from n2n_env.progress import Progress
 from n2n_env.recipes import recipe_for
-from n2n_env.training import model_fingerprint
+from n2n_env.training import evaluate_accuracy, model_fingerprint
 
 __all__ = ["BestOf", "PruningResult", "best_run", "finished_seeds", "prune_best_of",
            "prune_filters"]
@@ -95,7 +100,8 @@ class PruningResult:
     seconds: float
     """Wall-clock time of pruning and fine-tuning (summed over interrupted attempts)."""
     lr: float
-    """The fine-tuning's final learning rate (lower than the recipe's after a divergence)."""
+    """The fine-tuning's final learning rate (lower than the recipe's after a divergence;
+    0.0 when nothing was pruned, so nothing was fine-tuned)."""
     diverged: bool = False
     """True when every restart of the final fine-tuning diverged."""
 
@@ -119,12 +125,14 @@ class BestOf:
 
 
 def best_run(runs: Iterable[PruningResult]) -> PruningResult:
-    """The best run: the highest validation accuracy, then the fewest parameters, then the
-    lowest seed. Validation, not test: the test split only reports the choice."""
+    """The best run: among the runs that pruned something (all runs if none did), the
+    highest validation accuracy, then the fewest parameters, then the lowest seed.
+    Validation, not test: the test split only reports the choice. A run of 0 steps is the
+    teacher, unpruned, whose accuracy no pruned network needs to beat."""
     runs = tuple(runs)
     if not runs:
         raise ValueError("best_run needs at least one run")
-    return min(runs, key=lambda run: (-run.val_accuracy, run.params, run.seed))
+    return min(runs, key=lambda run: (run.steps == 0, -run.val_accuracy, run.params, run.seed))
 
 
 def prune_filters(teacher: nn.Module, data: data_mod.Dataset, stop: StopRule,
@@ -169,15 +177,24 @@ def prune_filters(teacher: nn.Module, data: data_mod.Dataset, stop: StopRule,
         if files is not None:
             files.save_pruned(*loop)
     model, pruned_accuracy, steps, reason, history, loop_seconds = loop
-    recipe = config.recipe or recipe_for(data.name)
-    trained = finetune(model, teacher, data, recipe, kd_weight=config.kd_weight, device=dev,
-                       seed=seed, progress=progress,
-                       resume_path=None if files is None else files.partial)
-    arch = trained.model.architecture
-    result = PruningResult(arch, trained.model.eval(), arch.num_params(), arch.flops(),  # type: ignore[arg-type]
-                           trained.val_accuracy, trained.test_accuracy, pruned_accuracy,
-                           steps, reason, history, seed, loop_seconds + trained.seconds,
-                           trained.lr, trained.diverged)
+    if steps == 0:  # nothing pruned: the teacher as it is (module docstring)
+        started = time.perf_counter()
+        test_accuracy = evaluate_accuracy(model, data.test)
+        arch = model.architecture
+        result = PruningResult(arch, model.eval(), arch.num_params(), arch.flops(),
+                               pruned_accuracy, test_accuracy, pruned_accuracy, 0, reason,
+                               history, seed, loop_seconds + time.perf_counter() - started,
+                               0.0)
+    else:
+        recipe = config.recipe or recipe_for(data.name)
+        trained = finetune(model, teacher, data, recipe, kd_weight=config.kd_weight,
+                           device=dev, seed=seed, progress=progress,
+                           resume_path=None if files is None else files.partial)
+        arch = trained.model.architecture
+        result = PruningResult(arch, trained.model.eval(), arch.num_params(), arch.flops(),  # type: ignore[arg-type]
+                               trained.val_accuracy, trained.test_accuracy, pruned_accuracy,
+                               steps, reason, history, seed, loop_seconds + trained.seconds,
+                               trained.lr, trained.diverged)
     if files is not None:
         files.save_result(result)
     return result

@@ -166,7 +166,9 @@ def table2(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
 
         per_run = cells.per_seed([(r["seed"], f"{100 * r['test_accuracy']:.2f}%, "
                                               f"{r['params']:,} ({t_params / r['params']:.1f}x), "
-                                              f"{r['steps']} steps, stopped by {r['stop_reason']}")
+                                              f"{r['steps']} steps"
+                                              f"{' (nothing pruned)' if r['steps'] == 0 else ''}, "
+                                              f"stopped by {r['stop_reason']}")
                                   for r in runs])
         lines.append(md_row([f"Pruning (best of {len(runs)}: seed {best['seed']}, by val. acc.)",
                              *_paper_cells(paper_pruning, fields), *cells_of([best]), per_run]))
