@@ -70,6 +70,12 @@ class Recipe:
         scaled = tuple(max(1, round(m * epochs / self.epochs)) for m in self.milestones)
         return dataclasses.replace(self, epochs=epochs, milestones=scaled)
 
+    @property
+    def final_lr(self) -> float:
+        """The learning rate of the last epoch: ``lr`` times ``gamma`` for every milestone
+        before the end (a milestone at or after ``epochs`` never takes effect)."""
+        return self.lr * self.gamma ** sum(m < self.epochs for m in self.milestones)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form, as stored in checkpoints."""
         out = dataclasses.asdict(self)

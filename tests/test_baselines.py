@@ -164,6 +164,28 @@ def test_pruning_stops_when_accuracy_falls_more_than_a_point(synthetic_teacher,
     assert outcome.steps == accepted[-1].step and outcome.val_accuracy == accepted[-1].val_accuracy
 
 
+def test_updates_between_steps_run_at_the_recipes_final_rate_unless_told(
+        synthetic_teacher, synthetic, monkeypatch) -> None:
+    """A trained network fine-tuned at its recipe's initial rate first loses accuracy, which
+    the stopping rule reads as pruning damage; the default continues where training ended."""
+    rates = []
+    real = pruning_mod.make_optimizer
+    monkeypatch.setattr(pruning_mod, "make_optimizer",
+                        lambda model, recipe: rates.append(recipe.lr) or real(model, recipe))
+    recipe = Recipe(epochs=10, lr=0.08, batch_size=64, milestones=(3, 6), gamma=0.5)
+    config = PruningConfig(prune_fraction=0.15, taylor_examples=4, finetune_steps=2,
+                           max_steps=2, recipe=recipe)
+    loop(synthetic_teacher, synthetic, StopRule(0.0, 0), config)
+    assert rates == [pytest.approx(0.02)] * 2  # 0.08 halved at epochs 3 and 6
+    rates.clear()
+    loop(synthetic_teacher, synthetic, StopRule(0.0, 0),
+         dataclasses.replace(config, step_lr=0.005))
+    assert rates == [0.005] * 2
+    assert PruningConfig(step_lr=0.005).to_dict()["step_lr"] == 0.005  # part of a run's identity
+    with pytest.raises(ValueError, match="step_lr"):
+        PruningConfig(step_lr=0.0)
+
+
 def fake_run(seed: int, val_accuracy: float, params: int, steps: int = 1) -> PruningResult:
     arch = zoo.get("conv3", (3, 8, 8), 10, width=0.25)
     return PruningResult(arch, None, params, 0, val_accuracy, 0.0, val_accuracy, steps,  # type: ignore[arg-type]

@@ -433,3 +433,27 @@ def test_constraint_reach_counts_students_within_a_budget_before_and_after_shrin
     monkeypatch.setattr(sys, "argv", ["constraint_reach.py", "--samples", "50"])
     runpy.run_path(str(BENCHMARKS / "constraint_reach.py"), run_name="__main__")
     assert "within it after shrinking to 0.1" in capsys.readouterr().out
+
+
+def test_pruning_step_lr_prunes_the_same_channels_at_each_rate(
+        synthetic_teacher, synthetic, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch_pruning")
+    from n2n_env.checkpoints import TeacherRecord, save_teacher
+    from n2n_env.recipes import recipe_for
+
+    path = save_teacher(tmp_path / "teacher.pt", synthetic_teacher, TeacherRecord(
+        synthetic_teacher.architecture, "synthetic", synthetic.fingerprint, 0.9, 0.9,
+        recipe_for("synthetic")))
+    script = runpy.run_path(str(BENCHMARKS / "pruning_step_lr.py"))
+    assert script["main"](["--teacher", str(path), "--dataset", "synthetic", "--lr", "0.5",
+                           "0.001", "--seeds", "0", "--steps", "2",
+                           "--finetune-steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "recipe lr 0.01, final lr 0.001" in out  # MNIST's recipe: x0.1 after epoch 30
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| 0")]
+    assert [row[0] for row in rows] == ["| 0.5", "| 0.001"] and all(len(r) == 5 for r in rows)
+    step1 = [row[2].split(", ") for row in rows]
+    assert step1[0][0] == step1[1][0]  # the same channels go at step 1, whatever the rate
+    # at 50 times the recipe's rate the updates wreck what 0.001 keeps
+    assert float(step1[0][1]) < float(step1[1][1])

@@ -51,3 +51,23 @@ def test_recipe_validates_and_round_trips_through_a_dict() -> None:
         dataclasses.replace(r, optimizer="rmsprop")
     with pytest.raises(ValueError, match="lr"):
         dataclasses.replace(r, lr=0.0)
+
+
+@pytest.mark.parametrize(("epochs", "milestones"),
+                         [(50, (30,)), (150, (80, 120)), (10, (3, 3)), (10, (10,)), (10, (12,)),
+                          (1, ()), (10, (9,))])
+def test_final_lr_is_the_rate_of_the_last_epoch_under_the_schedule(
+        epochs: int, milestones: tuple[int, ...]) -> None:
+    """As the training loops step the schedule: once after every epoch."""
+    import torch
+
+    from n2n_env.training import make_optimizer, make_schedule
+
+    recipe = recipes.Recipe(epochs=epochs, lr=0.2, batch_size=8, milestones=milestones,
+                            gamma=0.5)
+    optimizer = make_optimizer(torch.nn.Linear(2, 2), recipe)
+    schedule = make_schedule(optimizer, recipe)
+    for _ in range(epochs - 1):
+        optimizer.step()
+        schedule.step()
+    assert recipe.final_lr == pytest.approx(optimizer.param_groups[0]["lr"])
