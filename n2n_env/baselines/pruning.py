@@ -33,9 +33,9 @@ the best performing model is reported."
    optimizer and batch size (and augmentation, if the recipe has it), at ``step_lr``: by
    default the recipe's final learning rate, where the teacher's training ended. At the
    recipe's initial rate a trained network first loses accuracy, which the stopping rule
-   reads as pruning damage: on full-width VGG-13 and mnist-10k, the first step left
-   98.1-98.8% validation at lr 0.01 and 99.2% at 0.001 for the very same channels, and
-   3 of 4 seeds at 0.01 broke the rule within two steps
+   reads as pruning damage: on full-width VGG-13 and mnist-10k, the very same step-1
+   channels left 98.1-98.6% validation at lr 0.01 and 99.2-99.4% at 0.001 (seeds 0-2),
+   and 3 of 4 seeds at 0.01 broke the rule within two steps
    (``benchmarks/pruning_step_lr.py``; docs/results.md, Table 2).
 4. **Stopping rule** (:class:`StopRule`, the paper's two conditions, checked on the
    validation split): pruning stops at the first step whose network has fewer parameters
