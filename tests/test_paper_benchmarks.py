@@ -101,3 +101,47 @@ def test_paper_iterations_sums_each_searchs_stages_preferring_this_machines_runs
         f"compress-c-params-seed0: 3 distinct students evaluated, 1 degenerate (empty "
         f"architecture: 1); params <= {teacher.num_params()}: 1 of 2 valid students "
         f"within, the smallest valid one {teacher.num_params():,} parameters [runs/]")
+
+
+def test_constraint_reach_counts_students_within_a_budget_before_and_after_shrinking(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    script = runpy.run_path(str(BENCHMARKS / "constraint_reach.py"))
+    vgg13 = zoo.get("vgg13", input_shape=(1, 28, 28))
+    teacher_only = script["reach"](vgg13, 20_000, 1.0, 3, np.random.default_rng(0))
+    assert (teacher_only.valid, teacher_only.within, teacher_only.reachable) == (3, 0, 0)
+    assert teacher_only.smallest_params == vgg13.num_params()
+    assert teacher_only.smallest_convs == 10
+    roomy = script["reach"](vgg13, vgg13.num_params(), 0.5, 40, np.random.default_rng(0))
+    assert roomy.within == roomy.reachable == roomy.valid > 0
+    tight = script["reach"](vgg13, 20_000, 0.5, 400, np.random.default_rng(0))
+    assert tight.within <= tight.reachable < tight.valid
+    assert tight.reachable > 0  # shrinking reaches the budget where removal alone rarely does
+    monkeypatch.setattr(sys, "argv", ["constraint_reach.py", "--samples", "50"])
+    runpy.run_path(str(BENCHMARKS / "constraint_reach.py"), run_name="__main__")
+    assert "within it after shrinking to 0.1" in capsys.readouterr().out
+
+
+def test_pruning_step_lr_prunes_the_same_channels_at_each_rate(
+        synthetic_teacher, synthetic, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch_pruning")
+    from n2n_env.checkpoints import TeacherRecord, save_teacher
+    from n2n_env.recipes import recipe_for
+
+    path = save_teacher(tmp_path / "teacher.pt", synthetic_teacher, TeacherRecord(
+        synthetic_teacher.architecture, "synthetic", synthetic.fingerprint, 0.9, 0.9,
+        recipe_for("synthetic")))
+    script = runpy.run_path(str(BENCHMARKS / "pruning_step_lr.py"))
+    assert script["main"](["--teacher", str(path), "--dataset", "synthetic", "--lr", "0.5",
+                           "0.001", "--seeds", "0", "--steps", "2",
+                           "--finetune-steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "recipe lr 0.01, final lr 0.001" in out  # MNIST's recipe: x0.1 after epoch 30
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| 0")]
+    assert [row[0] for row in rows] == ["| 0.5", "| 0.001"] and all(len(r) == 5 for r in rows)
+    step1 = [row[2].split(", ") for row in rows]
+    assert step1[0][0] == step1[1][0]  # the same channels go at step 1, whatever the rate
+    # at 50 times the recipe's rate the updates wreck what 0.001 keeps
+    assert float(step1[0][1]) < float(step1[1][1])
