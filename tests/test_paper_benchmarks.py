@@ -145,3 +145,36 @@ def test_pruning_step_lr_prunes_the_same_channels_at_each_rate(
     assert step1[0][0] == step1[1][0]  # the same channels go at step 1, whatever the rate
     # at 50 times the recipe's rate the updates wreck what 0.001 keeps
     assert float(step1[0][1]) < float(step1[1][1])
+
+
+def test_final_training_lr_trains_the_student_a_stage_handed_on_at_each_rate(
+        synthetic_teacher, synthetic, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from n2n_env.checkpoints import TeacherRecord, save_teacher
+    from n2n_env.recipes import recipe_for
+
+    teacher = save_teacher(tmp_path / "teacher.pt", synthetic_teacher, TeacherRecord(
+        synthetic_teacher.architecture, "synthetic", synthetic.fingerprint, 0.9, 0.9,
+        recipe_for("synthetic")))
+    arch = synthetic_teacher.architecture
+    convs = [i for i, layer in enumerate(arch.layers) if layer.kind == "conv"]
+    nearest = arch.remove([i != convs[1] for i in range(len(arch.layers))])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "state.json").write_text(json.dumps({
+        "config": {"teacher": str(teacher), "dataset": "synthetic", "data_root": None},
+        "stages": {"removal": {"best_architecture": None,
+                               "nearest": {"architecture": nearest.to_json()}}}}))
+    script = runpy.run_path(str(BENCHMARKS / "final_training_lr.py"))
+    with pytest.raises(SystemExit, match="no stage 'shrink'"):
+        script["main"]([str(run), "--stage", "shrink"])
+    assert script["main"]([str(run), "--lr", "50", "0.01", "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"student: {nearest.num_params():,} parameters, stage removal" in out
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| ") and
+            line[2].isdigit()]
+    assert [(row[0], row[1]) for row in rows] == [
+        ("| 50", "1"), ("| 50", "2"), ("| 0.01", "1"), ("| 0.01", "2")]
+    too_high, suited = float(rows[1][2]), float(rows[3][2])
+    assert not too_high <= suited  # a rate 5,000 times the recipe's does not learn (or NaN)
+    assert float(rows[3][3]) > 0.5  # the recipe's rate does

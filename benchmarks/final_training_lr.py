@@ -1,0 +1,108 @@
+"""How the learning rate of a student's final training decides whether it trains at all.
+
+The final training (``n2n_env.finetune``) reuses the teacher's recipe: for MNIST, SGD at
+0.01 with momentum 0.9. A search's student keeps the teacher's layers it did not remove,
+but its classifier is re-initialised when its input changed. A stage-1 student that keeps
+two convs and no pooling after them feeds that classifier thousands of non-negative
+features (6,272 for Table 4's 138,892-parameter student), and a learning rate that suits
+the teacher's 512 makes it oscillate instead of learn, without the non-finite loss that
+would restart the training at a tenth of the rate.
+
+This script trains one student of an ``n2n compress`` run (a stage's best, or the valid
+student it handed on when it found none) from the teacher's weights, as the final
+training does (the recipe's optimizer, batch size, weight decay and loss, no learning-rate
+decay), at each ``--lr``, and prints every epoch's mean training loss and validation
+accuracy.
+
+    python benchmarks/final_training_lr.py \\
+        benchmarks/paper/runs/compress-vgg13-w1-mnist-10k-reinforce-params20000-seed0 \\
+        --stage removal --data-root ../shared/datasets --lr 0.01 0.001 --epochs 3
+
+(That student: about 5 minutes per epoch on one core beside another training process.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from n2n_env import data as data_mod
+from n2n_env.arch import Architecture
+from n2n_env.build import build_model
+from n2n_env.checkpoints import load_teacher
+from n2n_env.finetune import DEFAULT_KD_WEIGHT
+from n2n_env.recipes import recipe_for
+from n2n_env.training import (
+    evaluate_accuracy,
+    final_loss,
+    make_optimizer,
+    shuffled_batches,
+    teacher_logits,
+)
+
+
+def stage_student(state: dict, stage: str) -> Architecture:
+    """The student a stage of a run's ``state.json`` hands on: its best, else the valid
+    student nearest to the constraints (as ``n2n_env.pipeline`` does)."""
+    saved = state["stages"].get(stage)
+    if saved is None:
+        raise SystemExit(f"the run has no stage {stage!r}; it has {sorted(state['stages'])}")
+    if saved.get("best_architecture"):
+        return Architecture.from_json(saved["best_architecture"])
+    if saved.get("nearest"):
+        return Architecture.from_json(saved["nearest"]["architecture"])
+    raise SystemExit(f"stage {stage!r} has no student yet")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="an n2n compress run folder (its state.json)")
+    parser.add_argument("--stage", default="removal")
+    parser.add_argument("--data-root", default=None, help="default: the run's own")
+    parser.add_argument("--lr", type=float, nargs="+", default=[0.01, 0.001])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or min(args.lr) <= 0:
+        parser.error("--epochs must be >= 1 and every --lr > 0")
+    state = json.loads((args.run / "state.json").read_text())
+    config = state["config"]
+    arch = stage_student(state, args.stage)
+    data = data_mod.load(config["dataset"], root=args.data_root or config["data_root"])
+    data = data.to(torch.device("cpu"))
+    teacher, _ = load_teacher(config["teacher"], dataset_fingerprint=data.fingerprint)
+    targets = teacher_logits(teacher, data.train.x)
+    print(f"student: {arch.num_params():,} parameters, stage {args.stage}; "
+          f"teacher validation accuracy {evaluate_accuracy(teacher, data.val):.4f}")
+    print("| lr | epoch | mean training loss | validation accuracy | seconds |")
+    print("|---|---|---|---|---|")
+    for lr in args.lr:
+        recipe = dataclasses.replace(recipe_for(config["dataset"]), lr=lr, milestones=())
+        torch.manual_seed(args.seed)
+        student = build_model(arch, teacher)
+        optimizer = make_optimizer(student, recipe)
+        shuffle = torch.Generator().manual_seed(args.seed)
+        for epoch in range(1, args.epochs + 1):
+            started, total, steps = time.perf_counter(), 0.0, 0
+            student.train()
+            for index in shuffled_batches(len(data.train), recipe.batch_size, shuffle,
+                                          torch.device("cpu")):
+                loss = final_loss(student(data.train.x[index]), data.train.y[index],
+                                  targets[index], DEFAULT_KD_WEIGHT)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total, steps = total + loss.item(), steps + 1
+            print(f"| {lr:g} | {epoch} | {total / steps:.3f} | "
+                  f"{evaluate_accuracy(student, data.val):.4f} | "
+                  f"{time.perf_counter() - started:.0f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
