@@ -8,22 +8,29 @@ features (6,272 for Table 4's 138,892-parameter student), and a learning rate th
 the teacher's 512 makes it oscillate instead of learn, without the non-finite loss that
 would restart the training at a tenth of the rate.
 
-This script trains one student of an ``n2n compress`` run (a stage's best, or the valid
-student it handed on when it found none) from the teacher's weights, as the final
-training does (the recipe's optimizer, batch size, weight decay and loss, no learning-rate
-decay), at each ``--lr``, and prints every epoch's mean training loss and validation
-accuracy.
+This script trains one student from the teacher's weights, as the final training does
+(the recipe's optimizer, batch size, weight decay and loss, no learning-rate decay), at
+each ``--lr``, and prints the mean training loss before any update, then every epoch's
+mean training loss and validation accuracy. The student is a stage's of an ``n2n
+compress`` run folder (its best, or the valid student it handed on when it found none),
+or the final student of an ``n2n paper`` unit file (``WORK/units/*.json``, whose teacher
+is in ``WORK/teachers/``).
 
     python benchmarks/final_training_lr.py \\
         benchmarks/paper/runs/compress-vgg13-w1-mnist-10k-reinforce-params20000-seed0 \\
         --stage removal --data-root ../shared/datasets --lr 0.01 0.001 --epochs 3
 
 (That student: about 5 minutes per epoch on one core beside another training process.)
+
+    python benchmarks/final_training_lr.py \
+        benchmarks/paper/units/compress-vgg13-w1-mnist-10k-reinforce-seed1.json \
+        --data-root ../shared/datasets --lr 0.01 --epochs 1
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import time
@@ -59,10 +66,44 @@ def stage_student(state: dict, stage: str) -> Architecture:
     raise SystemExit(f"stage {stage!r} has no student yet")
 
 
+def student_and_teacher(source: Path, stage: str) -> tuple[Architecture, str, str, str | None]:
+    """The student, its teacher checkpoint, its dataset and data root, from a run folder
+    (a stage's student) or an ``n2n paper`` unit file (its final student)."""
+    if source.is_dir():
+        state = json.loads((source / "state.json").read_text())
+        config = state["config"]
+        return (stage_student(state, stage), config["teacher"], config["dataset"],
+                config["data_root"])
+    unit = json.loads(source.read_text())
+    if unit.get("kind") != "compress" or "result" not in unit:
+        raise SystemExit(f"{source} is not a finished n2n paper search unit")
+    teacher = source.parent.parent / "teachers" / f"{unit['needs'][0]}.pt"
+    return (Architecture.from_json(unit["result"]["student"]), str(teacher),
+            unit["spec"]["dataset"], None)
+
+
+def loss_before_training(student: torch.nn.Module, data: data_mod.Dataset,
+                         targets: torch.Tensor, batch_size: int) -> float:
+    """The mean final-training loss over the training split in training mode (batch
+    statistics, as the training sees them), taken on a copy so nothing changes."""
+    probe = copy.deepcopy(student).train()
+    total, batches = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(data.train), batch_size):
+            index = torch.arange(start, min(start + batch_size, len(data.train)))
+            if len(index) < 2:
+                continue
+            total += final_loss(probe(data.train.x[index]), data.train.y[index],
+                                targets[index], DEFAULT_KD_WEIGHT).item()
+            batches += 1
+    return total / batches
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path, help="an n2n compress run folder (its state.json)")
-    parser.add_argument("--stage", default="removal")
+    parser.add_argument("run", type=Path, help="an n2n compress run folder (its state.json) "
+                        "or an n2n paper unit file")
+    parser.add_argument("--stage", default="removal", help="for a run folder")
     parser.add_argument("--data-root", default=None, help="default: the run's own")
     parser.add_argument("--lr", type=float, nargs="+", default=[0.01, 0.001])
     parser.add_argument("--epochs", type=int, default=3)
@@ -70,19 +111,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 1 or min(args.lr) <= 0:
         parser.error("--epochs must be >= 1 and every --lr > 0")
-    state = json.loads((args.run / "state.json").read_text())
-    config = state["config"]
-    arch = stage_student(state, args.stage)
-    data = data_mod.load(config["dataset"], root=args.data_root or config["data_root"])
+    arch, teacher_path, dataset, data_root = student_and_teacher(args.run, args.stage)
+    data = data_mod.load(dataset, root=args.data_root or data_root)
     data = data.to(torch.device("cpu"))
-    teacher, _ = load_teacher(config["teacher"], dataset_fingerprint=data.fingerprint)
+    teacher, _ = load_teacher(teacher_path, dataset_fingerprint=data.fingerprint)
     targets = teacher_logits(teacher, data.train.x)
-    print(f"student: {arch.num_params():,} parameters, stage {args.stage}; "
+    which = f"stage {args.stage}" if args.run.is_dir() else "the unit's final student"
+    print(f"student: {arch.num_params():,} parameters, {which}; "
           f"teacher validation accuracy {evaluate_accuracy(teacher, data.val):.4f}")
+    torch.manual_seed(args.seed)
+    start = loss_before_training(build_model(arch, teacher), data, targets,
+                                 recipe_for(dataset).batch_size)
+    print(f"mean training loss before any update: {start:.3f}")
     print("| lr | epoch | mean training loss | validation accuracy | seconds |")
     print("|---|---|---|---|---|")
     for lr in args.lr:
-        recipe = dataclasses.replace(recipe_for(config["dataset"]), lr=lr, milestones=())
+        recipe = dataclasses.replace(recipe_for(dataset), lr=lr, milestones=())
         torch.manual_seed(args.seed)
         student = build_model(arch, teacher)
         optimizer = make_optimizer(student, recipe)

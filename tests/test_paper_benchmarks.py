@@ -153,7 +153,8 @@ def test_final_training_lr_trains_the_student_a_stage_handed_on_at_each_rate(
     from n2n_env.checkpoints import TeacherRecord, save_teacher
     from n2n_env.recipes import recipe_for
 
-    teacher = save_teacher(tmp_path / "teacher.pt", synthetic_teacher, TeacherRecord(
+    (tmp_path / "teachers").mkdir()
+    teacher = save_teacher(tmp_path / "teachers" / "t.pt", synthetic_teacher, TeacherRecord(
         synthetic_teacher.architecture, "synthetic", synthetic.fingerprint, 0.9, 0.9,
         recipe_for("synthetic")))
     arch = synthetic_teacher.architecture
@@ -178,3 +179,18 @@ def test_final_training_lr_trains_the_student_a_stage_handed_on_at_each_rate(
     too_high, suited = float(rows[1][2]), float(rows[3][2])
     assert not too_high <= suited  # a rate 5,000 times the recipe's does not learn (or NaN)
     assert float(rows[3][3]) > 0.5  # the recipe's rate does
+    before = float(re.search(r"loss before any update: ([\d.]+)", out).group(1))
+    assert suited < before  # a student that learns ends its first epoch below its start
+    units = tmp_path / "units"
+    units.mkdir()
+    unit = units / "compress-x.json"
+    unit.write_text(json.dumps({"kind": "compress", "needs": ["t"],
+                                "spec": {"dataset": "synthetic"},
+                                "result": {"student": nearest.to_json()}}))
+    assert script["main"]([str(unit), "--lr", "0.01", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"student: {nearest.num_params():,} parameters, the unit's final student" in out
+    assert f"mean training loss before any update: {before:.3f}" in out  # same start
+    unit.write_text(json.dumps({"kind": "teacher"}))
+    with pytest.raises(SystemExit, match="not a finished n2n paper search unit"):
+        script["main"]([str(unit)])
