@@ -14,11 +14,13 @@ each ``--lr``, and prints the mean training loss before any update, then every e
 mean training loss and validation accuracy. The student is a stage's of an ``n2n
 compress`` run folder (its best, or the valid student it handed on when it found none),
 or the final student of an ``n2n paper`` unit file (``WORK/units/*.json``, whose teacher
-is in ``WORK/teachers/``).
+is in ``WORK/teachers/``), or an architecture file (``--architecture``) with the teacher
+and data of either.
 
     python benchmarks/final_training_lr.py \\
-        benchmarks/paper/runs/compress-vgg13-w1-mnist-10k-reinforce-params20000-seed0 \\
-        --stage removal --data-root ../shared/datasets --lr 0.01 0.001 --epochs 3
+        benchmarks/paper/units/compress-vgg13-w1-mnist-10k-reinforce-params20000-seed0.json \\
+        --architecture benchmarks/results/table-4-seed0-stage1-student.json \\
+        --data-root ../shared/datasets --lr 0.01 0.001 --epochs 1
 
 (That student: about 5 minutes per epoch on one core beside another training process.)
 
@@ -104,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", type=Path, help="an n2n compress run folder (its state.json) "
                         "or an n2n paper unit file")
     parser.add_argument("--stage", default="removal", help="for a run folder")
+    parser.add_argument("--architecture", type=Path, default=None,
+                        help="an architecture JSON file: this student instead")
     parser.add_argument("--data-root", default=None, help="default: the run's own")
     parser.add_argument("--lr", type=float, nargs="+", default=[0.01, 0.001])
     parser.add_argument("--epochs", type=int, default=3)
@@ -117,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     teacher, _ = load_teacher(teacher_path, dataset_fingerprint=data.fingerprint)
     targets = teacher_logits(teacher, data.train.x)
     which = f"stage {args.stage}" if args.run.is_dir() else "the unit's final student"
+    if args.architecture is not None:
+        arch, which = Architecture.from_json(args.architecture.read_text()), args.architecture.name
     print(f"student: {arch.num_params():,} parameters, {which}; "
           f"teacher validation accuracy {evaluate_accuracy(teacher, data.val):.4f}")
     torch.manual_seed(args.seed)

@@ -191,6 +191,11 @@ def test_final_training_lr_trains_the_student_a_stage_handed_on_at_each_rate(
     out = capsys.readouterr().out
     assert f"student: {nearest.num_params():,} parameters, the unit's final student" in out
     assert f"mean training loss before any update: {before:.3f}" in out  # same start
+    teacher_arch = tmp_path / "teacher.json"
+    teacher_arch.write_text(arch.to_json())
+    assert script["main"]([str(unit), "--architecture", str(teacher_arch), "--lr", "0.01",
+                           "--epochs", "1"]) == 0
+    assert f"student: {arch.num_params():,} parameters, teacher.json" in capsys.readouterr().out
     unit.write_text(json.dumps({"kind": "teacher"}))
     with pytest.raises(SystemExit, match="not a finished n2n paper search unit"):
         script["main"]([str(unit)])
