@@ -45,6 +45,7 @@ from n2n_env.arch import Architecture
 from n2n_env.build import build_model
 from n2n_env.checkpoints import load_teacher
 from n2n_env.finetune import DEFAULT_KD_WEIGHT
+from n2n_env.paper.units import teacher_file
 from n2n_env.recipes import recipe_for
 from n2n_env.training import (
     evaluate_accuracy,
@@ -79,7 +80,7 @@ def student_and_teacher(source: Path, stage: str) -> tuple[Architecture, str, st
     unit = json.loads(source.read_text())
     if unit.get("kind") != "compress" or "result" not in unit:
         raise SystemExit(f"{source} is not a finished n2n paper search unit")
-    teacher = source.parent.parent / "teachers" / f"{unit['needs'][0]}.pt"
+    teacher = teacher_file(source.parent.parent, unit["needs"][0])
     return (Architecture.from_json(unit["result"]["student"]), str(teacher),
             unit["spec"]["dataset"], None)
 
@@ -125,17 +126,16 @@ def main(argv: list[str] | None = None) -> int:
         arch, which = Architecture.from_json(args.architecture.read_text()), args.architecture.name
     print(f"student: {arch.num_params():,} parameters, {which}; "
           f"teacher validation accuracy {evaluate_accuracy(teacher, data.val):.4f}")
+    recipe = dataclasses.replace(recipe_for(dataset), milestones=())
     torch.manual_seed(args.seed)
-    start = loss_before_training(build_model(arch, teacher), data, targets,
-                                 recipe_for(dataset).batch_size)
+    start = loss_before_training(build_model(arch, teacher), data, targets, recipe.batch_size)
     print(f"mean training loss before any update: {start:.3f}")
     print("| lr | epoch | mean training loss | validation accuracy | seconds |")
     print("|---|---|---|---|---|")
     for lr in args.lr:
-        recipe = dataclasses.replace(recipe_for(dataset), lr=lr, milestones=())
         torch.manual_seed(args.seed)
         student = build_model(arch, teacher)
-        optimizer = make_optimizer(student, recipe)
+        optimizer = make_optimizer(student, dataclasses.replace(recipe, lr=lr))
         shuffle = torch.Generator().manual_seed(args.seed)
         for epoch in range(1, args.epochs + 1):
             started, total, steps = time.perf_counter(), 0.0, 0
