@@ -8,7 +8,9 @@ worker without stopping the others.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -149,6 +151,34 @@ def test_stopping_sends_ctrl_c_first() -> None:
     parallel._stop([worker], settle=0.5, grace=30)
     assert worker.returncode == 130 and time.monotonic() - started < 10
     assert worker.stdout is not None and worker.stdout.read() == "saved\n"
+
+
+def test_a_worker_started_with_ctrl_c_ignored_still_saves_on_it(tmp_path: Path,
+                                                              home: Path) -> None:
+    """``cmd &`` in a script starts ``n2n paper`` (and so its workers) with SIGINT
+    ignored; the stop protocol's Ctrl-C must still reach the run, or the workers are
+    killed after the grace period and lose what they held."""
+    work = tmp_path / "work"
+    options = [word if word != "1" or TINY[at - 1] != "--teacher-epochs" else "1000"
+               for at, word in enumerate(TINY)]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "n2n_env.cli", "paper", "1", "--work", str(work), *options,
+         "--only", UNITS[0]],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert worker.stdout is not None
+    for line in worker.stdout:  # the teacher is training, so a checkpoint is written
+        if "epoch 2/1000" in line:
+            break
+    worker.send_signal(signal.SIGINT)
+    try:
+        out = worker.communicate(timeout=60)[0]
+    finally:
+        worker.kill()
+    assert worker.returncode == 130, out
+    assert "n2n: interrupted" in out
+    assert (work / "resume" / f"{UNITS[0]}.pt").is_file()
 
 
 @pytest.mark.parametrize(("threads", "jobs", "at_once", "each"), [

@@ -8,10 +8,13 @@ a damaged or foreign result file with 1 (see :mod:`n2n_env.cli`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -134,13 +137,15 @@ def _paper(args: argparse.Namespace) -> int:
     try:
         if args.jobs > 1:
             try:
-                failed = _jobs(tables, args, str(device))
+                with _honouring_ctrl_c():
+                    failed = _jobs(tables, args, str(device))
             except KeyboardInterrupt:  # Ctrl-C, or SIGTERM: the workers have saved
                 return _interrupted(tables, (), args.work)
             for settings in tables:
                 write_table(settings, runner.states(settings, work), work, args.work, show=True)
             return 1 if failed else 0
-        return _one_after_another(tables, args, str(device))
+        with _honouring_ctrl_c():
+            return _one_after_another(tables, args, str(device))
     except (runner.UnitFileError, runner.UnitBusyError) as exc:  # at a table's writing
         print(f"n2n: error: {exc}", file=sys.stderr)
         return 1
@@ -183,6 +188,23 @@ def _one_after_another(tables: Sequence[PaperSettings], args: argparse.Namespace
     except KeyboardInterrupt:
         return _interrupted(tables, written, args.work)
     return status
+
+
+@contextlib.contextmanager
+def _honouring_ctrl_c() -> Iterator[None]:
+    """Make SIGINT raise KeyboardInterrupt inside, even where this process was started
+    with it ignored (``cmd &`` in a non-interactive script starts it so): Ctrl-C is how a
+    run is stopped with its state saved, and it is how ``--jobs`` stops its workers;
+    ignored, the workers would be killed after the grace period and lose what they held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler not set from Python, left in place
+            signal.signal(signal.SIGINT, previous)
 
 
 def _interrupted(tables: Sequence[PaperSettings], written: Sequence[PaperSettings],
