@@ -15,7 +15,9 @@ mean training loss and validation accuracy. The student is a stage's of an ``n2n
 compress`` run folder (its best, or the valid student it handed on when it found none),
 or the final student of an ``n2n paper`` unit file (``WORK/units/*.json``, whose teacher
 is in ``WORK/teachers/``), or an architecture file (``--architecture``) with the teacher
-and data of either.
+and data of either. ``--pruned`` takes instead the network a Table 2 pruning run kept
+(``seed-K.pruned.pt``), trained from its own weights, as that table's final training
+does; the positional argument then only gives the teacher and data.
 
     python benchmarks/final_training_lr.py \\
         benchmarks/paper/units/compress-vgg13-w1-mnist-10k-reinforce-params20000-seed0.json \\
@@ -27,6 +29,11 @@ and data of either.
     python benchmarks/final_training_lr.py \
         benchmarks/paper/units/compress-vgg13-w1-mnist-10k-reinforce-seed1.json \
         --data-root ../shared/datasets --lr 0.01 --epochs 1
+
+    python benchmarks/final_training_lr.py \
+        benchmarks/paper/units/compress-vgg13-w1-mnist-10k-reinforce-seed1.json \
+        --pruned benchmarks/paper/carry/prune-vgg13-w1-mnist-10k-best-of-5/seed-0.pruned.pt \
+        --data-root ../shared/datasets --lr 0.01 0.001 --epochs 1
 """
 
 from __future__ import annotations
@@ -85,6 +92,14 @@ def student_and_teacher(source: Path, stage: str) -> tuple[Architecture, str, st
             unit["spec"]["dataset"], None)
 
 
+def pruned_network(path: Path) -> tuple[Architecture, dict[str, torch.Tensor]]:
+    """The architecture and weights a pruning run's loop kept (``seed-K.pruned.pt``)."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or saved.get("kind") != "n2n-pruned":
+        raise SystemExit(f"{path} is not a pruning run's seed-K.pruned.pt")
+    return Architecture.from_json(saved["architecture"]), saved["state_dict"]
+
+
 def loss_before_training(student: torch.nn.Module, data: data_mod.Dataset,
                          targets: torch.Tensor, batch_size: int) -> float:
     """The mean final-training loss over the training split in training mode (batch
@@ -109,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", default="removal", help="for a run folder")
     parser.add_argument("--architecture", type=Path, default=None,
                         help="an architecture JSON file: this student instead")
+    parser.add_argument("--pruned", type=Path, default=None,
+                        help="a pruning run's seed-K.pruned.pt: this network, from its own "
+                        "weights, instead")
     parser.add_argument("--data-root", default=None, help="default: the run's own")
     parser.add_argument("--lr", type=float, nargs="+", default=[0.01, 0.001])
     parser.add_argument("--epochs", type=int, default=3)
@@ -116,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 1 or min(args.lr) <= 0:
         parser.error("--epochs must be >= 1 and every --lr > 0")
+    if args.pruned is not None and args.architecture is not None:
+        parser.error("give --architecture or --pruned, not both")
     arch, teacher_path, dataset, data_root = student_and_teacher(args.run, args.stage)
     data = data_mod.load(dataset, root=args.data_root or data_root)
     data = data.to(torch.device("cpu"))
@@ -124,17 +144,28 @@ def main(argv: list[str] | None = None) -> int:
     which = f"stage {args.stage}" if args.run.is_dir() else "the unit's final student"
     if args.architecture is not None:
         arch, which = Architecture.from_json(args.architecture.read_text()), args.architecture.name
+    weights = None
+    if args.pruned is not None:
+        (arch, weights), which = pruned_network(args.pruned), f"pruned, {args.pruned.name}"
+
+    def student_to_train() -> torch.nn.Module:
+        if weights is None:
+            return build_model(arch, teacher)
+        student = build_model(arch)
+        student.load_state_dict(weights)
+        return student
+
     print(f"student: {arch.num_params():,} parameters, {which}; "
           f"teacher validation accuracy {evaluate_accuracy(teacher, data.val):.4f}")
     recipe = dataclasses.replace(recipe_for(dataset), milestones=())
     torch.manual_seed(args.seed)
-    start = loss_before_training(build_model(arch, teacher), data, targets, recipe.batch_size)
+    start = loss_before_training(student_to_train(), data, targets, recipe.batch_size)
     print(f"mean training loss before any update: {start:.3f}")
     print("| lr | epoch | mean training loss | validation accuracy | seconds |")
     print("|---|---|---|---|---|")
     for lr in args.lr:
         torch.manual_seed(args.seed)
-        student = build_model(arch, teacher)
+        student = student_to_train()
         optimizer = make_optimizer(student, dataclasses.replace(recipe, lr=lr))
         shuffle = torch.Generator().manual_seed(args.seed)
         for epoch in range(1, args.epochs + 1):

@@ -199,3 +199,45 @@ def test_final_training_lr_trains_the_student_a_stage_handed_on_at_each_rate(
     unit.write_text(json.dumps({"kind": "teacher"}))
     with pytest.raises(SystemExit, match="not a finished n2n paper search unit"):
         script["main"]([str(unit)])
+
+
+def test_final_training_lr_trains_a_pruned_network_from_its_own_weights(
+        synthetic_teacher, synthetic, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from n2n_env.baselines.runs import _RunFiles
+    from n2n_env.build import build_model
+    from n2n_env.checkpoints import TeacherRecord, save_teacher
+    from n2n_env.recipes import recipe_for
+
+    (tmp_path / "teachers").mkdir()
+    save_teacher(tmp_path / "teachers" / "t.pt", synthetic_teacher, TeacherRecord(
+        synthetic_teacher.architecture, "synthetic", synthetic.fingerprint, 0.9, 0.9,
+        recipe_for("synthetic")))
+    arch = synthetic_teacher.architecture
+    (tmp_path / "units").mkdir()
+    unit = tmp_path / "units" / "compress-x.json"
+    unit.write_text(json.dumps({"kind": "compress", "needs": ["t"],
+                                "spec": {"dataset": "synthetic"},
+                                "result": {"student": arch.to_json()}}))
+    script = runpy.run_path(str(BENCHMARKS / "final_training_lr.py"))
+    assert script["main"]([str(unit), "--lr", "0.01", "--epochs", "1"]) == 0
+    inherited = capsys.readouterr().out  # the teacher's own weights: a trained start
+    torch.manual_seed(1)
+    untrained = build_model(arch)
+    _RunFiles(tmp_path, 0, {}).save_pruned(untrained, 0.1, 3, "params", (), 1.0)
+    pruned = tmp_path / "seed-0.pruned.pt"
+    assert script["main"]([str(unit), "--pruned", str(pruned), "--lr", "0.01",
+                           "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+
+    def start(text: str) -> float:
+        return float(re.search(r"loss before any update: ([\d.]+)", text).group(1))
+
+    assert f"student: {arch.num_params():,} parameters, pruned, seed-0.pruned.pt" in out
+    assert start(out) > start(inherited) + 0.5  # its own untrained weights, not the teacher's
+    with pytest.raises(SystemExit):
+        script["main"]([str(unit), "--pruned", str(pruned), "--architecture", str(pruned)])
+    with pytest.raises(SystemExit, match="not a pruning run's"):
+        script["main"]([str(unit), "--pruned", str(tmp_path / "teachers" / "t.pt")])
