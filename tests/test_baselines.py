@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,17 @@ def test_pruned_network_is_its_architecture_and_shrinks_every_step(synthetic_tea
     x = synthetic.val.x[:16]
     assert torch.allclose(rebuilt.eval()(x), result.model(x), atol=1e-5)
     assert 0.0 <= result.test_accuracy <= 1.0 and not result.model.training
+
+
+def test_each_progress_line_shows_its_own_step(synthetic_teacher, synthetic,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    outcome = pruning_loop(copy.deepcopy(synthetic_teacher), synthetic.to(CPU),
+                           StopRule(0.0, 0), TINY, seed=0, device=CPU, progress="lines")
+    lines = [line for line in capsys.readouterr().err.splitlines() if ": step " in line]
+    shown = [(int(m.group(1)), int(m.group(2)), float(m.group(3))) for m in (
+        re.search(r"step (\d+)/\d+, params (\d+), val ([\d.]+)", line) for line in lines)]
+    assert shown == [(step.step, step.params, round(step.val_accuracy, 4))
+                     for step in outcome.history[1:]]
 
 
 def test_residual_teacher_stays_consistent(synthetic) -> None:
