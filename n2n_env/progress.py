@@ -42,6 +42,9 @@ class Heartbeat:
             self.update(1)
 
     def set_postfix(self, **values: Any) -> None:
+        """Values for the next :meth:`update`'s line (unlike tqdm, nothing is printed now):
+        set a step's values before the update that finishes it, as a loop over the bar
+        does when it sets them in its body."""
         self.postfix = values
 
     def update(self, count: int = 1) -> None:

@@ -422,8 +422,8 @@ def pruning_loop(teacher: N2NNet, data: data_mod.Dataset, stop: StopRule,
             reason = stop.violation(accuracy, arch.num_params())
             history.append(PruneStep(step, arch.num_params(), arch.flops(), accuracy,
                                      reason is None))
-            bar.set_postfix(params=arch.num_params(), val=f"{accuracy:.4f}")  # before the
-            bar.update(1)  # update, whose line (with progress="lines") shows this step
+            bar.set_postfix(params=arch.num_params(), val=f"{accuracy:.4f}")
+            bar.update(1)
             if reason is not None:
                 break
             kept = (arch, copy.deepcopy(model.state_dict()), accuracy, step)
