@@ -413,16 +413,16 @@ def pruning_loop(teacher: N2NNet, data: data_mod.Dataset, stop: StopRule,
                     group.prune(idxs=channels)
             model = _rebuild(model, pruned_architecture(model, name), device)
             arch = model.architecture
-            if arch.num_params() < stop.reference_params:
-                history.append(PruneStep(step, arch.num_params(), arch.flops(), None, False))
+            params = arch.num_params()
+            if params < stop.reference_params:
+                history.append(PruneStep(step, params, arch.flops(), None, False))
                 reason = "params"
                 break
             pruner.kd_steps(model)
             accuracy = evaluate_accuracy(model, data.val)
-            reason = stop.violation(accuracy, arch.num_params())
-            history.append(PruneStep(step, arch.num_params(), arch.flops(), accuracy,
-                                     reason is None))
-            bar.set_postfix(params=arch.num_params(), val=f"{accuracy:.4f}")
+            reason = stop.violation(accuracy, params)
+            history.append(PruneStep(step, params, arch.flops(), accuracy, reason is None))
+            bar.set_postfix(params=params, val=f"{accuracy:.4f}")
             bar.update(1)
             if reason is not None:
                 break
