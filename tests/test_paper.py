@@ -6,10 +6,11 @@ once per module (the ``table1`` fixture), and every test that changes its work f
 changes a copy. Tiny settings throughout: ``digits`` data, a conv4 teacher at width 0.25
 trained for one epoch in the module's private ``N2N_HOME``, one search iteration of the
 mock evaluator, one epoch of fine-tuning. The numbers mean nothing; the tests check that
-each table holds the paper's numbers beside ours, that ours are the units' results (means,
-spreads, per-seed values), that finished units are never run again and unfinished ones
-resume, and that bad input is refused with a message naming what is allowed. Tables 3 and
-5 have units of their own and are tested in ``test_paper_cifar.py``.
+our cells are the units' results (means, spreads, per-seed values), that finished units are
+never run again and unfinished ones resume, and that bad input is refused with a message
+naming what is allowed. The paper ran no conv4 on digits, so its columns read dashes here;
+``test_paper_tables.py`` checks the paper's side of each table. Tables 3 and 5 have units of
+their own and are tested in ``test_paper_cifar.py``.
 """
 
 from __future__ import annotations
@@ -77,14 +78,14 @@ def test_table1_prints_the_paper_beside_the_units_results(table1: tuple[Path, st
         for agent in ("reinforce", "random") for seed in (0, 1))}
     assert "NOT REAL" in text and "n2n paper 1 --work" in text
     row = md_row(text, "Teacher (Conv4)")
-    assert row[1:5] == ["99.54%", "9.4M", "—", "—"]
+    assert row[1:5] == ["—"] * 4  # the paper ran no conv4 on digits
+    assert "so the paper's columns read —" in text
     assert row[5:7] == [f"{100 * teacher['test_accuracy']:.2f}%", f"{teacher['params']:,}"]
-    for agent, paper_cells in (("REINFORCE", ["99.55%", "73K", "+0.01%", "127x"]),
-                               ("random search", ["—"] * 4)):
+    for agent in ("REINFORCE", "random search"):
         key = "reinforce" if agent == "REINFORCE" else "random"
         runs = [records[f"compress-conv4-w0.25-digits-{key}-seed{seed}"] for seed in (0, 1)]
         row = md_row(text, f"Student (Stage1), {agent}")
-        assert row[1:5] == paper_cells
+        assert row[1:5] == ["—"] * 4
         students = [stage(r, "Student (Stage1)") for r in runs]
         mean, std = spread([s["test_accuracy"] for s in students])
         assert row[5] == f"{mean:.2f} ± {std:.2f}%"
@@ -94,7 +95,7 @@ def test_table1_prints_the_paper_beside_the_units_results(table1: tuple[Path, st
             assert (f"s{seed}: {100 * student['test_accuracy']:.2f}%, {student['params']:,}"
                     in row[9])
         final = md_row(text, f"Student (Stage1+Stage2), {agent}")
-        assert final[1:5] == ["—"] * 4  # the paper has no MNIST stage-2 row
+        assert final[1:5] == ["—"] * 4
         assert [s["params"] for s in (stage(r, "Student (Stage1+Stage2)") for r in runs)] == [
             int(cell.split(", ")[1].split(" ")[0].replace(",", ""))
             for cell in final[9].split("; ")]
@@ -398,14 +399,14 @@ def test_table2_prunes_against_the_best_reinforce_student(
                                                                       "exhausted", "max_steps")
     text = (work / "table-2.md").read_text()
     row = md_row(text, "Pruning (best of 2")
-    assert row[1:5] == ["99.12%", "162K", "58x", "-0.42%"]
+    assert row[1:5] == ["—"] * 4  # the paper's side: test_paper_tables.py
     assert row[5:7] == [f"{100 * best['test_accuracy']:.2f}%", f"{best['params']:,}"]
     for r in runs:  # each run's steps, and whether it pruned anything at all
         assert (f"{r['steps']} steps{' (nothing pruned)' if r['steps'] == 0 else ''}, "
                 f"stopped by {r['stop_reason']}") in row[-1]
     ours = md_row(text, "Ours: Student (Stage1), REINFORCE, seed")
     assert f"seed {best_seed}, the pruning reference" in ours[0]
-    assert ours[1:5] == ["99.55%", "73K", "127x", "+0.01%"]
+    assert ours[1:5] == ["—"] * 4
     assert ours[5:7] == [f"{100 * ref['test_accuracy']:.2f}%", f"{ref['params']:,}"]
 
 
@@ -433,6 +434,6 @@ def test_table4_counts_the_seeds_within_the_constraint(
     assert all(records[f"compress-conv4-w0.25-digits-reinforce-params3000-seed{seed}"][
         "spec"]["constraints"] == {"params": 3000} for seed in (0, 1))
     row = md_row((work / "table-4.md").read_text(), "Student (Stage 1 & 2), REINFORCE")
-    assert row[1:5] == ["98.91%", "17K", "553x", "20K"]
+    assert row[1:5] == ["—"] * 4
     assert row[8] == "3,000"
     assert row[9] == f"{sum(p <= 3000 for p in finals)} of 2 seeds"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["TABLE1", "TABLE2", "TABLE3", "TABLE4", "TABLE5", "TITLES", "PaperRow",
-           "PaperTransfer", "count", "find", "transfer"]
+__all__ = ["DATASETS", "IMAGES", "TABLE1", "TABLE2", "TABLE3", "TABLE4", "TABLE5", "TITLES",
+           "PaperRow", "PaperTransfer", "count", "find", "transfer"]
 
 TITLES = {
     1: "Table 1: Summary of Compression results",
@@ -21,6 +21,17 @@ TITLES = {
     5: "Table 5: Transfer Learning Performance during first 10 iterations",
 }
 """The paper's captions."""
+
+DATASETS = {"mnist": "MNIST", "mnist-10k": "MNIST", "cifar10": "CIFAR-10",
+            "cifar10-14k": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
+"""The paper's dataset heading for each of our datasets that is, or is a subset of, one the
+paper used; a row is compared with the paper's only under its own heading."""
+
+IMAGES = {"MNIST": "60,000 training / 10,000 test images",
+          "CIFAR-10": "50,000 training / 10,000 test images",
+          "CIFAR-100": "50,000 training / 10,000 test images",
+          "SVHN": "73,257 training / 26,032 test images"}
+"""The size of each dataset the paper trained on (its section 4.1)."""
 
 
 @dataclass(frozen=True)

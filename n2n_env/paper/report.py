@@ -15,20 +15,16 @@ from n2n_env.paper import reference as paper
 from n2n_env.paper import versus
 from n2n_env.paper.runner import UnitState, duration
 from n2n_env.paper.settings import PaperSettings
-from n2n_env.paper.tables import BODIES, STUDENT_NAMES, ZOO_NAMES, md_row
+from n2n_env.paper.tables import BODIES, STUDENT_NAMES, ZOO_NAMES, md_row, paper_row
 
 __all__ = ["render", "wall_seconds"]
 
-PAPER_DATA = {1: "MNIST (60,000 training / 10,000 test images), VGG-13 at full width",
-              2: "MNIST (60,000 / 10,000), VGG-13 at full width (its CIFAR-10 VGG-19 rows "
-                 "are not reproduced here)",
-              3: "CIFAR-10 (50,000 / 10,000), ResNet-18 at full width; SqueezeNet 1.1 on "
+PAPER_DATA = {3: "CIFAR-10 (50,000 / 10,000), ResNet-18 at full width; SqueezeNet 1.1 on "
                  "SVHN (73,257 / 26,032)",
-              4: "MNIST (60,000 / 10,000), VGG-13 at full width, params <= 20K (its CIFAR-10 "
-                 "row is not reproduced here)",
               5: "CIFAR-10 (50,000 / 10,000), teachers at full width (its ResNet-34 → "
                  "ResNet-18 pair is run only if asked for with --pairs)"}
-"""What the paper's numbers were measured on."""
+"""What the paper's numbers of Tables 3 and 5 were measured on (Tables 1, 2 and 4: the
+paper's rows for the table's own dataset and teacher, :func:`_paper_data`)."""
 
 
 SEARCH_CAPTION = (
@@ -60,7 +56,7 @@ def render(settings: PaperSettings, states: Sequence[UnitState], work: str, *,
     finished = [s for s in states if s.record is not None]
     lines = [f"# {paper.TITLES[settings.table]}: the paper and this reproduction", "",
              f"Command: `{settings.command(work)}`", "",
-             f"- Paper: {PAPER_DATA[settings.table]}.",
+             f"- Paper: {_paper_data(settings)}.",
              f"- Ours: {_our_data(settings, states)}.",
              f"- Units: {len(finished)} of {len(states)} finished"
              + (f", {duration(sum(wall_seconds(s.record) for s in finished))} of wall time"
@@ -79,6 +75,21 @@ def render(settings: PaperSettings, states: Sequence[UnitState], work: str, *,
     lines += _notes(settings, states)
     lines += ["", "## Units", "", *_units(states, settings.command(work)), ""]
     return "\n".join(lines)
+
+
+def _paper_data(settings: PaperSettings) -> str:
+    """What the paper's numbers beside ours were measured on."""
+    if settings.table in PAPER_DATA:
+        return PAPER_DATA[settings.table]
+    rows = {1: paper.TABLE1, 2: paper.TABLE2, 4: paper.TABLE4}[settings.table]
+    teacher = paper_row(rows, settings, "Teacher")
+    name = ZOO_NAMES.get(settings.teacher or "", settings.teacher or "")
+    if teacher is None:
+        return (f"its Table {settings.table} has no {name} on {settings.dataset} (nor on the "
+                "dataset it is drawn from), so the paper's columns read —")
+    text = f"{teacher.dataset} ({paper.IMAGES[teacher.dataset]}), {name} at full width"
+    student = paper_row(rows, settings, "Student (Stage 1 & 2)")
+    return text + (f", params <= {student.constraint}" if student is not None else "")
 
 
 def _our_data(settings: PaperSettings, states: Sequence[UnitState]) -> str:
@@ -122,8 +133,8 @@ def _notes(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
                      "the paper trained each candidate for 5 epochs, and its policies for at "
                      f"least 100 iterations). Final training of each student: {finetune}.")
     extra = {
-        1: "- Table 1 of the paper has only a stage-1 student for MNIST; random search is "
-           "ours, to show what the learnt policy adds.",
+        1: "- The paper's student rows are REINFORCE's (for MNIST it has a stage-1 student "
+           "only); random search is ours, to show what the learnt policy adds.",
         2: "- Pruning follows Molchanov et al. with the paper's stopping rule against the "
            "stage-1 REINFORCE student with the best validation accuracy (named in the row); "
            "the best of the runs is chosen by validation accuracy (docs/baselines.md).",

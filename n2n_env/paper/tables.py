@@ -18,7 +18,7 @@ from n2n_env.paper import reference as paper
 from n2n_env.paper.runner import UnitState
 from n2n_env.paper.settings import PaperSettings
 
-__all__ = ["AGENT_NAMES", "BODIES", "STUDENT_NAMES", "ZOO_NAMES", "md_row"]
+__all__ = ["AGENT_NAMES", "BODIES", "STUDENT_NAMES", "ZOO_NAMES", "md_row", "paper_row"]
 
 DASH = "—"
 ZOO_NAMES = {"vgg11": "VGG-11", "vgg13": "VGG-13", "vgg16": "VGG-16", "vgg19": "VGG-19",
@@ -80,6 +80,15 @@ def _partial(name: str, finished: int, planned: int) -> str:
     return name if finished in (0, planned) else f"{name} ({finished} of {planned} seeds)"
 
 
+def paper_row(rows: tuple[paper.PaperRow, ...], settings: PaperSettings, model: str
+              ) -> paper.PaperRow | None:
+    """The paper's row ``model`` of ``rows`` for the table's own dataset and teacher, if the
+    paper ran that pair (ResNet-18 on cifar10-14k meets its CIFAR-10 ResNet-18 rows; conv4 on
+    digits meets none)."""
+    return paper.find(rows, paper.DATASETS.get(settings.dataset or "", ""),
+                      ZOO_NAMES.get(settings.teacher or "", ""), model)
+
+
 def _paper_cells(row: paper.PaperRow | None, fields: Sequence[str]) -> list[str]:
     return [DASH] * len(fields) if row is None else [getattr(row, f) for f in fields]
 
@@ -103,7 +112,8 @@ def _teacher_cells(result: Result | None, order: str) -> list[str]:
 
 
 def table1(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
-    """Table 1: teacher, stage-1 and stage 1+2 students per agent (paper: MNIST VGG-13)."""
+    """Table 1: teacher, stage-1 and stage 1+2 students per agent, beside the paper's rows for
+    the same dataset and teacher (:func:`paper_row`)."""
     assert settings.agents is not None and settings.seeds is not None
     fields = ("accuracy", "params", "delta", "compression")
     lines = _header(["Model", "Paper acc.", "Paper #params", "Paper Δ acc.", "Paper compr.",
@@ -111,7 +121,7 @@ def table1(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
                      "Per seed: acc., #params (compr.)"])
     teacher_name = ZOO_NAMES.get(settings.teacher or "", settings.teacher or "")
     lines.append(md_row([f"Teacher ({teacher_name})",
-                         *_paper_cells(paper.find(paper.TABLE1, "MNIST", "VGG-13", "Teacher"),
+                         *_paper_cells(paper_row(paper.TABLE1, settings, "Teacher"),
                                        fields),
                          *_teacher_cells(_teacher(states), "apdc"), DASH]))
     for agent in settings.agents:
@@ -122,7 +132,7 @@ def table1(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
         planned = _count(states, "compress", mine)
         for name in ("Student (Stage1)", "Student (Stage1+Stage2)"):
             ours = _student(entries, name) if entries else None
-            reference = (paper.find(paper.TABLE1, "MNIST", "VGG-13", name)
+            reference = (paper_row(paper.TABLE1, settings, name)
                          if agent == "reinforce" else None)
             lines.append(md_row([
                 _partial(f"{name}, {AGENT_NAMES.get(agent, agent)}", len(entries), planned),
@@ -143,10 +153,10 @@ def table2(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
                      "Per run: acc., #params (compr.)"])
     teacher = _teacher(states)
     lines.append(md_row(["Teacher (" + ZOO_NAMES.get(settings.teacher or "", "") + ")",
-                         *_paper_cells(paper.find(paper.TABLE2, "MNIST", "VGG-13", "Teacher"),
+                         *_paper_cells(paper_row(paper.TABLE2, settings, "Teacher"),
                                        fields), *_teacher_cells(teacher, "apcd"), DASH]))
     pruning = _done(states, "prune")
-    paper_pruning = paper.find(paper.TABLE2, "MNIST", "VGG-13", "Pruning")
+    paper_pruning = paper_row(paper.TABLE2, settings, "Pruning")
     if not pruning or teacher is None:
         lines.append(md_row([f"Pruning (best of {settings.prune_runs})",
                              *_paper_cells(paper_pruning, fields), *[cells.PENDING] * 5]))
@@ -181,7 +191,7 @@ def table2(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
     chosen = [(int(s.unit.spec["seed"]), s.record["result"]) for s in _finished(states, "compress")
               if s.unit.id == reference_id]
     ref = _student(chosen, "Student (Stage1)") if chosen else None
-    paper_ours = paper.find(paper.TABLE2, "MNIST", "VGG-13", "Ours")
+    paper_ours = paper_row(paper.TABLE2, settings, "Ours")
     label = f"seed {chosen[0][0]}, the pruning reference" if chosen else "the pruning reference"
     lines.append(md_row([f"Ours: Student (Stage1), REINFORCE, {label}",
                          *_paper_cells(paper_ours, fields),
@@ -252,7 +262,7 @@ def table4(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
                      "Our acc.", "Our #params", "Our compr.", "Our constr.",
                      "Within it", "Per seed: acc., #params (compr.)"])
     lines.append(md_row([f"Teacher ({ZOO_NAMES.get(settings.teacher or '', '')})",
-                         *_paper_cells(paper.find(paper.TABLE4, "MNIST", "VGG-13", "Teacher"),
+                         *_paper_cells(paper_row(paper.TABLE4, settings, "Teacher"),
                                        fields),
                          *_teacher_cells(_teacher(states), "ap1n"), DASH, DASH]))
     for agent in settings.agents:
@@ -263,7 +273,7 @@ def table4(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
         ours = _student(entries, "Student (Stage1+Stage2)") if entries else None
         within = (f"{sum(p <= settings.max_params for p in ours['params_list'])} of "
                   f"{len(entries)} seeds" if ours else cells.PENDING)
-        reference = (paper.find(paper.TABLE4, "MNIST", "VGG-13", "Student (Stage 1 & 2)")
+        reference = (paper_row(paper.TABLE4, settings, "Student (Stage 1 & 2)")
                      if agent == "reinforce" else None)
         lines.append(md_row([
             _partial(f"Student (Stage 1 & 2), {AGENT_NAMES.get(agent, agent)}", len(entries),
