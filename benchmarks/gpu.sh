@@ -21,6 +21,17 @@
 # the same teacher. Only gymnasium is missing there (the searches need neither SB3 nor
 # Ray).
 #
+# Measured in the one GPU session so far (2026-12-04; docs/results.md, "On a GPU"): Table
+# 1's CIFAR-10 row instead, with DATA_ROOT=.data (cifar10-subset.npz copied there) and
+#   PAPER_ARGS="--dataset cifar10-14k --teacher resnet18 --teacher-width 1" (and
+#   WORK=benchmarks/paper-cuda-cifar10, where its results are committed):
+# the full-width ResNet-18 teacher took 2.6 min, stage 1 of the six searches about 2 min,
+# stage 2 6-9 s per iteration; at BUDGET=470 none reached its final training. That row
+# cannot continue in a later session (its 45 MB teacher and the 40 MB of data exceed the
+# 64 MiB a call carries), and between two calls of one session the device keeps only
+# git-ignored folders (runs/ survived; units/ and teachers/ did not). Table 1 on MNIST,
+# the default here, is finished on the CPU (benchmarks/paper).
+#
 # The device tool sends the working tree, which must stay under 64 MiB: in December 2026
 # the tracked files alone were 78 MB (the CPU run's full-width teacher in
 # benchmarks/paper/teachers is 38 MB). Check with
