@@ -11,7 +11,9 @@ Students: the teacher's own architecture (an upper bound: no student is larger),
 with ``--cache RUN/rewards.sqlite``, the search's trained students with the most and the
 median FLOPs. Each trains twice, for 1 and for ``--epochs`` epochs; the difference, per
 epoch, leaves out what does not grow with the epochs (building the student, the teacher's
-fixed logits, the final test).
+fixed logits, the final test). One untimed epoch of the first student comes before them:
+without it the first 1-epoch run also pays the device's warm-up (on CUDA, its first
+kernels and allocations), which can make it slower than the longer run.
 
 Run: ``python benchmarks/final_training_cost.py --device cuda --cache
 benchmarks/paper-cuda-cifar10/carry/compress-resnet18-w1-cifar10-14k-reinforce-seed1/rewards.sqlite``
@@ -95,7 +97,10 @@ def main() -> None:
           f"parameters), random data in {args.dataset}'s shape {shape}, {sizes[0]:,} training "
           f"images, batch {recipe.batch_size}; recipe: {recipe.epochs} epochs; device "
           f"{args.device}")
-    for label, arch in students(teacher_arch, args.cache):
+    chosen = students(teacher_arch, args.cache)
+    warm_up = dataclasses.replace(recipe, epochs=1, milestones=())
+    finetune(chosen[0][1], teacher, dataset, warm_up, device=args.device, progress=False)
+    for label, arch in chosen:
         seconds = {}
         for epochs in (1, args.epochs):
             short = dataclasses.replace(recipe, epochs=epochs, milestones=())

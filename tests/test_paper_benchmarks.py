@@ -241,3 +241,34 @@ def test_final_training_lr_trains_a_pruned_network_from_its_own_weights(
         script["main"]([str(unit), "--pruned", str(pruned), "--architecture", str(pruned)])
     with pytest.raises(SystemExit, match="not a pruning run's"):
         script["main"]([str(unit), "--pruned", str(tmp_path / "teachers" / "t.pt")])
+
+
+def test_final_training_cost_times_the_teacher_sized_and_the_searchs_students(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    teacher = zoo.get("conv4", (1, 16, 16), 10, width=0.25)
+    removable = teacher.removable()
+    half = teacher.remove([not r or i % 2 == 0 for i, r in enumerate(removable)])
+    empty = teacher.remove([not r for r in removable])  # degenerate: never trained
+    with CachedEvaluator(MockEvaluator(teacher), tmp_path / "rewards.sqlite") as cache:
+        cache.evaluate_many([empty, half])
+    monkeypatch.setattr(sys, "argv", [
+        "final_training_cost.py", "--teacher", "conv4", "--width", "0.25", "--dataset",
+        "digits", "--sizes", "40,8,8", "--epochs", "3", "--threads", "1", "--device", "cpu",
+        "--cache", str(tmp_path / "rewards.sqlite")])
+    runpy.run_path(str(BENCHMARKS / "final_training_cost.py"), run_name="__main__")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"teacher conv4 at width 0.25 ({teacher.num_params():,} "
+                               "parameters), random data in digits's shape (1, 16, 16), 40 "
+                               "training images, batch 64; recipe: 50 epochs")
+    pattern = re.compile(r"(.+): ([\d,]+) parameters; ([\d.]+) s per epoch \(3 epochs in "
+                         r"([\d.]+) s, 1 in ([\d.]+) s\); 50 epochs = ([\d.]+) min")
+    rows = [pattern.fullmatch(line) for line in lines[1:]]
+    assert all(rows) and [row.group(1) for row in rows] == [  # type: ignore[union-attr]
+        "teacher-sized", "most FLOPs", "median FLOPs"]
+    params = [int(row.group(2).replace(",", "")) for row in rows]  # type: ignore[union-attr]
+    assert params == [teacher.num_params(), half.num_params(), half.num_params()]
+    for row in rows:  # the extrapolation: the 1-epoch run plus 49 more epochs at the rate
+        per_epoch, longer, one, whole = (float(row.group(k)) for k in (3, 4, 5, 6))  # type: ignore[union-attr]
+        assert per_epoch == pytest.approx(max(longer - one, 0) / 2, abs=0.06)  # printed: 0.1 s
+        assert whole == pytest.approx((one + 49 * per_epoch) / 60, abs=0.06)
