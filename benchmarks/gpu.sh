@@ -26,7 +26,9 @@
 #   PAPER_ARGS="--dataset cifar10-14k --teacher resnet18 --teacher-width 1" (and
 #   WORK=benchmarks/paper-cuda-cifar10, where its results are committed):
 # the full-width ResNet-18 teacher took 2.6 min, stage 1 of the six searches about 2 min,
-# stage 2 6-9 s per iteration; at BUDGET=470 none reached its final training. That row
+# stage 2 6-9 s per iteration; at BUDGET=470 none reached its final training (about 3 min
+# each, two per search: benchmarks/final_training_cost.py), so the row needs about 18
+# minutes of one session. That row
 # cannot continue in a later session (its 45 MB teacher and the 40 MB of data exceed the
 # 64 MiB a call carries), and between two calls of one session the device keeps only
 # git-ignored folders (runs/ survived; units/ and teachers/ did not). Table 1 on MNIST,
