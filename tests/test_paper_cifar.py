@@ -40,23 +40,22 @@ def test_table3_distils_the_hand_designed_students(tmp_path: Path,
     records = results(work)
     teacher = records["teacher-resnet18-w0.125-synthetic"]["result"]
     text = (work / "table-3.md").read_text()
-    assert md_row(text, "Teacher (ResNet-18)")[1:3] == ["92.01%", "11.17M"]
-    for name, label, paper_cells in (
-            ("fitnet4", "FitNet-4", ["91.33%", "1.2M", "9.3x", "-0.63%"]),
-            ("vgg-small", "VGG-small", ["83.93%", "1.06M", "10.5x", "-8.08%"]),
-            ("squeezenet1_1", "SqueezeNet1.1 (paper: on SVHN)", ["89.34%", "727K", "15x",
-                                                                "-5.90%"])):
+    # the paper ran nothing on synthetic data: its columns read dashes (its side of the
+    # table on cifar10-14k is checked in test_paper_tables.py)
+    assert md_row(text, "Teacher (ResNet-18)")[1:3] == ["—", "—"]
+    for name, label in (("fitnet4", "FitNet-4"), ("vgg-small", "VGG-small"),
+                        ("squeezenet1_1", "SqueezeNet1.1")):
         result = records[f"kd-resnet18-w0.125-synthetic-{name}-seed0"]["result"]
         params = sum(p.numel() for p in make_student(name, (3, 8, 8), 10).parameters())
         assert result["params"] == params
         row = md_row(text, label)
-        assert row[1:5] == paper_cells
+        assert row[1:5] == ["—"] * 4
         assert row[5:8] == [f"{100 * result['test_accuracy']:.2f}%", f"{params:,}",
                             f"{teacher['params'] / params:.1f}x"]
     assert "more parameters than this teacher" in text  # a 0.125-wide ResNet-18 is smaller
     search = records["compress-resnet18-w0.125-synthetic-reinforce-seed0"]
     ours = md_row(text, "Ours: Student (Stage1+Stage2), REINFORCE")
-    assert ours[1:5] == ["91.81%", "1.00M", "11.0x", "-0.20%"]
+    assert ours[1:5] == ["—"] * 4
     assert ours[6] == f"{stage(search, 'Student (Stage1+Stage2)')['params']:,}"
 
 

@@ -66,7 +66,27 @@ def test_table4_takes_the_constrained_row_of_its_dataset(
     assert table["Student (Stage 1 & 2), REINFORCE"][:4] == student
 
 
-@pytest.mark.parametrize("table", [1, 2, 4])
+def test_table3_default_takes_cifar10_resnet18_and_squeezenet_from_svhn() -> None:
+    table = rows(PaperSettings(3))
+    assert table["Teacher (ResNet-18)"][:4] == ["92.01%", "11.17M", "—", "—"]
+    assert table["FitNet-4"][:4] == ["91.33%", "1.2M", "9.3x", "-0.63%"]
+    assert table["VGG-small"][:4] == ["83.93%", "1.06M", "10.5x", "-8.08%"]
+    assert table["SqueezeNet1.1 (paper: on SVHN)"][:4] == ["89.34%", "727K", "15x", "-5.90%"]
+    assert table["Ours: Student (Stage1+Stage2), REINFORCE"][:4] == [
+        "91.81%", "1.00M", "11.0x", "-0.20%"]
+
+
+def test_table3_on_svhn_has_only_squeezenet_and_says_so_without_a_note() -> None:
+    settings = PaperSettings(3, dataset="svhn")
+    table = rows(settings)
+    assert table["Teacher (ResNet-18)"][:4] == ["95.24%", "11.17M", "—", "—"]
+    assert table["SqueezeNet1.1"][:4] == ["89.34%", "727K", "15x", "-5.90%"]
+    assert table["FitNet-4"][:4] == table["VGG-small"][:4] == DASHES
+    assert ("- Paper: SVHN (73,257 training / 26,032 test images), ResNet-18 at full width."
+            in report.render(settings, [], "work"))
+
+
+@pytest.mark.parametrize("table", [1, 2, 3, 4])
 def test_a_pair_the_paper_never_ran_reads_dashes_and_says_so(table: int) -> None:
     settings = PaperSettings(table, dataset="digits", teacher="conv4", teacher_width=0.25)
     for name, cells in rows(settings).items():
@@ -81,6 +101,9 @@ def test_a_pair_the_paper_never_ran_reads_dashes_and_says_so(table: int) -> None
      "- Paper: CIFAR-10 (50,000 training / 10,000 test images), ResNet-18 at full width."),
     (PaperSettings(1), "- Paper: MNIST (60,000 training / 10,000 test images), VGG-13 at full "
                        "width."),
+    (PaperSettings(3), "- Paper: CIFAR-10 (50,000 training / 10,000 test images), ResNet-18 "
+                       "at full width; SqueezeNet 1.1 on SVHN (73,257 training / 26,032 test "
+                       "images)."),
     (PaperSettings(4, dataset="cifar10-14k", teacher="vgg19"),
      "- Paper: CIFAR-10 (50,000 training / 10,000 test images), VGG-19 at full width, "
      "params <= 1M."),

@@ -211,20 +211,22 @@ def table3(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
                      "Per seed: acc., #params (compr.)"])
     teacher = _teacher(states)
     lines.append(md_row([f"Teacher ({ZOO_NAMES.get(settings.teacher or '', '')})",
-                         *_paper_cells(paper.find(paper.TABLE3, "CIFAR-10", "ResNet-18",
-                                                  "Teacher"), fields),
+                         *_paper_cells(paper_row(paper.TABLE3, settings, "Teacher"), fields),
                          *_teacher_cells(teacher, "apcd"), DASH]))
     for student in settings.students:
         name = STUDENT_NAMES[student]
-        heading = "SVHN" if student == "squeezenet1_1" else "CIFAR-10"
-        reference = paper.find(paper.TABLE3, heading, "ResNet-18", name)
+        reference = paper_row(paper.TABLE3, settings, name)
+        on_svhn = (reference is None and student == "squeezenet1_1"
+                   and paper_row(paper.TABLE3, settings, "Teacher") is not None)
+        if on_svhn:  # the paper ran SqueezeNet 1.1 under the same teacher on SVHN alone
+            reference = paper.find(paper.TABLE3, "SVHN", "ResNet-18", name)
 
         def mine(state: UnitState, student: str = student) -> bool:
             return state.unit.label == student
 
         entries = [r for _, r in _done(states, "kd", mine)]
         planned = _count(states, "kd", mine)
-        label = _partial(name + (" (paper: on SVHN)" if heading == "SVHN" else ""),
+        label = _partial(name + (" (paper: on SVHN)" if on_svhn else ""),
                          len(entries), planned)
         if not entries or teacher is None:
             lines.append(md_row([label, *_paper_cells(reference, fields),
@@ -244,8 +246,8 @@ def table3(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
 
         entries = _done(states, "compress", mine)
         ours = _student(entries, "Student (Stage1+Stage2)") if entries else None
-        reference = (paper.find(paper.TABLE3, "CIFAR-10", "ResNet-18", "Ours")
-                     if agent == "reinforce" else None)
+        reference = (paper_row(paper.TABLE3, settings, "Ours") if agent == "reinforce"
+                     else None)
         lines.append(md_row([
             _partial(f"Ours: Student (Stage1+Stage2), {AGENT_NAMES.get(agent, agent)}",
                      len(entries), _count(states, "compress", mine)),
