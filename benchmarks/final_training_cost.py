@@ -85,9 +85,10 @@ def main() -> None:
         parser.error(f"--epochs must be at least 2, got {args.epochs}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    sizes = tuple(int(part) for part in args.sizes.split(","))
-    if len(sizes) != 3 or min(sizes) < 2:
+    parts = args.sizes.split(",")
+    if len(parts) != 3 or not all(part.strip().isdigit() and int(part) >= 2 for part in parts):
         parser.error(f"--sizes takes three counts of at least 2, got {args.sizes!r}")
+    sizes = tuple(int(part) for part in parts)
     shape, classes = data.info(args.dataset)
     teacher_arch = zoo.get(args.teacher, shape, classes, width=args.width)
     teacher = build_model(teacher_arch)

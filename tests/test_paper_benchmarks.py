@@ -272,3 +272,13 @@ def test_final_training_cost_times_the_teacher_sized_and_the_searchs_students(
         per_epoch, longer, one, whole = (float(row.group(k)) for k in (3, 4, 5, 6))  # type: ignore[union-attr]
         assert per_epoch == pytest.approx(max(longer - one, 0) / 2, abs=0.06)  # printed: 0.1 s
         assert whole == pytest.approx((one + 49 * per_epoch) / 60, abs=0.06)
+
+
+@pytest.mark.parametrize("sizes", ["10,x,3", "10,1,3", "10,10"])
+def test_final_training_cost_refuses_sizes_it_cannot_train_on(
+        sizes: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["final_training_cost.py", "--sizes", sizes])
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(BENCHMARKS / "final_training_cost.py"), run_name="__main__")
+    assert f"--sizes takes three counts of at least 2, got '{sizes}'" in capsys.readouterr().err
