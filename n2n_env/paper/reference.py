@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DATASETS", "IMAGES", "TABLE1", "TABLE2", "TABLE3", "TABLE4", "TABLE5", "TITLES",
-           "PaperRow", "PaperTransfer", "count", "find", "transfer"]
+__all__ = ["DATASETS", "IMAGES", "ROWS", "TABLE1", "TABLE2", "TABLE3", "TABLE4", "TABLE5",
+           "TITLES", "PaperRow", "PaperTransfer", "count", "find", "transfer"]
 
 TITLES = {
     1: "Table 1: Summary of Compression results",
@@ -133,6 +133,9 @@ TABLE4 = (
              compression="35x", constraint="1M"),
 )
 """Table 4 (columns Acc., #Params, Compr., Constr.)."""
+
+ROWS = {1: TABLE1, 2: TABLE2, 3: TABLE3, 4: TABLE4}
+"""The model rows of Tables 1-4, by table number."""
 
 TABLE5 = (
     PaperTransfer("resnet18", "resnet34", "Pre-trained", "0.81", "78.1%", "79.5%"),

@@ -79,14 +79,13 @@ def _paper_data(settings: PaperSettings) -> str:
     """What the paper's numbers beside ours were measured on."""
     if settings.table == 5:
         return TABLE5_DATA
-    rows = {1: paper.TABLE1, 2: paper.TABLE2, 3: paper.TABLE3, 4: paper.TABLE4}[settings.table]
-    teacher = paper_row(rows, settings, "Teacher")
+    teacher = paper_row(settings, "Teacher")
     name = ZOO_NAMES.get(settings.teacher or "", settings.teacher or "")
     if teacher is None:
         return (f"its Table {settings.table} has no {name} on {settings.dataset} (nor on the "
                 "dataset it is drawn from), so the paper's columns read —")
     text = f"{teacher.dataset} ({paper.IMAGES[teacher.dataset]}), {name} at full width"
-    student = paper_row(rows, settings, "Student (Stage 1 & 2)")
+    student = paper_row(settings, "Student (Stage 1 & 2)")
     if student is not None:
         text += f", params <= {student.constraint}"
     if settings.table == 3 and teacher.dataset != "SVHN":

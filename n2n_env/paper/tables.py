@@ -80,12 +80,11 @@ def _partial(name: str, finished: int, planned: int) -> str:
     return name if finished in (0, planned) else f"{name} ({finished} of {planned} seeds)"
 
 
-def paper_row(rows: tuple[paper.PaperRow, ...], settings: PaperSettings, model: str
-              ) -> paper.PaperRow | None:
-    """The paper's row ``model`` of ``rows`` for the table's own dataset and teacher, if the
-    paper ran that pair (ResNet-18 on cifar10-14k meets its CIFAR-10 ResNet-18 rows; conv4 on
-    digits meets none)."""
-    return paper.find(rows, paper.DATASETS.get(settings.dataset or "", ""),
+def paper_row(settings: PaperSettings, model: str) -> paper.PaperRow | None:
+    """The paper's row ``model`` of the table ``settings.table`` (1-4) for the table's own
+    dataset and teacher, if the paper ran that pair (ResNet-18 on cifar10-14k meets its
+    CIFAR-10 ResNet-18 rows; conv4 on digits meets none)."""
+    return paper.find(paper.ROWS[settings.table], paper.DATASETS.get(settings.dataset or "", ""),
                       ZOO_NAMES.get(settings.teacher or "", ""), model)
 
 
@@ -121,7 +120,7 @@ def table1(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
                      "Per seed: acc., #params (compr.)"])
     teacher_name = ZOO_NAMES.get(settings.teacher or "", settings.teacher or "")
     lines.append(md_row([f"Teacher ({teacher_name})",
-                         *_paper_cells(paper_row(paper.TABLE1, settings, "Teacher"),
+                         *_paper_cells(paper_row(settings, "Teacher"),
                                        fields),
                          *_teacher_cells(_teacher(states), "apdc"), DASH]))
     for agent in settings.agents:
@@ -132,7 +131,7 @@ def table1(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
         planned = _count(states, "compress", mine)
         for name in ("Student (Stage1)", "Student (Stage1+Stage2)"):
             ours = _student(entries, name) if entries else None
-            reference = (paper_row(paper.TABLE1, settings, name)
+            reference = (paper_row(settings, name)
                          if agent == "reinforce" else None)
             lines.append(md_row([
                 _partial(f"{name}, {AGENT_NAMES.get(agent, agent)}", len(entries), planned),
@@ -153,10 +152,10 @@ def table2(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
                      "Per run: acc., #params (compr.)"])
     teacher = _teacher(states)
     lines.append(md_row(["Teacher (" + ZOO_NAMES.get(settings.teacher or "", "") + ")",
-                         *_paper_cells(paper_row(paper.TABLE2, settings, "Teacher"),
+                         *_paper_cells(paper_row(settings, "Teacher"),
                                        fields), *_teacher_cells(teacher, "apcd"), DASH]))
     pruning = _done(states, "prune")
-    paper_pruning = paper_row(paper.TABLE2, settings, "Pruning")
+    paper_pruning = paper_row(settings, "Pruning")
     if not pruning or teacher is None:
         lines.append(md_row([f"Pruning (best of {settings.prune_runs})",
                              *_paper_cells(paper_pruning, fields), *[cells.PENDING] * 5]))
@@ -191,7 +190,7 @@ def table2(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
     chosen = [(int(s.unit.spec["seed"]), s.record["result"]) for s in _finished(states, "compress")
               if s.unit.id == reference_id]
     ref = _student(chosen, "Student (Stage1)") if chosen else None
-    paper_ours = paper_row(paper.TABLE2, settings, "Ours")
+    paper_ours = paper_row(settings, "Ours")
     label = f"seed {chosen[0][0]}, the pruning reference" if chosen else "the pruning reference"
     lines.append(md_row([f"Ours: Student (Stage1), REINFORCE, {label}",
                          *_paper_cells(paper_ours, fields),
@@ -210,14 +209,15 @@ def table3(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
                      "Our acc.", "Our #params", "Our compr.", "Our Δ acc. (points)",
                      "Per seed: acc., #params (compr.)"])
     teacher = _teacher(states)
+    paper_teacher = paper_row(settings, "Teacher")
     lines.append(md_row([f"Teacher ({ZOO_NAMES.get(settings.teacher or '', '')})",
-                         *_paper_cells(paper_row(paper.TABLE3, settings, "Teacher"), fields),
+                         *_paper_cells(paper_teacher, fields),
                          *_teacher_cells(teacher, "apcd"), DASH]))
     for student in settings.students:
         name = STUDENT_NAMES[student]
-        reference = paper_row(paper.TABLE3, settings, name)
+        reference = paper_row(settings, name)
         on_svhn = (reference is None and student == "squeezenet1_1"
-                   and paper_row(paper.TABLE3, settings, "Teacher") is not None)
+                   and paper_teacher is not None)
         if on_svhn:  # the paper ran SqueezeNet 1.1 under the same teacher on SVHN alone
             reference = paper.find(paper.TABLE3, "SVHN", "ResNet-18", name)
 
@@ -246,7 +246,7 @@ def table3(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
 
         entries = _done(states, "compress", mine)
         ours = _student(entries, "Student (Stage1+Stage2)") if entries else None
-        reference = (paper_row(paper.TABLE3, settings, "Ours") if agent == "reinforce"
+        reference = (paper_row(settings, "Ours") if agent == "reinforce"
                      else None)
         lines.append(md_row([
             _partial(f"Ours: Student (Stage1+Stage2), {AGENT_NAMES.get(agent, agent)}",
@@ -264,7 +264,7 @@ def table4(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
                      "Our acc.", "Our #params", "Our compr.", "Our constr.",
                      "Within it", "Per seed: acc., #params (compr.)"])
     lines.append(md_row([f"Teacher ({ZOO_NAMES.get(settings.teacher or '', '')})",
-                         *_paper_cells(paper_row(paper.TABLE4, settings, "Teacher"),
+                         *_paper_cells(paper_row(settings, "Teacher"),
                                        fields),
                          *_teacher_cells(_teacher(states), "ap1n"), DASH, DASH]))
     for agent in settings.agents:
@@ -275,7 +275,7 @@ def table4(settings: PaperSettings, states: Sequence[UnitState]) -> list[str]:
         ours = _student(entries, "Student (Stage1+Stage2)") if entries else None
         within = (f"{sum(p <= settings.max_params for p in ours['params_list'])} of "
                   f"{len(entries)} seeds" if ours else cells.PENDING)
-        reference = (paper_row(paper.TABLE4, settings, "Student (Stage 1 & 2)")
+        reference = (paper_row(settings, "Student (Stage 1 & 2)")
                      if agent == "reinforce" else None)
         lines.append(md_row([
             _partial(f"Student (Stage 1 & 2), {AGENT_NAMES.get(agent, agent)}", len(entries),
