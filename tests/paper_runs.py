@@ -24,10 +24,14 @@ def paper_cmd(table: str, work: Path, *extra: str) -> list[str]:
     return ["paper", table, "--work", str(work), *extra]
 
 
+def row_cells(line: str) -> list[str]:
+    """The cells of one markdown table row."""
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
 def md_row(text: str, label: str) -> list[str]:
     """The cells of the one markdown row whose first cell starts with ``label``."""
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
-            for line in text.splitlines() if line.startswith(f"| {label}")]
+    rows = [row_cells(line) for line in text.splitlines() if line.startswith(f"| {label}")]
     assert len(rows) == 1, f"expected one row {label!r} in:\n{text}"
     return rows[0]
 

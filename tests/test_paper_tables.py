@@ -8,6 +8,7 @@ No unit runs here: the bodies are written from settings alone, every one of our 
 from __future__ import annotations
 
 import pytest
+from paper_runs import row_cells
 
 from n2n_env.paper import report
 from n2n_env.paper.settings import PaperSettings
@@ -18,11 +19,7 @@ DASHES = ["—"] * 4
 
 def rows(settings: PaperSettings) -> dict[str, list[str]]:
     """Each body row's cells after the first, by the row's name."""
-    table = {}
-    for line in BODIES[settings.table](settings, [])[2:]:
-        name, *rest = [cell.strip() for cell in line.strip("|").split("|")]
-        table[name] = rest
-    return table
+    return {name: rest for name, *rest in map(row_cells, BODIES[settings.table](settings, [])[2:])}
 
 
 def test_table1_on_cifar_takes_the_papers_resnet18_rows_not_mnists() -> None:
